@@ -1,0 +1,614 @@
+//! The TOML configuration: types, defaults, `${ENV}` interpolation and
+//! validation. Pure: nothing here touches Redis or plugins. Every field is
+//! documented for users in `configs/pumphouse.example.toml`.
+
+mod interpolate;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+pub use interpolate::interpolate_env;
+
+/// Default Redis connection.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Records claimed per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// How long a claimed batch stays leased before any instance may reclaim it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Sleep between claims when every key is empty.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Batches each lane may hold before the source stops claiming.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Where the HTTP server listens.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// How long shutdown waits for in-flight batches.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-call time limit for a plugin.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Linear memory a plugin instance may grow to.
+pub const DEFAULT_MAX_MEMORY: ByteSize = ByteSize::mib(128);
+/// First retry delay.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(200);
+/// Retry delay cap.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Epoch tick used to enforce plugin timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Largest batch a claim may take: bounds Lua stack use and Redis latency.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// A configuration error, naming the field or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Env { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory the `plugin` names of pumps are resolved in. Relative paths
+    /// are relative to the config file's directory.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// The HTTP server (health, readiness, metrics).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// The pumps; every pump receives every record.
+    #[serde(default)]
+    pub pumps: Vec<PumpConfig>,
+}
+
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+
+/// Producer schema of the records in the source keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// iam-authz-server analytics.
+    Iam,
+    /// Tyk Gateway analytics.
+    Tyk,
+    /// Any MessagePack map; no host-side filters apply.
+    Generic,
+}
+
+/// Delivery guarantee of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Leased claims, acked after every pump delivered: nothing is lost.
+    AtLeastOnce,
+    /// Destructive `LPOP`: fastest, loses in-flight records on a crash.
+    AtMostOnce,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Redis URL, `redis://[user:pass@]host:port/db`.
+    #[serde(default = "default_redis_url")]
+    pub redis_url: String,
+    /// `iam`, `tyk` or `generic`.
+    pub format: Format,
+    /// The list key producers push to. Defaults to the producer's own key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Also read `<key>_0` … `<key>_<shards-1>` (Tyk's
+    /// `enable_multiple_analytics_keys` writes 10 shards).
+    #[serde(default)]
+    pub shards: u32,
+    /// `at-least-once` (default) or `at-most-once`.
+    #[serde(default = "default_delivery")]
+    pub delivery: Delivery,
+    /// Records per claim.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long a claim is leased before another instance may take it over.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// Idle sleep between claims when all keys are empty.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Redis list holding records that could not be decoded or delivered.
+    /// Defaults to `pumphouse:dead-letter:<key>`.
+    #[serde(default)]
+    pub dead_letter_key: Option<String>,
+}
+
+fn default_redis_url() -> String {
+    DEFAULT_REDIS_URL.to_string()
+}
+fn default_delivery() -> Delivery {
+    Delivery::AtLeastOnce
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn default_lease() -> Duration {
+    DEFAULT_LEASE
+}
+fn default_poll_interval() -> Duration {
+    DEFAULT_POLL_INTERVAL
+}
+
+impl SourceConfig {
+    /// The base key, defaulted per format.
+    pub fn base_key(&self) -> &str {
+        match (&self.key, self.format) {
+            (Some(k), _) => k,
+            (None, Format::Tyk) => "analytics-tyk-system-analytics",
+            (None, _) => "analytics-iam-system-analytics",
+        }
+    }
+
+    /// Every list key this source drains.
+    pub fn keys(&self) -> Vec<String> {
+        let base = self.base_key();
+        let mut keys = vec![base.to_string()];
+        keys.extend((0..self.shards).map(|i| format!("{base}_{i}")));
+        keys
+    }
+
+    /// The dead-letter list.
+    pub fn dead_letter_key(&self) -> String {
+        self.dead_letter_key
+            .clone()
+            .unwrap_or_else(|| format!("pumphouse:dead-letter:{}", self.base_key()))
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` for `/healthz`, `/readyz` and `/metrics`; `port 0` picks
+    /// a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM/SIGINT waits for in-flight batches; what is not
+    /// finished stays claimed in Redis and is re-delivered after its lease.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+fn default_drain_timeout() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
+}
+
+/// `[[pumps]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PumpConfig {
+    /// Unique name; used in logs, metrics and dead-letter entries.
+    pub name: String,
+    /// Sink plugin file name in `plugins_dir` (or a path).
+    pub plugin: String,
+    /// Host-side record filters, applied before any plugin.
+    #[serde(default)]
+    pub filters: HostFilters,
+    /// Drop bulky detail fields before delivery (iam: `Policies`,
+    /// `Deciders`; Tyk: `RawRequest`, `RawResponse`).
+    #[serde(default)]
+    pub omit_detailed_recording: bool,
+    /// Records larger than this (encoded bytes as received) are
+    /// dead-lettered for this pump instead of delivered. Unset: no limit.
+    #[serde(default)]
+    pub max_record_size: Option<ByteSize>,
+    /// Filter plugins applied in order before the sink.
+    #[serde(default)]
+    pub filters_chain: Vec<FilterPluginConfig>,
+    /// Per-call time limit for every plugin of this pump.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Batches this pump may hold before the source stops claiming more
+    /// (Redis stays the buffer while a pump is slow).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_batches: usize,
+    /// Retry policy for failed writes.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// What the plugin may touch.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// Free-form table handed to the sink's `init` as JSON.
+    #[serde(default = "empty_table")]
+    pub config: toml::Table,
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+fn empty_table() -> toml::Table {
+    toml::Table::new()
+}
+
+/// One entry of `filters_chain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterPluginConfig {
+    /// Filter plugin file name in `plugins_dir` (or a path).
+    pub plugin: String,
+    /// Free-form table handed to the filter's `init` as JSON.
+    #[serde(default = "empty_table")]
+    pub config: toml::Table,
+}
+
+/// `[pumps.filters]`: allow and skip lists. An empty allow list allows
+/// everything; a record must pass every list that is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFilters {
+    /// iam: keep only these usernames.
+    #[serde(default)]
+    pub usernames: Vec<String>,
+    /// iam: drop these usernames.
+    #[serde(default)]
+    pub skip_usernames: Vec<String>,
+    /// Tyk: keep only these org ids.
+    #[serde(default)]
+    pub org_ids: Vec<String>,
+    /// Tyk: drop these org ids.
+    #[serde(default)]
+    pub skip_org_ids: Vec<String>,
+    /// Tyk: keep only these API ids.
+    #[serde(default)]
+    pub api_ids: Vec<String>,
+    /// Tyk: drop these API ids.
+    #[serde(default)]
+    pub skip_api_ids: Vec<String>,
+    /// Tyk: keep only these response codes.
+    #[serde(default)]
+    pub response_codes: Vec<i64>,
+    /// Tyk: drop these response codes.
+    #[serde(default)]
+    pub skip_response_codes: Vec<i64>,
+}
+
+impl HostFilters {
+    fn iam_fields_set(&self) -> bool {
+        !self.usernames.is_empty() || !self.skip_usernames.is_empty()
+    }
+    fn tyk_fields_set(&self) -> bool {
+        !(self.org_ids.is_empty()
+            && self.skip_org_ids.is_empty()
+            && self.api_ids.is_empty()
+            && self.skip_api_ids.is_empty()
+            && self.response_codes.is_empty()
+            && self.skip_response_codes.is_empty())
+    }
+    /// True when no list is set.
+    pub fn is_empty(&self) -> bool {
+        !self.iam_fields_set() && !self.tyk_fields_set()
+    }
+}
+
+/// `[pumps.retry]`: capped exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay.
+    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    /// Delay cap.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial: DEFAULT_RETRY_INITIAL,
+            max: DEFAULT_RETRY_MAX,
+        }
+    }
+}
+
+fn default_retry_initial() -> Duration {
+    DEFAULT_RETRY_INITIAL
+}
+fn default_retry_max() -> Duration {
+    DEFAULT_RETRY_MAX
+}
+
+/// `[pumps.sandbox]`: deny by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Linear memory limit per plugin instance, e.g. `"64MiB"`.
+    #[serde(default = "default_max_memory")]
+    pub max_memory: ByteSize,
+    /// Host directories the plugin can see; nothing else of the filesystem
+    /// is visible.
+    #[serde(default)]
+    pub dirs: Vec<DirConfig>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            max_memory: DEFAULT_MAX_MEMORY,
+            dirs: Vec::new(),
+        }
+    }
+}
+
+fn default_max_memory() -> ByteSize {
+    DEFAULT_MAX_MEMORY
+}
+
+/// One preopened directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirConfig {
+    /// Directory on the host; created if missing. Relative paths are
+    /// relative to the config file's directory.
+    pub host: PathBuf,
+    /// Where the plugin sees it, e.g. `/out`.
+    pub guest: String,
+    /// Plugin may only read.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_str_at(&text, path, base)
+    }
+
+    /// Parses config text as if read from `path`; relative paths resolve
+    /// against `base`.
+    pub fn from_str_at(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        Self::from_str_with(text, path, base, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_str_at`], with `${NAME}` looked up in `vars`.
+    pub fn from_str_with(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate_env(text, vars).map_err(|message| {
+            ConfigError::Env {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.resolve_paths(base);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.plugins_dir.is_relative() {
+            self.plugins_dir = base.join(&self.plugins_dir);
+        }
+        for pump in &mut self.pumps {
+            for dir in &mut pump.sandbox.dirs {
+                if dir.host.is_relative() {
+                    dir.host = base.join(&dir.host);
+                }
+            }
+        }
+    }
+
+    /// Resolves a plugin reference against `plugins_dir`.
+    pub fn plugin_path(&self, plugin: &str) -> PathBuf {
+        let p = Path::new(plugin);
+        if p.is_absolute() || plugin.contains('/') {
+            p.to_path_buf()
+        } else {
+            self.plugins_dir.join(p)
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        let s = &self.source;
+        if s.batch_size == 0 || s.batch_size > MAX_BATCH_SIZE {
+            return Err(invalid(
+                "source.batch_size".into(),
+                format!("must be between 1 and {MAX_BATCH_SIZE}, got {}", s.batch_size),
+            ));
+        }
+        if s.lease < Duration::from_secs(1) {
+            return Err(invalid(
+                "source.lease".into(),
+                "must be at least 1s".into(),
+            ));
+        }
+        if s.poll_interval.is_zero() {
+            return Err(invalid(
+                "source.poll_interval".into(),
+                "must be greater than zero".into(),
+            ));
+        }
+        if !s.redis_url.starts_with("redis://") && !s.redis_url.starts_with("rediss://") {
+            return Err(invalid(
+                "source.redis_url".into(),
+                format!("must start with redis:// or rediss://, got {:?}", s.redis_url),
+            ));
+        }
+        if s.base_key().is_empty() {
+            return Err(invalid("source.key".into(), "must not be empty".into()));
+        }
+        if self.pumps.is_empty() {
+            return Err(invalid(
+                "pumps".into(),
+                "at least one [[pumps]] entry is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, pump) in self.pumps.iter().enumerate() {
+            let at = |f: &str| format!("pumps[{i}] ({}).{f}", pump.name);
+            if pump.name.is_empty()
+                || !pump
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("pumps[{i}].name"),
+                    format!(
+                        "{:?}: use letters, digits, '-' and '_' only (it labels metrics)",
+                        pump.name
+                    ),
+                ));
+            }
+            if !names.insert(pump.name.as_str()) {
+                return Err(invalid(
+                    format!("pumps[{i}].name"),
+                    format!("{:?} is used by two pumps", pump.name),
+                ));
+            }
+            if pump.plugin.is_empty() {
+                return Err(invalid(at("plugin"), "must name a .wasm file".into()));
+            }
+            if pump.timeout < Duration::from_millis(10) {
+                return Err(invalid(at("timeout"), "must be at least 10ms".into()));
+            }
+            if pump.max_in_flight_batches == 0 {
+                return Err(invalid(
+                    at("max_in_flight_batches"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if pump.retry.initial.is_zero() || pump.retry.max < pump.retry.initial {
+                return Err(invalid(
+                    at("retry"),
+                    "need 0 < initial <= max".into(),
+                ));
+            }
+            if pump.sandbox.max_memory < ByteSize::mib(1) {
+                return Err(invalid(
+                    at("sandbox.max_memory"),
+                    "must be at least 1MiB".into(),
+                ));
+            }
+            for (j, f) in pump.filters_chain.iter().enumerate() {
+                if f.plugin.is_empty() {
+                    return Err(invalid(
+                        at(&format!("filters_chain[{j}].plugin")),
+                        "must name a .wasm file".into(),
+                    ));
+                }
+            }
+            let mut guests = HashSet::new();
+            for (j, d) in pump.sandbox.dirs.iter().enumerate() {
+                if !d.guest.starts_with('/') {
+                    return Err(invalid(
+                        at(&format!("sandbox.dirs[{j}].guest")),
+                        format!("{:?} must be an absolute path such as \"/out\"", d.guest),
+                    ));
+                }
+                if !guests.insert(d.guest.as_str()) {
+                    return Err(invalid(
+                        at(&format!("sandbox.dirs[{j}].guest")),
+                        format!("{:?} is mounted twice", d.guest),
+                    ));
+                }
+            }
+            match s.format {
+                Format::Iam if pump.filters.tyk_fields_set() => {
+                    return Err(invalid(
+                        at("filters"),
+                        "org_ids/api_ids/response_codes apply to Tyk records; source.format is iam"
+                            .into(),
+                    ))
+                }
+                Format::Tyk if pump.filters.iam_fields_set() => {
+                    return Err(invalid(
+                        at("filters"),
+                        "usernames/skip_usernames apply to iam records; source.format is tyk"
+                            .into(),
+                    ))
+                }
+                Format::Generic if !pump.filters.is_empty() => {
+                    return Err(invalid(
+                        at("filters"),
+                        "host filters need source.format iam or tyk; use a filter plugin for generic records".into(),
+                    ))
+                }
+                Format::Generic if pump.omit_detailed_recording => {
+                    return Err(invalid(
+                        at("omit_detailed_recording"),
+                        "needs source.format iam or tyk".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+use super::*;
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "HOST" => Some("redis.internal".into()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+#[test]
+fn interpolation_substitutes_defaults_and_escapes() {
+    assert_eq!(
+        interpolate_env("a=${HOST} b=${NOPE:-x} c=$${HOST} d=$5 e=${EMPTY}", env).unwrap(),
+        "a=redis.internal b=x c=${HOST} d=$5 e="
+    );
+}
+
+#[test]
+fn interpolation_names_missing_variable_and_line() {
+    let err = interpolate_env("x = 1\ny = \"${SECRET_TOKEN}\"", env).unwrap_err();
+    assert!(err.contains("SECRET_TOKEN"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    let err = interpolate_env("y = \"${OPEN", env).unwrap_err();
+    assert!(err.contains("unclosed"), "{err}");
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_at(text, Path::new("test.toml"), Path::new("/etc/ph"))
+}
+
+const MINIMAL: &str = r#"
+[source]
+format = "iam"
+[[pumps]]
+name = "out"
+plugin = "file.wasm"
+"#;
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.source.keys(), vec!["analytics-iam-system-analytics"]);
+    assert_eq!(c.source.batch_size, DEFAULT_BATCH_SIZE);
+    assert_eq!(c.source.delivery, Delivery::AtLeastOnce);
+    assert_eq!(c.pumps[0].timeout, DEFAULT_TIMEOUT);
+    assert_eq!(c.plugins_dir, Path::new("/etc/ph/plugins"));
+    assert_eq!(c.plugin_path("file.wasm"), Path::new("/etc/ph/plugins/file.wasm"));
+    assert_eq!(
+        c.source.dead_letter_key(),
+        "pumphouse:dead-letter:analytics-iam-system-analytics"
+    );
+}
+
+#[test]
+fn tyk_shards_expand_to_keys() {
+    let c = parse(&MINIMAL.replace("\"iam\"", "\"tyk\"\nshards = 3")).unwrap();
+    assert_eq!(
+        c.source.keys(),
+        vec![
+            "analytics-tyk-system-analytics",
+            "analytics-tyk-system-analytics_0",
+            "analytics-tyk-system-analytics_1",
+            "analytics-tyk-system-analytics_2"
+        ]
+    );
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let err = parse(&MINIMAL.replace("plugin =", "plugn = \"x\"\nplugin =")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("plugn"), "{msg}");
+}
+
+#[test]
+fn invalid_values_name_their_field() {
+    let cases = [
+        (MINIMAL.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"), "source.batch_size"),
+        (MINIMAL.replace("name = \"out\"", "name = \"a b\""), "pumps[0].name"),
+        (
+            format!("{MINIMAL}[pumps.filters]\napi_ids = [\"x\"]\n"),
+            "pumps[0] (out).filters",
+        ),
+        (
+            format!("{MINIMAL}[pumps.sandbox]\ndirs = [{{ host = \"o\", guest = \"out\" }}]\n"),
+            "sandbox.dirs[0].guest",
+        ),
+        (
+            format!("{MINIMAL}[[pumps]]\nname = \"out\"\nplugin = \"x.wasm\"\n"),
+            "pumps[1].name",
+        ),
+    ];
+    for (text, field) in cases {
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains(field), "expected {field} in: {msg}");
+    }
+}
+
+#[test]
+fn durations_and_sizes_parse_human_forms() {
+    let c = parse(&format!(
+        "{MINIMAL}timeout = \"250ms\"\nmax_record_size = \"1KiB\"\n[pumps.sandbox]\nmax_memory = \"32MiB\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.pumps[0].timeout, Duration::from_millis(250));
+    assert_eq!(c.pumps[0].max_record_size, Some(ByteSize::kib(1)));
+    assert_eq!(c.pumps[0].sandbox.max_memory, ByteSize::mib(32));
+}

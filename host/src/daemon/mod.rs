@@ -1,0 +1,238 @@
+//! Wiring: config → plugins → Redis → lanes → pipeline, plus `check`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Format, PumpConfig};
+use crate::pipeline::deadletter::DeadLetters;
+use crate::pipeline::filters::HostFilter;
+use crate::pipeline::lane::{Lane, LaneSpec};
+use crate::pipeline::status::{PumpStatus, Status};
+use crate::pipeline::{self, RunReport, Settings};
+use crate::record::Schema;
+use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
+use crate::source::redis::{redacted, RedisSource, SourceError};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("pump {pump}: {path} is a {found} plugin, but {role} must be a {want}")]
+    WrongKind {
+        pump: String,
+        path: PathBuf,
+        found: Kind,
+        want: Kind,
+        role: &'static str,
+    },
+    #[error("pump {pump}: cannot create sandbox dir {path}: {source}")]
+    SandboxDir {
+        pump: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Init(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Runtime(#[from] SetupError),
+    #[error("{0}")]
+    Listen(std::io::Error),
+}
+
+/// The schema records of a format follow.
+pub fn schema_of(format: Format) -> Schema {
+    match format {
+        Format::Iam => Schema::Iam,
+        Format::Tyk => Schema::Tyk,
+        Format::Generic => Schema::Generic,
+    }
+}
+
+/// A pump with its plugins compiled.
+pub struct LoadedPump {
+    pub config: PumpConfig,
+    pub sink: Arc<Plugin>,
+    pub filters: Vec<Arc<Plugin>>,
+}
+
+/// Compiles every plugin the config names (each file once) and checks that
+/// sinks are sinks and filters are filters.
+pub async fn load_pumps(config: &Config, runtime: &Runtime) -> Result<Vec<LoadedPump>, StartError> {
+    let mut cache: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+    let mut pumps = Vec::new();
+    for pump in &config.pumps {
+        let mut get = async |name: &str, want: Kind, role: &'static str| -> Result<Arc<Plugin>, StartError> {
+            let path = config.plugin_path(name);
+            let plugin = match cache.get(&path) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(runtime.load(&path).await?);
+                    tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, kind = %p.kind, "plugin loaded");
+                    cache.insert(path.clone(), p.clone());
+                    p
+                }
+            };
+            if plugin.kind != want {
+                return Err(StartError::WrongKind {
+                    pump: pump.name.clone(),
+                    path,
+                    found: plugin.kind,
+                    want,
+                    role,
+                });
+            }
+            Ok(plugin)
+        };
+        let sink = get(&pump.plugin, Kind::Sink, "`plugin`").await?;
+        let mut filters = Vec::new();
+        for f in &pump.filters_chain {
+            filters.push(get(&f.plugin, Kind::Filter, "a `filters_chain` entry").await?);
+        }
+        pumps.push(LoadedPump {
+            config: pump.clone(),
+            sink,
+            filters,
+        });
+    }
+    Ok(pumps)
+}
+
+fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, StartError> {
+    let mut dirs = Vec::new();
+    for d in &pump.sandbox.dirs {
+        if !d.read_only {
+            std::fs::create_dir_all(&d.host).map_err(|source| StartError::SandboxDir {
+                pump: pump.name.clone(),
+                path: d.host.clone(),
+                source,
+            })?;
+        }
+        dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
+    }
+    Ok(Sandbox {
+        dirs,
+        max_memory: pump.sandbox.max_memory.as_u64() as usize,
+        timeout: pump.timeout,
+    })
+}
+
+fn json_config(table: &toml::Table) -> String {
+    serde_json::to_string(table).expect("a TOML table is valid JSON")
+}
+
+/// Builds lane specs and starts (instantiates and inits) every plugin.
+async fn start_lanes(pumps: Vec<LoadedPump>, dead_letters: &DeadLetters) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
+    let mut lanes = Vec::new();
+    let mut statuses = Vec::new();
+    for p in pumps {
+        let status = Arc::new(PumpStatus::new(&p.config.name, &p.sink));
+        let spec = LaneSpec {
+            name: Arc::from(p.config.name.as_str()),
+            sink: p.sink.clone(),
+            sink_config: json_config(&p.config.config),
+            filters: p
+                .filters
+                .iter()
+                .zip(&p.config.filters_chain)
+                .map(|(plugin, f)| (plugin.clone(), json_config(&f.config)))
+                .collect(),
+            host_filter: HostFilter::new(&p.config.filters),
+            omit_detail: p.config.omit_detailed_recording,
+            max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
+            sandbox: sandbox_of(&p.config)?,
+            retry: p.config.retry.clone(),
+            status: status.clone(),
+        };
+        lanes.push(Lane::start(spec, dead_letters.clone()).await.map_err(StartError::Init)?);
+        statuses.push(status);
+    }
+    Ok((lanes, statuses))
+}
+
+/// Outcome of `check`.
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub redis_ok: bool,
+}
+
+/// Validates a config, compiles every plugin and runs each pump's `init`
+/// (so plugin config errors surface too). Redis reachability is reported
+/// but does not fail the check: the daemon waits for Redis at start.
+pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
+    let runtime = Runtime::new(true)?;
+    let pumps = load_pumps(config, &runtime).await?;
+    let mut lines = Vec::new();
+    for p in &pumps {
+        let sandbox = sandbox_of(&p.config)?;
+        p.sink
+            .start(&p.config.name, &sandbox, &json_config(&p.config.config))
+            .await
+            .map_err(|e| StartError::Init(format!("pump {}: sink {}: {e}", p.config.name, p.sink.path.display())))?;
+        for (f, fc) in p.filters.iter().zip(&p.config.filters_chain) {
+            f.start(&p.config.name, &sandbox, &json_config(&fc.config))
+                .await
+                .map_err(|e| StartError::Init(format!("pump {}: filter {}: {e}", p.config.name, f.path.display())))?;
+        }
+        let chain: Vec<String> = p.filters.iter().map(|f| format!("{} {}", f.info.name, f.info.version)).collect();
+        lines.push(format!(
+            "pump {}: sink {} {} ({:?}){}",
+            p.config.name,
+            p.sink.info.name,
+            p.sink.info.version,
+            p.sink.info.accepts,
+            if chain.is_empty() { String::new() } else { format!(", filters: {}", chain.join(" → ")) }
+        ));
+    }
+    let redis_ok = match tokio::time::timeout(Duration::from_secs(3), RedisSource::connect(&config.source, Duration::ZERO)).await {
+        Ok(Ok(s)) => s.ping().await,
+        _ => false,
+    };
+    Ok(CheckReport { lines, redis_ok })
+}
+
+/// A running daemon's handles, for callers that embed it (the demo).
+pub struct Started {
+    pub http: SocketAddr,
+    pub done: tokio::task::JoinHandle<RunReport>,
+}
+
+/// Starts the daemon: loads plugins, binds HTTP, connects Redis (waiting for
+/// it), starts lanes and runs the pipeline until `shutdown`.
+pub async fn start(config: Config, metrics: Option<PrometheusHandle>, shutdown: CancellationToken) -> Result<Started, StartError> {
+    let runtime = Runtime::new(true)?;
+    let pumps = load_pumps(&config, &runtime).await?;
+    let max_in_flight = pumps.iter().map(|p| p.config.max_in_flight_batches).collect();
+    let status = Arc::new(Status::default());
+    let (http, _server) = crate::server::serve(&config.server.listen, status.clone(), metrics.clone(), shutdown.clone())
+        .await
+        .map_err(StartError::Listen)?;
+    tracing::info!(%http, "serving /healthz, /readyz and /metrics");
+    tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
+    let source = tokio::select! {
+        s = RedisSource::connect(&config.source, Duration::MAX) => s?,
+        _ = shutdown.cancelled() => return Err(StartError::Init("shut down while waiting for redis".into())),
+    };
+    let dead_letters = DeadLetters::new(source.clone());
+    let (lanes, statuses) = start_lanes(pumps, &dead_letters).await?;
+    status.set_pumps(statuses);
+    let settings = Settings {
+        schema: schema_of(config.source.format),
+        poll_interval: config.source.poll_interval,
+        lease: config.source.lease,
+        drain_timeout: config.shutdown.drain_timeout,
+        max_in_flight,
+    };
+    let done = tokio::spawn(pipeline::run(source, lanes, settings, status, shutdown));
+    Ok(Started { http, done })
+}

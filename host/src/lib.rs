@@ -1,0 +1,33 @@
+//! # pumphouse
+//!
+//! Drains analytics records (iam-authz-server, Tyk Gateway, or any
+//! MessagePack map) from Redis lists in leased batches and hands them to
+//! sandboxed WebAssembly plugins, acknowledging a batch only when every
+//! pump has delivered it or dead-lettered what it could not.
+//!
+//! ## Map of the crate
+//! | module | concern | I/O? |
+//! |---|---|---|
+//! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
+//! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
+//! | [`source::redis`] | leased claims, acks, lease renewal and takeover, dead-letter list | Redis |
+//! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances, the `host` imports | wasm |
+//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect; health | tasks |
+//! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
+//! | [`telemetry`] | logging setup and metric names | — |
+//! | [`daemon`] | wiring for `run` and `check` | all |
+//! | [`produce`] | producer-compatible encoders and the load generator | Redis |
+//! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
+//!
+//! The binary (`main.rs`) only parses the command line and calls in here.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod pipeline;
+pub mod produce;
+pub mod record;
+pub mod runtime;
+pub mod server;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,214 @@
+//! The `pumphouse` command line. Parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use pumphouse::config::{Config, Format};
+
+#[derive(Parser)]
+#[command(name = "pumphouse", version, about = "Drains analytics records from Redis into sandboxed WebAssembly pumps")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, short, env = "PUMPHOUSE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config: parse it, compile every plugin and run each init.
+    Check {
+        #[arg(long, short, env = "PUMPHOUSE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Push sample records to Redis exactly as the real producers do.
+    Produce {
+        #[arg(long, value_enum)]
+        format: FormatArg,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value = pumphouse::config::DEFAULT_REDIS_URL, env = "PUMPHOUSE_REDIS")]
+        redis: String,
+        /// List key (default: the producer's own key).
+        #[arg(long)]
+        key: Option<String>,
+        /// Spread over `<key>_0` … `<key>_<shards-1>` like Tyk's multiple analytics keys.
+        #[arg(long, default_value_t = 0)]
+        shards: u32,
+        /// First sequence number embedded in the records.
+        #[arg(long, default_value_t = 0)]
+        first_seq: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Work with plugin files.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCmd,
+    },
+    /// Run the main job on an embedded default config against a private redis-server.
+    Demo {
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        /// Directory holding file.wasm, stdout.wasm and match.wasm.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Keep the file pump's output here instead of a temporary directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCmd {
+    /// Show a plugin's world, description, exports and imports.
+    Inspect { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Iam,
+    Tyk,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pumphouse::telemetry::init_logging(cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run { config } => {
+            let config = Config::load(&config)?;
+            let metrics = pumphouse::telemetry::init_metrics();
+            let shutdown = CancellationToken::new();
+            spawn_signal_handler(shutdown.clone())?;
+            let started = pumphouse::daemon::start(config, metrics, shutdown).await?;
+            let report = started.done.await?;
+            tracing::info!(drained = report.drained, "stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { config } => {
+            let config = Config::load(&config)?;
+            let report = pumphouse::daemon::check(&config).await?;
+            for l in &report.lines {
+                println!("{l}");
+            }
+            if report.redis_ok {
+                println!("redis: reachable");
+            } else {
+                println!("redis: NOT reachable at {} (the daemon waits for it at start)", pumphouse::source::redis::redacted(&config.source.redis_url));
+            }
+            println!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Produce { format, count, rate, redis, key, shards, first_seq, seed, quiet } => {
+            let format = match format {
+                FormatArg::Iam => Format::Iam,
+                FormatArg::Tyk => Format::Tyk,
+            };
+            let key = key.unwrap_or_else(|| match format {
+                Format::Tyk => "analytics-tyk-system-analytics".into(),
+                _ => "analytics-iam-system-analytics".into(),
+            });
+            let n = pumphouse::produce::produce(&pumphouse::produce::ProduceOptions {
+                redis_url: redis,
+                format,
+                key: key.clone(),
+                shards,
+                count,
+                rate,
+                first_seq,
+                seed,
+                progress: !quiet,
+            })
+            .await?;
+            eprintln!("produced {n} records to {key}{}", if shards > 0 { format!("_0…_{}", shards - 1) } else { String::new() });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plugins { command: PluginsCmd::Inspect { file } } => {
+            let runtime = pumphouse::runtime::Runtime::new(true)?;
+            let p = runtime.load(&file).await?;
+            println!("file:     {} ({} bytes, sha256 {})", p.path.display(), p.size, p.sha256);
+            println!("world:    pumphouse:plugin/pump-{}@0.1.0", p.kind);
+            println!("name:     {}", p.info.name);
+            println!("version:  {}", p.info.version);
+            println!("accepts:  {:?}", p.info.accepts);
+            println!("exports:");
+            for e in &p.exports {
+                println!("  {e}");
+            }
+            println!("imports:");
+            for i in &p.imports {
+                println!("  {i}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { count, plugins, out } => {
+            let metrics = pumphouse::telemetry::init_metrics();
+            pumphouse::demo::run(
+                pumphouse::demo::DemoOptions {
+                    count,
+                    plugins_dir: plugins.unwrap_or_else(pumphouse::demo::default_plugins_dir),
+                    out_dir: out,
+                },
+                metrics,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// SIGINT and SIGTERM both start a graceful shutdown; a second signal
+/// exits at once (claims stay leased and are re-delivered).
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("signal received: stopping");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now; claimed batches are re-delivered after their lease");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! The flow from claim to ack.
+//!
+//! ```text
+//! claimers (one per key) ─┐
+//! lease takeover ─────────┴─▶ decode (blocking pool, in order) ─▶ dispatcher
+//!     dispatcher ─▶ lane per pump (bounded queue) ─▶ acker (when every lane is done)
+//! ```
+//! One owner of shutdown: the token stops claiming; queues then drain in
+//! order, bounded by the drain timeout; whatever is unfinished stays
+//! claimed in Redis and is re-delivered after its lease.
+
+pub mod batch;
+pub mod deadletter;
+pub mod filters;
+pub mod lane;
+pub mod retry;
+pub mod status;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::Schema;
+use crate::source::redis::{RawBatch, RedisSource};
+use crate::telemetry;
+use batch::Batch;
+use deadletter::{DeadLetters, DeadRecord};
+use lane::Lane;
+use status::Status;
+
+/// Decoded batches waiting for the dispatcher; small, so claims run only a
+/// little ahead of delivery (Redis stays the buffer).
+const DECODE_QUEUE: usize = 4;
+/// Expired batches taken over per key per sweep.
+const TAKEOVER_MAX: usize = 16;
+
+/// Settings of a pipeline run.
+pub struct Settings {
+    pub schema: Schema,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub drain_timeout: Duration,
+    pub max_in_flight: Vec<usize>,
+}
+
+/// Counts of a finished run, for the demo's summary and logs.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// True when everything in flight finished before the drain timeout.
+    pub drained: bool,
+}
+
+type Decoded = JoinHandle<(Batch, Vec<batch::Undecodable>)>;
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+fn spawn_decode(schema: Schema, raw: RawBatch) -> Decoded {
+    tokio::task::spawn_blocking(move || Batch::decode(raw.key, raw.claim, schema, raw.items, now_ms()))
+}
+
+/// Runs until `shutdown` fires and in-flight work drains (or times out).
+pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, status: Arc<Status>, shutdown: CancellationToken) -> RunReport {
+    let (decode_tx, decode_rx) = mpsc::channel::<Decoded>(DECODE_QUEUE);
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
+    let dead_letters = DeadLetters::new(source.clone());
+
+    // Background upkeep runs until the very end: leases must keep being
+    // renewed while shutdown drains.
+    let upkeep = CancellationToken::new();
+    let mut background = Vec::new();
+    background.push(tokio::spawn(renew_leases(source.clone(), settings.lease, upkeep.clone())));
+    background.push(tokio::spawn(watch_health(source.clone(), status.clone(), upkeep.clone())));
+
+    let mut claimers = Vec::new();
+    for key in source.keys().to_vec() {
+        claimers.push(tokio::spawn(claim_loop(
+            source.clone(),
+            key,
+            settings.schema,
+            settings.poll_interval,
+            decode_tx.clone(),
+            status.clone(),
+            shutdown.clone(),
+        )));
+    }
+    claimers.push(tokio::spawn(takeover_loop(source.clone(), settings.schema, settings.lease, decode_tx.clone(), shutdown.clone())));
+    drop(decode_tx);
+
+    let mut lane_txs = Vec::new();
+    let mut lane_tasks = Vec::new();
+    for (lane, cap) in lanes.into_iter().zip(settings.max_in_flight.iter()) {
+        let (tx, rx) = mpsc::channel(*cap);
+        lane_txs.push(tx);
+        lane_tasks.push(tokio::spawn(lane.run(rx, done_tx.clone())));
+    }
+    let dispatcher = tokio::spawn(dispatch(decode_rx, lane_txs, done_tx, dead_letters));
+    let acker = tokio::spawn(ack_loop(source.clone(), done_rx));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopped claiming, draining in-flight batches (up to {:?})", settings.drain_timeout);
+    let drain = async {
+        for c in claimers {
+            let _ = c.await;
+        }
+        let _ = dispatcher.await;
+        for l in lane_tasks {
+            let _ = l.await;
+        }
+        let _ = acker.await;
+    };
+    let drained = tokio::time::timeout(settings.drain_timeout, drain).await.is_ok();
+    if !drained {
+        let held = source.release_all();
+        tracing::warn!(batches = held, "drain timeout reached; unfinished batches stay claimed and will be re-delivered after their lease expires");
+    }
+    upkeep.cancel();
+    for b in background {
+        let _ = b.await;
+    }
+    RunReport { drained }
+}
+
+/// Claims from one key while there is backlog; sleeps `poll` when idle and
+/// backs off (without flooding the log) while Redis is unreachable.
+async fn claim_loop(
+    source: RedisSource,
+    key: Arc<str>,
+    schema: Schema,
+    poll: Duration,
+    decode_tx: mpsc::Sender<Decoded>,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) {
+    let mut error_delay = Duration::ZERO;
+    while !shutdown.is_cancelled() {
+        // Reserve the queue slot first: claiming only when the pipeline can
+        // take the batch keeps records in Redis, not in our memory.
+        let permit = tokio::select! {
+            p = decode_tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let wait = match source.claim(&key).await {
+            Ok(Some(raw)) => {
+                error_delay = Duration::ZERO;
+                permit.send(spawn_decode(schema, raw));
+                continue;
+            }
+            Ok(None) => {
+                error_delay = Duration::ZERO;
+                poll
+            }
+            Err(e) => {
+                if status.set_redis(false) {
+                    tracing::warn!(key = &*key, "redis unavailable, backing off: {e}");
+                } else {
+                    tracing::debug!(key = &*key, "redis still unavailable: {e}");
+                }
+                error_delay = (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                error_delay
+            }
+        };
+        drop(permit);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Takes over batches whose lease expired (their instance died).
+async fn takeover_loop(source: RedisSource, schema: Schema, lease: Duration, decode_tx: mpsc::Sender<Decoded>, shutdown: CancellationToken) {
+    let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for key in source.keys().to_vec() {
+            match source.take_expired(&key, TAKEOVER_MAX).await {
+                Ok(batches) => {
+                    for raw in batches {
+                        if decode_tx.send(spawn_decode(schema, raw)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(key = &*key, "lease takeover skipped: {e}"),
+            }
+        }
+    }
+}
+
+/// Hands decoded batches to every lane, in claim order.
+async fn dispatch(mut rx: mpsc::Receiver<Decoded>, lanes: Vec<mpsc::Sender<Arc<Batch>>>, done: mpsc::UnboundedSender<Arc<Batch>>, dead_letters: DeadLetters) {
+    while let Some(handle) = rx.recv().await {
+        let (batch, bad) = match handle.await {
+            Ok(r) => r,
+            Err(e) => {
+                // Decoding is panic-free by design; if it ever fails the claim
+                // stays in Redis and is re-delivered after its lease.
+                tracing::error!("decode task failed: {e}");
+                continue;
+            }
+        };
+        if !bad.is_empty() {
+            metrics::counter!(telemetry::RECORDS_UNDECODABLE).increment(bad.len() as u64);
+            let dead = bad
+                .into_iter()
+                .map(|u| DeadRecord {
+                    bytes: u.bytes,
+                    encoding: crate::runtime::bindings::Encoding::Msgpack,
+                    reason: format!("undecodable: {}", u.error),
+                })
+                .collect();
+            dead_letters.write(&batch.key, None, dead).await;
+        }
+        let batch = Arc::new(batch);
+        if batch.is_empty() || lanes.is_empty() {
+            let _ = done.send(batch);
+            continue;
+        }
+        batch.remaining.store(lanes.len(), Ordering::Release);
+        for lane in &lanes {
+            if lane.send(batch.clone()).await.is_err() {
+                tracing::error!("a lane stopped unexpectedly; its batches stay claimed");
+            }
+        }
+    }
+}
+
+/// Acknowledges finished batches, retrying until Redis takes the ack.
+async fn ack_loop(source: RedisSource, mut rx: mpsc::UnboundedReceiver<Arc<Batch>>) {
+    let acked = metrics::counter!(telemetry::RECORDS_ACKED);
+    while let Some(batch) = rx.recv().await {
+        let Some(claim) = &batch.claim else { continue };
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = source.ack(&batch.key, claim).await {
+            tracing::warn!(batch = %claim, "ack failed, retrying in {delay:?}: {e}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        acked.increment(batch.claimed as u64);
+    }
+}
+
+async fn renew_leases(source: RedisSource, lease: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = source.renew_leases().await {
+            tracing::debug!("lease renewal failed: {e}");
+        }
+    }
+}
+
+/// Pings Redis and samples the backlog once a second.
+async fn watch_health(source: RedisSource, status: Arc<Status>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match source.backlog().await {
+            Ok(lens) => {
+                if !status.set_redis(true) {
+                    tracing::info!("redis reachable");
+                }
+                for (key, len) in lens {
+                    metrics::gauge!(telemetry::SOURCE_BACKLOG, "key" => key.to_string()).set(len as f64);
+                }
+            }
+            Err(e) => {
+                if status.set_redis(false) {
+                    tracing::warn!("redis unreachable: {e}");
+                }
+            }
+        }
+    }
+}

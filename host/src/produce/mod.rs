@@ -1,0 +1,92 @@
+//! `pumphouse produce`: a load generator that writes records to Redis the
+//! way the real producers do (one `RPUSH` per record, sent in pipelines).
+
+pub mod encode;
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Format;
+pub use encode::{encode_iam, encode_tyk, IamRecord, Sampler, TykRecord};
+
+/// Records per pipeline.
+const PIPELINE: usize = 1000;
+
+/// What to produce.
+#[derive(Debug, Clone)]
+pub struct ProduceOptions {
+    pub redis_url: String,
+    pub format: Format,
+    /// The list key; shards are `<key>_<n>`.
+    pub key: String,
+    /// Spread records over `<key>_0` … `<key>_<shards-1>` (0: the key itself).
+    pub shards: u32,
+    pub count: u64,
+    /// Records per second; `None` as fast as Redis takes them.
+    pub rate: Option<u64>,
+    /// First sequence number (embedded in each record).
+    pub first_seq: u64,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// Encodes record `seq` in `format`.
+pub fn sample(format: Format, sampler: &mut Sampler, seq: u64, now: i64) -> Vec<u8> {
+    match format {
+        Format::Tyk => encode_tyk(&sampler.tyk(seq, now)),
+        // Generic sources get iam-shaped maps: any map will do.
+        Format::Iam | Format::Generic => encode_iam(&sampler.iam(seq, now)),
+    }
+}
+
+/// Produces records and returns how many were written.
+pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
+    let client = redis::Client::open(o.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let bar = if o.progress {
+        let b = ProgressBar::new(o.count);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} produced {pos}/{len} {format} records [{bar:30}] {per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.set_message(format!("{:?}", o.format));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut sampler = Sampler::new(o.seed);
+    let started = Instant::now();
+    let chunk = match o.rate {
+        // Small pipelines at low rates keep the pacing smooth.
+        Some(r) => (r as usize / 20).clamp(1, PIPELINE),
+        None => PIPELINE,
+    };
+    let mut sent = 0u64;
+    while sent < o.count {
+        let n = chunk.min((o.count - sent) as usize);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut pipe = redis::pipe();
+        for i in 0..n as u64 {
+            let seq = o.first_seq + sent + i;
+            let key = if o.shards > 0 {
+                format!("{}_{}", o.key, seq % u64::from(o.shards))
+            } else {
+                o.key.clone()
+            };
+            pipe.cmd("RPUSH").arg(key).arg(sample(o.format, &mut sampler, seq, now)).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        sent += n as u64;
+        bar.set_position(sent);
+        if let Some(rate) = o.rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    bar.finish();
+    Ok(sent)
+}

@@ -1,0 +1,98 @@
+//! The time encodings producers use, and RFC 3339 output.
+
+use rmpv::ValueRef;
+
+/// A point in time, as producers send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// Unix milliseconds.
+    pub fn unix_ms(self) -> i64 {
+        self.secs * 1000 + i64::from(self.nanos / 1_000_000)
+    }
+
+    /// RFC 3339 in UTC, e.g. `2026-11-21T05:47:41Z`; fractional seconds
+    /// appear only when nonzero. Times outside what RFC 3339 can express
+    /// fall back to the plain number of seconds.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos);
+        ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&::time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| self.secs.to_string())
+    }
+}
+
+/// Reads a time in any encoding the producers use:
+/// - an integer: unix seconds (iam `TimeStamp`, written as int64);
+/// - the MessagePack timestamp extension, type -1, in its 4, 8 and 12-byte
+///   forms (iam `ExpireAt`);
+/// - a `[seconds, nanoseconds]` array (Tyk's `TimeStamp`, `ExpireAt`);
+/// - nil: no time.
+pub fn parse_time(value: &ValueRef<'_>) -> Result<Option<Timestamp>, String> {
+    match value {
+        ValueRef::Nil => Ok(None),
+        ValueRef::Integer(i) => i
+            .as_i64()
+            .map(|secs| Some(Timestamp { secs, nanos: 0 }))
+            .ok_or_else(|| "integer time out of range".to_string()),
+        ValueRef::Ext(-1, data) => parse_timestamp_ext(data).map(Some),
+        ValueRef::Array(items) if items.len() == 2 => {
+            let secs = match &items[0] {
+                ValueRef::Integer(i) => i.as_i64(),
+                _ => None,
+            }
+            .ok_or("time array: seconds is not an integer")?;
+            let nanos = match &items[1] {
+                ValueRef::Integer(i) => i.as_u64(),
+                _ => None,
+            }
+            .filter(|n| *n < 1_000_000_000)
+            .ok_or("time array: nanoseconds is not an integer below 1e9")?;
+            Ok(Some(Timestamp {
+                secs,
+                nanos: nanos as u32,
+            }))
+        }
+        other => Err(format!(
+            "expected a time (integer, timestamp extension or [secs, nanos]), found {}",
+            super::kind(other)
+        )),
+    }
+}
+
+/// Decodes the body of a MessagePack timestamp extension (type -1).
+pub fn parse_timestamp_ext(data: &[u8]) -> Result<Timestamp, String> {
+    match data.len() {
+        4 => Ok(Timestamp {
+            secs: i64::from(u32::from_be_bytes(data.try_into().expect("4 bytes"))),
+            nanos: 0,
+        }),
+        8 => {
+            let v = u64::from_be_bytes(data.try_into().expect("8 bytes"));
+            let nanos = (v >> 34) as u32;
+            if nanos >= 1_000_000_000 {
+                return Err("timestamp extension: nanoseconds out of range".into());
+            }
+            Ok(Timestamp {
+                secs: (v & 0x3_ffff_ffff) as i64,
+                nanos,
+            })
+        }
+        12 => {
+            let nanos = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
+            if nanos >= 1_000_000_000 {
+                return Err("timestamp extension: nanoseconds out of range".into());
+            }
+            Ok(Timestamp {
+                secs: i64::from_be_bytes(data[4..].try_into().expect("8 bytes")),
+                nanos,
+            })
+        }
+        n => Err(format!("timestamp extension of {n} bytes (expected 4, 8 or 12)")),
+    }
+}

@@ -1,0 +1,32 @@
+//! Host-side bindings generated from `wit/pump.wit`.
+//!
+//! The two plugin worlds share their imports (`host`, `types`), so the
+//! filter world maps both onto the sink world's generated code: one set of
+//! types, one `host` implementation, one `add_to_linker`.
+
+/// The `pump-sink` world, plus the shared `types` and `host` interfaces.
+pub mod sink {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "pump-sink",
+        exports: { default: async },
+    });
+}
+
+/// The `pump-filter` world.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "pump-filter",
+        exports: { default: async },
+        with: {
+            "pumphouse:plugin/types": super::sink::pumphouse::plugin::types,
+            "pumphouse:plugin/host": super::sink::pumphouse::plugin::host,
+        },
+    });
+}
+
+pub use sink::pumphouse::plugin::host::{Label, Level};
+pub use sink::pumphouse::plugin::types::{
+    Batch, Encoding, Event, FailedEvent, PluginInfo, Schema, Verdict, WriteError,
+};

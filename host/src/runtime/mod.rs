@@ -1,0 +1,445 @@
+//! The WebAssembly runtime: one wasmtime `Engine` with epoch interruption,
+//! one `Linker`, plugins compiled once into an `InstancePre`, and live
+//! instances that enforce a pump's memory limit and per-call timeout.
+//!
+//! A call that traps, runs out of time or memory returns a [`CallError`];
+//! the instance is then poisoned and the caller drops it and instantiates
+//! a fresh one. Nothing a plugin does can take the host down.
+
+pub mod bindings;
+mod host;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::EPOCH_TICK;
+use bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
+
+/// Export names that identify a plugin's world.
+const SINK_EXPORT: &str = "pumphouse:plugin/sink@0.1.0";
+const FILTER_EXPORT: &str = "pumphouse:plugin/filter@0.1.0";
+const PLUGIN_EXPORT: &str = "pumphouse:plugin/plugin@0.1.0";
+
+/// Loading a plugin failed; the message says which file and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {path}: not a valid WebAssembly component: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error("plugin {path}: exports neither {SINK_EXPORT} nor {FILTER_EXPORT}; build it with pumphouse-sdk's export_sink!/export_filter! (exports: {exports})")]
+    UnknownWorld { path: PathBuf, exports: String },
+    #[error("plugin {path}: cannot be linked: {message}")]
+    Link { path: PathBuf, message: String },
+    #[error("plugin {path}: describe() failed: {source}")]
+    Describe { path: PathBuf, source: CallError },
+}
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly runtime: {0}")]
+pub struct SetupError(String);
+
+/// A plugin call that did not return normally.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit: {0}")]
+    Memory(String),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    #[error("init failed: {0}")]
+    Init(String),
+}
+
+impl CallError {
+    /// The `kind` label of `pumphouse_pump_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "timeout",
+            CallError::Memory(_) => "memory",
+            CallError::Trap(_) => "trap",
+            CallError::Instantiate(_) => "instantiate",
+            CallError::Init(_) => "init",
+        }
+    }
+}
+
+/// Sink or filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sink,
+    Filter,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Sink => "sink",
+            Kind::Filter => "filter",
+        })
+    }
+}
+
+/// What a plugin may touch.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// `(host dir, guest path, read_only)`.
+    pub dirs: Vec<(PathBuf, String, bool)>,
+    /// Linear memory limit in bytes.
+    pub max_memory: usize,
+    /// Per-call time limit.
+    pub timeout: Duration,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            dirs: Vec::new(),
+            max_memory: crate::config::DEFAULT_MAX_MEMORY.as_u64() as usize,
+            timeout: crate::config::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Per-store state: WASI, limits, and which pump this instance serves.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pump: Arc<str>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine and linker, shared by every pump.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker. `cache` keeps compiled
+    /// plugins on disk (wasmtime's cache) so restarts skip recompiling.
+    pub fn new(cache: bool) -> Result<Runtime, SetupError> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.epoch_interruption(true);
+        cfg.wasm_component_model(true);
+        if cache {
+            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+                Ok(c) => {
+                    cfg.cache(Some(c));
+                }
+                Err(e) => tracing::warn!("compilation cache disabled: {e:#}"),
+            }
+        }
+        let engine = Engine::new(&cfg).map_err(|e| SetupError(format!("{e:#}")))?;
+        // The ticker holds only a weak handle so dropping the runtime ends it.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("pumphouse-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| SetupError(format!("cannot start the epoch ticker: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SetupError(format!("{e:#}")))?;
+        // Both worlds import the same interfaces; the sink world adds them.
+        sink::PumpSink::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| SetupError(format!("{e:#}")))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Compiles a plugin file (on the blocking pool: compiling is CPU-heavy),
+    /// checks its world and imports, and asks it to describe itself.
+    pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let rt = self.clone();
+        let owned = path.to_path_buf();
+        let plugin = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&owned).map_err(|source| LoadError::Read {
+                path: owned.clone(),
+                source,
+            })?;
+            rt.compile(&owned, &bytes)
+        })
+        .await
+        .map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            message: format!("compiler task failed: {e}"),
+        })??;
+        let mut plugin = plugin;
+        plugin.info = plugin.describe().await.map_err(|source| LoadError::Describe {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(plugin)
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let has = |n: &str| exports.iter().any(|e| e == n);
+        let kind = match (has(SINK_EXPORT), has(FILTER_EXPORT), has(PLUGIN_EXPORT)) {
+            (true, false, true) => Kind::Sink,
+            (false, true, true) => Kind::Filter,
+            _ => {
+                return Err(LoadError::UnknownWorld {
+                    path: path.to_path_buf(),
+                    exports: exports.join(", "),
+                })
+            }
+        };
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = match kind {
+            Kind::Sink => Pre::Sink(sink::PumpSinkPre::new(pre).map_err(link_err)?),
+            Kind::Filter => Pre::Filter(filter::PumpFilterPre::new(pre).map_err(link_err)?),
+        };
+        let plugin = Plugin {
+            path: path.to_path_buf(),
+            kind,
+            sha256,
+            size: bytes.len(),
+            loaded_at: SystemTime::now(),
+            exports,
+            imports,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                accepts: bindings::Encoding::Msgpack,
+            },
+            pre,
+            engine: self.engine.clone(),
+        };
+        Ok(plugin)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Pre {
+    Sink(sink::PumpSinkPre<PluginState>),
+    Filter(filter::PumpFilterPre<PluginState>),
+}
+
+/// A compiled plugin, ready to be instantiated many times.
+pub struct Plugin {
+    pub path: PathBuf,
+    pub kind: Kind,
+    /// SHA-256 of the `.wasm` file.
+    pub sha256: String,
+    pub size: usize,
+    pub loaded_at: SystemTime,
+    pub info: PluginInfo,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pre: Pre,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .finish()
+    }
+}
+
+impl Plugin {
+    async fn describe(&self) -> Result<PluginInfo, CallError> {
+        let mut inst = self.instantiate("describe", &Sandbox::default()).await?;
+        inst.describe().await
+    }
+
+    /// Creates a fresh instance for `pump` inside `sandbox`, then calls
+    /// `init(config_json)`.
+    pub async fn start(
+        &self,
+        pump: &str,
+        sandbox: &Sandbox,
+        config_json: &str,
+    ) -> Result<Instance, CallError> {
+        let mut inst = self.instantiate(pump, sandbox).await?;
+        inst.init(config_json).await?;
+        Ok(inst)
+    }
+
+    async fn instantiate(&self, pump: &str, sandbox: &Sandbox) -> Result<Instance, CallError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr();
+        for (host, guest, read_only) in &sandbox.dirs {
+            let perms = if *read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(host, guest, perms).map_err(|e| {
+                CallError::Instantiate(format!("cannot open sandbox dir {}: {e:#}", host.display()))
+            })?;
+        }
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(sandbox.max_memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            pump: Arc::from(pump),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let ticks = (sandbox.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let timeout = sandbox.timeout;
+        let exports = match &self.pre {
+            Pre::Sink(pre) => guard(timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(Exports::Sink),
+            Pre::Filter(pre) => guard(timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(Exports::Filter),
+        }
+        .map_err(|e| match e {
+            CallError::Trap(m) => CallError::Instantiate(m),
+            other => other,
+        })?;
+        Ok(Instance {
+            store,
+            exports,
+            ticks,
+            timeout,
+        })
+    }
+}
+
+enum Exports {
+    Sink(sink::PumpSink),
+    Filter(filter::PumpFilter),
+}
+
+/// A live plugin instance. After any [`CallError`] it must be dropped.
+pub struct Instance {
+    store: Store<PluginState>,
+    exports: Exports,
+    ticks: u64,
+    timeout: Duration,
+}
+
+/// Runs a plugin call under the wall-clock timeout and classifies failures.
+/// Epochs stop a guest spinning on the CPU; the wall clock also covers time
+/// spent waiting in host calls, where epochs do not fire.
+async fn guard<R>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<R>>,
+) -> Result<R, CallError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(CallError::Timeout(timeout)),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(classify(e, timeout)),
+    }
+}
+
+fn classify(e: wasmtime::Error, timeout: Duration) -> CallError {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return CallError::Timeout(timeout);
+        }
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") {
+        return CallError::Memory(first_line(&text));
+    }
+    CallError::Trap(first_line(&text))
+}
+
+fn first_line(s: &str) -> String {
+    // wasmtime appends a multi-line backtrace; the first lines say what.
+    s.lines().take(3).collect::<Vec<_>>().join(" | ")
+}
+
+impl Instance {
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.ticks);
+    }
+
+    /// The plugin's self-description.
+    pub async fn describe(&mut self) -> Result<PluginInfo, CallError> {
+        self.arm();
+        let t = self.timeout;
+        match &self.exports {
+            Exports::Sink(s) => guard(t, s.pumphouse_plugin_plugin().call_describe(&mut self.store)).await,
+            Exports::Filter(f) => guard(t, f.pumphouse_plugin_plugin().call_describe(&mut self.store)).await,
+        }
+    }
+
+    async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
+        self.arm();
+        let t = self.timeout;
+        let r = match &self.exports {
+            Exports::Sink(s) => guard(t, s.pumphouse_plugin_plugin().call_init(&mut self.store, config_json)).await?,
+            Exports::Filter(f) => guard(t, f.pumphouse_plugin_plugin().call_init(&mut self.store, config_json)).await?,
+        };
+        r.map_err(CallError::Init)
+    }
+
+    /// Sends a batch to a sink.
+    pub async fn write(&mut self, batch: &Batch) -> Result<Result<(), WriteError>, CallError> {
+        self.arm();
+        let t = self.timeout;
+        match &self.exports {
+            Exports::Sink(s) => guard(t, s.pumphouse_plugin_sink().call_write(&mut self.store, batch)).await,
+            Exports::Filter(_) => Err(CallError::Trap("write() called on a filter plugin".into())),
+        }
+    }
+
+    /// Sends a batch through a filter.
+    pub async fn process(&mut self, batch: &Batch) -> Result<Result<Verdict, String>, CallError> {
+        self.arm();
+        let t = self.timeout;
+        match &self.exports {
+            Exports::Filter(f) => guard(t, f.pumphouse_plugin_filter().call_process(&mut self.store, batch)).await,
+            Exports::Sink(_) => Err(CallError::Trap("process() called on a sink plugin".into())),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Where records come from. Today: Redis lists.
+
+pub mod redis;

@@ -1,0 +1,80 @@
+//! Logs (`tracing`, to stderr: stdout belongs to the stdout sink) and
+//! Prometheus metrics. Metric names live here so they are defined once.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Records taken from Redis (claimed or popped).
+pub const RECORDS_CLAIMED: &str = "pumphouse_records_claimed_total";
+/// Records acknowledged in Redis after every pump finished them.
+pub const RECORDS_ACKED: &str = "pumphouse_records_acked_total";
+/// Records written to the dead-letter list, by `pump` (`source` for
+/// records that could not be decoded).
+pub const RECORDS_DEAD_LETTERED: &str = "pumphouse_records_dead_lettered_total";
+/// Records that could not be decoded.
+pub const RECORDS_UNDECODABLE: &str = "pumphouse_records_undecodable_total";
+/// Records a pump's sink accepted.
+pub const PUMP_RECORDS_WRITTEN: &str = "pumphouse_pump_records_written_total";
+/// Records a pump's host filters or filter plugins dropped.
+pub const PUMP_RECORDS_FILTERED: &str = "pumphouse_pump_records_filtered_total";
+/// Failed plugin calls, by `pump` and `kind`.
+pub const PUMP_ERRORS: &str = "pumphouse_pump_errors_total";
+/// Seconds from a batch reaching a pump to its delivery.
+pub const PUMP_BATCH_SECONDS: &str = "pumphouse_pump_batch_seconds";
+/// Batches waiting in or being processed by a pump's lane.
+pub const PUMP_LANE_DEPTH: &str = "pumphouse_pump_lane_depth";
+/// Records waiting in the source lists, by `key`.
+pub const SOURCE_BACKLOG: &str = "pumphouse_source_backlog";
+/// Batches whose lease expired and were taken over by this instance.
+pub const BATCHES_RECLAIMED: &str = "pumphouse_batches_reclaimed_total";
+/// Redis commands that failed, by `op`.
+pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
+
+/// Installs the global tracing subscriber. `PUMPHOUSE_LOG` (or `RUST_LOG`)
+/// sets the filter, e.g. `info,pumphouse=debug`.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PUMPHOUSE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (e.g. the demo, then run) keeps the first subscriber.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Installs the Prometheus recorder and returns the handle `/metrics`
+/// renders. Returns `None` when a recorder is already installed.
+pub fn init_metrics() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(PUMP_BATCH_SECONDS.to_string()),
+            &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        )
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RECORDS_CLAIMED, "Records taken from Redis");
+    describe_counter!(RECORDS_ACKED, "Records acknowledged in Redis after every pump finished them");
+    describe_counter!(RECORDS_DEAD_LETTERED, "Records written to the dead-letter list");
+    describe_counter!(RECORDS_UNDECODABLE, "Records that could not be decoded");
+    describe_counter!(PUMP_RECORDS_WRITTEN, "Records a pump's sink accepted");
+    describe_counter!(PUMP_RECORDS_FILTERED, "Records a pump's filters dropped");
+    describe_counter!(PUMP_ERRORS, "Failed plugin calls by kind");
+    describe_histogram!(PUMP_BATCH_SECONDS, Unit::Seconds, "Time from a batch reaching a pump to its delivery");
+    describe_gauge!(PUMP_LANE_DEPTH, "Batches queued in or processed by a pump's lane");
+    describe_gauge!(SOURCE_BACKLOG, "Records waiting in the source lists");
+    describe_counter!(BATCHES_RECLAIMED, "Batches taken over after their lease expired");
+    describe_counter!(REDIS_ERRORS, "Redis commands that failed");
+}

@@ -1,0 +1,265 @@
+//! Test harness: a private redis-server per test, the real `pumphouse`
+//! binary run with a generated config, real `.wasm` plugins.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use pumphouse::demo::RedisServer;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds the plugins once per test run if `scripts/build` has not.
+fn ensure_plugins() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let r = root();
+        if r.join("target/plugins/file.wasm").exists() && r.join("target/test-plugins/trap.wasm").exists() {
+            return;
+        }
+        let status = Command::new(r.join("scripts/build"))
+            .arg("--plugins-only")
+            .status()
+            .expect("run scripts/build");
+        assert!(status.success(), "scripts/build --plugins-only failed");
+    });
+}
+
+/// Path of a plugin from `plugins/`.
+pub fn plugin(name: &str) -> String {
+    ensure_plugins();
+    root().join("target/plugins").join(format!("{name}.wasm")).display().to_string()
+}
+
+/// Path of a hostile fixture from `tests/plugins/`.
+pub fn fixture(name: &str) -> String {
+    ensure_plugins();
+    root().join("target/test-plugins").join(format!("{name}.wasm")).display().to_string()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn redis_conn(r: &RedisServer) -> redis::Connection {
+    redis::Client::open(r.url()).unwrap().get_connection().unwrap()
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` after `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A `pumphouse run` child process.
+pub struct Host {
+    child: Option<Child>,
+    pub http: String,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Host {
+    /// Writes `config` (a TOML document; `[server]` is added) and starts
+    /// the host on it.
+    pub fn start(config: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Host {
+        let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let text = format!("{config}\n[server]\nlisten = \"{http}\"\n");
+        let cfg = dir.path().join("pumphouse.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let log = dir.path().join(format!("host-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("PUMPHOUSE_LOG", "info,pumphouse=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn pumphouse");
+        let host = Host {
+            child: Some(child),
+            http,
+            dir,
+            log,
+        };
+        host.wait_http();
+        host
+    }
+
+    fn wait_http(&self) {
+        wait_for(Duration::from_secs(60), &format!("host HTTP on {} (log: {})", self.http, self.log_text()), || {
+            http_get(&self.http, "/healthz").ok().map(|_| ())
+        });
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("host did not exit within {within:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(&self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// A metric's value (exact name and label text), 0 when absent.
+    pub fn metric(&self, name_with_labels: &str) -> f64 {
+        pumphouse::demo::metric_value(&self.metrics(), name_with_labels)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- host log ({}) ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A tiny HTTP/1.1 GET: status code and body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Lines of a JSON Lines file, parsed.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Waits until `path` holds at least `n` lines and returns them.
+pub fn wait_lines(path: &Path, n: usize, within: Duration) -> Vec<serde_json::Value> {
+    wait_for(within, &format!("{n} lines in {}", path.display()), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Only whole lines count: the sink may be mid-write.
+        (text.ends_with('\n') && text.lines().count() >= n).then(|| read_jsonl(path))
+    })
+}
+
+/// A file pump writing to `<host dir>/out/<file>` as `/out/<file>`.
+pub fn file_pump(name: &str, file: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[pumps]]
+name = "{name}"
+plugin = "{plugin}"
+{extra}
+[pumps.config]
+path = "/out/{file}"
+[pumps.sandbox]
+dirs = [{{ host = "out", guest = "/out" }}]
+"#,
+        plugin = plugin("file")
+    )
+}
+
+/// A `[source]` section.
+pub fn source(r: &RedisServer, format: &str, extra: &str) -> String {
+    format!(
+        r#"
+[source]
+redis_url = "{url}"
+format = "{format}"
+poll_interval = "20ms"
+{extra}
+"#,
+        url = r.url()
+    )
+}
+
+/// The `seq` embedded in an iam record's Request by the sample generator.
+pub fn iam_seq(line: &serde_json::Value) -> u64 {
+    let req: serde_json::Value = serde_json::from_str(line["Request"].as_str().expect("Request")).expect("Request is JSON");
+    req["context"]["seq"].as_u64().expect("seq")
+}
+
+/// Pushes records with one RPUSH each, pipelined, like the producers.
+pub fn push(conn: &mut redis::Connection, key: &str, records: &[Vec<u8>]) {
+    let mut pipe = redis::pipe();
+    for r in records {
+        pipe.cmd("RPUSH").arg(key).arg(r.as_slice()).ignore();
+    }
+    pipe.query::<()>(conn).unwrap();
+}
+
+/// Records left in Redis for `key`: the list plus every claimed batch.
+pub fn left_in_redis(conn: &mut redis::Connection, key: &str) -> (u64, u64) {
+    let len: u64 = redis::cmd("LLEN").arg(key).query(conn).unwrap();
+    let lease_key = pumphouse::source::redis::lease_key(key);
+    let batches: Vec<String> = redis::cmd("ZRANGE").arg(&lease_key).arg(0).arg(-1).query(conn).unwrap();
+    let mut claimed = 0;
+    for b in batches {
+        let n: u64 = redis::cmd("LLEN").arg(&b).query(conn).unwrap();
+        claimed += n;
+    }
+    (len, claimed)
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: each starts its own redis-server on a free port and
+//! drives the real `pumphouse` binary with real `.wasm` plugins.
+
+mod cli;
+mod delivery;
+mod faults;
+mod harness;
