@@ -7,12 +7,28 @@ use pumphouse::record::{self, Schema};
 
 fn bench(c: &mut Criterion) {
     let mut s = Sampler::new(1);
-    let iam: Vec<Vec<u8>> = (0..1000).map(|i| encode_iam(&s.iam(i, 1_763_700_000))).collect();
-    let tyk: Vec<Vec<u8>> = (0..1000).map(|i| encode_tyk(&s.tyk(i, 1_763_700_000))).collect();
+    let iam: Vec<Vec<u8>> = (0..1000)
+        .map(|i| encode_iam(&s.iam(i, 1_763_700_000)))
+        .collect();
+    let tyk: Vec<Vec<u8>> = (0..1000)
+        .map(|i| encode_tyk(&s.tyk(i, 1_763_700_000)))
+        .collect();
     let mut g = c.benchmark_group("per record");
     g.throughput(Throughput::Elements(1000));
-    g.bench_function("decode iam ×1000", |b| b.iter(|| iam.iter().map(|r| record::decode(Schema::Iam, r).unwrap().id).sum::<u64>()));
-    g.bench_function("decode tyk ×1000", |b| b.iter(|| tyk.iter().map(|r| record::decode(Schema::Tyk, r).unwrap().id).sum::<u64>()));
+    g.bench_function("decode iam ×1000", |b| {
+        b.iter(|| {
+            iam.iter()
+                .map(|r| record::decode(Schema::Iam, r).unwrap().id)
+                .sum::<u64>()
+        })
+    });
+    g.bench_function("decode tyk ×1000", |b| {
+        b.iter(|| {
+            tyk.iter()
+                .map(|r| record::decode(Schema::Tyk, r).unwrap().id)
+                .sum::<u64>()
+        })
+    });
     g.bench_function("iam → json ×1000", |b| {
         b.iter_batched(
             || Vec::with_capacity(1 << 20),

@@ -21,7 +21,10 @@ const KEY: &str = "analytics-iam-system-analytics";
 const STAGING: &str = "bench:staging";
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Fills the staging list; moved into place with RENAME when timing starts.
@@ -33,7 +36,10 @@ fn fill(conn: &mut redis::Connection, n: u64) {
         let k = 5000.min(n - sent);
         let mut pipe = redis::pipe();
         for i in 0..k {
-            pipe.cmd("RPUSH").arg(STAGING).arg(encode_iam(&s.iam(sent + i, now))).ignore();
+            pipe.cmd("RPUSH")
+                .arg(STAGING)
+                .arg(encode_iam(&s.iam(sent + i, now)))
+                .ignore();
         }
         pipe.query::<()>(conn).unwrap();
         sent += k;
@@ -72,7 +78,14 @@ fn reference(conn: &mut redis::Connection, n: u64) -> Duration {
     while done < n {
         let bkey = format!("{{{KEY}}}:ref:{batch}");
         batch += 1;
-        let items: Vec<Vec<u8>> = script.key(KEY).key("{analytics-iam-system-analytics}:ref-leases").key(&bkey).arg(1000).arg(i64::MAX).invoke(conn).unwrap();
+        let items: Vec<Vec<u8>> = script
+            .key(KEY)
+            .key("{analytics-iam-system-analytics}:ref-leases")
+            .key(&bkey)
+            .arg(1000)
+            .arg(i64::MAX)
+            .invoke(conn)
+            .unwrap();
         for it in &items {
             let r: RefIam = rmp_serde::from_slice(it).expect("decodes");
             std::hint::black_box(&r);
@@ -95,24 +108,46 @@ fn reference(conn: &mut redis::Connection, n: u64) -> Duration {
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
 
 fn http_ok(addr: &str, path: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut t = String::new();
     let _ = s.read_to_string(&mut t);
     t.starts_with("HTTP/1.1 200")
 }
 
 /// pumphouse end to end; returns (drain time, peak RSS MB).
-fn pumphouse(root: &Path, redis: &RedisServer, conn: &mut redis::Connection, n: u64) -> (Duration, f64) {
+fn pumphouse(
+    root: &Path,
+    redis: &RedisServer,
+    conn: &mut redis::Connection,
+    n: u64,
+) -> (Duration, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let http = format!("127.0.0.1:{port}");
     let plugins = root.join("target/plugins");
     let config = format!(
@@ -148,10 +183,20 @@ config = {{ field = "Effect", pattern = "^(allow|deny)$" }}
         assert!(Instant::now() < deadline, "pumphouse did not become ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    redis::cmd("RENAME").arg(STAGING).arg(KEY).query::<()>(conn).unwrap();
+    redis::cmd("RENAME")
+        .arg(STAGING)
+        .arg(KEY)
+        .query::<()>(conn)
+        .unwrap();
     let start = Instant::now();
     loop {
-        let (len, leased): (u64, u64) = redis::pipe().cmd("LLEN").arg(KEY).cmd("ZCARD").arg(lease_key(KEY)).query(conn).unwrap();
+        let (len, leased): (u64, u64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(KEY)
+            .cmd("ZCARD")
+            .arg(lease_key(KEY))
+            .query(conn)
+            .unwrap();
         if len == 0 && leased == 0 {
             break;
         }
@@ -159,7 +204,10 @@ config = {{ field = "Effect", pattern = "^(allow|deny)$" }}
     }
     let elapsed = start.elapsed();
     let rss = peak_rss_mb(child.id());
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     let _ = n;
     (elapsed, rss)
@@ -174,15 +222,25 @@ fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let n = env_or("BENCH_RECORDS", 500_000);
     let runs = env_or("BENCH_RUNS", 3) as usize;
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let redis = RedisServer::start().expect("redis-server");
-    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let mut reference_rates = Vec::new();
     let mut pumphouse_rates = Vec::new();
     let mut rss = Vec::new();
     for run in 1..=runs {
         fill(&mut conn, n);
-        redis::cmd("RENAME").arg(STAGING).arg(KEY).query::<()>(&mut conn).unwrap();
+        redis::cmd("RENAME")
+            .arg(STAGING)
+            .arg(KEY)
+            .query::<()>(&mut conn)
+            .unwrap();
         let t = reference(&mut conn, n);
         reference_rates.push(n as f64 / t.as_secs_f64());
         fill(&mut conn, n);

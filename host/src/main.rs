@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use pumphouse::config::{Config, Format};
 
 #[derive(Parser)]
-#[command(name = "pumphouse", version, about = "Drains analytics records from Redis into sandboxed WebAssembly pumps")]
+#[command(
+    name = "pumphouse",
+    version,
+    about = "Drains analytics records from Redis into sandboxed WebAssembly pumps"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -89,7 +93,10 @@ enum FormatArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pumphouse::telemetry::init_logging(cli.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -126,12 +133,25 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if report.redis_ok {
                 println!("redis: reachable");
             } else {
-                println!("redis: NOT reachable at {} (the daemon waits for it at start)", pumphouse::source::redis::redacted(&config.source.redis_url));
+                println!(
+                    "redis: NOT reachable at {} (the daemon waits for it at start)",
+                    pumphouse::source::redis::redacted(&config.source.redis_url)
+                );
             }
             println!("config OK");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Produce { format, count, rate, redis, key, shards, first_seq, seed, quiet } => {
+        Cmd::Produce {
+            format,
+            count,
+            rate,
+            redis,
+            key,
+            shards,
+            first_seq,
+            seed,
+            quiet,
+        } => {
             let format = match format {
                 FormatArg::Iam => Format::Iam,
                 FormatArg::Tyk => Format::Tyk,
@@ -152,17 +172,34 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 progress: !quiet,
             })
             .await?;
-            eprintln!("produced {n} records to {key}{}", if shards > 0 { format!("_0…_{}", shards - 1) } else { String::new() });
+            eprintln!(
+                "produced {n} records to {key}{}",
+                if shards > 0 {
+                    format!("_0…_{}", shards - 1)
+                } else {
+                    String::new()
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Plugins { command: PluginsCmd::Inspect { file } } => {
+        Cmd::Plugins {
+            command: PluginsCmd::Inspect { file },
+        } => {
             let runtime = pumphouse::runtime::Runtime::new(true)?;
             let p = runtime.load(&file).await?;
-            println!("file:     {} ({} bytes, sha256 {})", p.path.display(), p.size, p.sha256);
+            println!(
+                "file:     {} ({} bytes, sha256 {})",
+                p.path.display(),
+                p.size,
+                p.sha256
+            );
             println!("world:    pumphouse:plugin/pump-{}@0.1.0", p.kind);
             println!("name:     {}", p.info.name);
             println!("version:  {}", p.info.version);
-            println!("accepts:  {:?}", p.info.accepts);
+            println!(
+                "accepts:  {}",
+                pumphouse::runtime::encoding_name(p.info.accepts)
+            );
             println!("exports:");
             for e in &p.exports {
                 println!("  {e}");
@@ -173,7 +210,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { count, plugins, out } => {
+        Cmd::Demo {
+            count,
+            plugins,
+            out,
+        } => {
             let metrics = pumphouse::telemetry::init_metrics();
             pumphouse::demo::run(
                 pumphouse::demo::DemoOptions {

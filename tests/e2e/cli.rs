@@ -7,7 +7,10 @@ use std::time::Duration;
 use crate::harness::*;
 
 fn pumphouse(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pumphouse")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -23,7 +26,10 @@ fn check(config: &str) -> (i32, String, String) {
 }
 
 fn good_config() -> String {
-    format!("[source]\nredis_url = \"redis://127.0.0.1:1/0\"\nformat = \"iam\"\n{}", file_pump("file", "x.jsonl", ""))
+    format!(
+        "[source]\nredis_url = \"redis://127.0.0.1:1/0\"\nformat = \"iam\"\n{}",
+        file_pump("file", "x.jsonl", "")
+    )
 }
 
 #[test]
@@ -38,20 +44,44 @@ fn check_accepts_a_good_config_and_names_what_it_loaded() {
 fn check_rejects_bad_configs_naming_the_field_or_plugin() {
     let good = good_config();
     let cases: Vec<(String, &str)> = vec![
-        (good.replace("format = \"iam\"", "format = \"iam\"\nbatchsize = 10"), "batchsize"),
-        (good.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"), "source.batch_size"),
+        (
+            good.replace("format = \"iam\"", "format = \"iam\"\nbatchsize = 10"),
+            "batchsize",
+        ),
+        (
+            good.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"),
+            "source.batch_size",
+        ),
         (good.replace("format = \"iam\"", "format = \"xml\""), "xml"),
-        (good.replace("name = \"file\"", "name = \"has space\""), "pumps[0].name"),
-        (good.replace(&plugin("file"), "/nonexistent/nope.wasm"), "/nonexistent/nope.wasm"),
-        (good.replace(&plugin("file"), &plugin("match")), "filter plugin"),
-        (good.replace("path = \"/out/x.jsonl\"", "path = \"/elsewhere/x.jsonl\""), "pump file: sink"),
-        (good.replace("redis://127.0.0.1:1/0", "${PUMPHOUSE_TEST_UNSET_VAR}"), "PUMPHOUSE_TEST_UNSET_VAR"),
+        (
+            good.replace("name = \"file\"", "name = \"has space\""),
+            "pumps[0].name",
+        ),
+        (
+            good.replace(&plugin("file"), "/nonexistent/nope.wasm"),
+            "/nonexistent/nope.wasm",
+        ),
+        (
+            good.replace(&plugin("file"), &plugin("match")),
+            "filter plugin",
+        ),
+        (
+            good.replace("path = \"/out/x.jsonl\"", "path = \"/elsewhere/x.jsonl\""),
+            "pump file: sink",
+        ),
+        (
+            good.replace("redis://127.0.0.1:1/0", "${PUMPHOUSE_TEST_UNSET_VAR}"),
+            "PUMPHOUSE_TEST_UNSET_VAR",
+        ),
         ("this is [not toml".to_string(), "c.toml"),
     ];
     for (config, needle) in cases {
         let (code, out, err) = check(&config);
         assert_ne!(code, 0, "accepted a bad config:\n{config}\n{out}");
-        assert!(err.contains(needle), "expected {needle:?} in the error, got:\n{err}");
+        assert!(
+            err.contains(needle),
+            "expected {needle:?} in the error, got:\n{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }
@@ -64,17 +94,26 @@ fn a_file_that_is_not_a_component_is_rejected_with_its_name() {
     std::fs::write(&bogus, &real[..real.len() / 2]).unwrap();
     let (code, _, err) = check(&good_config().replace(&plugin("file"), bogus.to_str().unwrap()));
     assert_ne!(code, 0);
-    assert!(err.contains("half-copied.wasm") && err.contains("not a valid WebAssembly component"), "{err}");
+    assert!(
+        err.contains("half-copied.wasm") && err.contains("not a valid WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[test]
 fn plugins_inspect_shows_world_and_description() {
     let (code, out, err) = pumphouse(&["plugins", "inspect", &plugin("file")]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("world:    pumphouse:plugin/pump-sink@0.1.0"), "{out}");
+    assert!(
+        out.contains("world:    pumphouse:plugin/pump-sink@0.1.0"),
+        "{out}"
+    );
     assert!(out.contains("name:     file"), "{out}");
-    assert!(out.contains("accepts:  Json"), "{out}");
-    assert!(out.contains("pumphouse:plugin/host@0.1.0"), "imports listed: {out}");
+    assert!(out.contains("accepts:  json"), "{out}");
+    assert!(
+        out.contains("pumphouse:plugin/host@0.1.0"),
+        "imports listed: {out}"
+    );
     let (code, out, _) = pumphouse(&["plugins", "inspect", &plugin("match")]);
     assert_eq!(code, 0);
     assert!(out.contains("pump-filter"), "{out}");
@@ -84,13 +123,21 @@ fn plugins_inspect_shows_world_and_description() {
 fn produce_writes_records_the_host_can_decode() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let (code, _, err) = pumphouse(&["produce", "--format", "tyk", "--count", "2500", "--shards", "4", "--redis", &url, "--quiet"]);
+    let (code, _, err) = pumphouse(&[
+        "produce", "--format", "tyk", "--count", "2500", "--shards", "4", "--redis", &url,
+        "--quiet",
+    ]);
     assert_eq!(code, 0, "{err}");
     let mut conn = redis_conn(&redis);
     let mut total = 0u64;
     for i in 0..4 {
         let key = format!("analytics-tyk-system-analytics_{i}");
-        let items: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap();
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
         for it in &items {
             pumphouse::record::decode(pumphouse::record::Schema::Tyk, it).expect("decodes");
         }
@@ -103,23 +150,61 @@ fn produce_writes_records_the_host_can_decode() {
 fn the_example_config_parses_and_documents_every_field() {
     let path = root().join("configs/pumphouse.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let config = pumphouse::config::Config::from_str_with(&text, &path, &root().join("configs"), |k| match k {
-        "REDIS_PASSWORD" => Some("secret".into()),
-        _ => None,
-    })
+    let config = pumphouse::config::Config::from_str_with(
+        &text,
+        &path,
+        &root().join("configs"),
+        |k| match k {
+            "REDIS_PASSWORD" => Some("secret".into()),
+            _ => None,
+        },
+    )
     .unwrap();
     assert!(!config.pumps.is_empty());
     // Every field the config structs accept appears in the example.
     for field in [
-        "plugins_dir", "redis_url", "format", "key", "shards", "delivery", "batch_size", "lease", "poll_interval",
-        "dead_letter_key", "listen", "drain_timeout", "name", "plugin", "usernames", "skip_usernames", "org_ids",
-        "skip_org_ids", "api_ids", "skip_api_ids", "response_codes", "skip_response_codes", "omit_detailed_recording",
-        "max_record_size", "filters_chain", "timeout", "max_in_flight_batches", "initial", "max", "max_memory", "dirs",
-        "host", "guest", "read_only", "config",
+        "plugins_dir",
+        "redis_url",
+        "format",
+        "key",
+        "shards",
+        "delivery",
+        "batch_size",
+        "lease",
+        "poll_interval",
+        "dead_letter_key",
+        "listen",
+        "drain_timeout",
+        "name",
+        "plugin",
+        "usernames",
+        "skip_usernames",
+        "org_ids",
+        "skip_org_ids",
+        "api_ids",
+        "skip_api_ids",
+        "response_codes",
+        "skip_response_codes",
+        "omit_detailed_recording",
+        "max_record_size",
+        "filters_chain",
+        "timeout",
+        "max_in_flight_batches",
+        "initial",
+        "max",
+        "max_memory",
+        "dirs",
+        "host",
+        "guest",
+        "read_only",
+        "config",
     ] {
         let documented = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
-            l.starts_with(&format!("{field} =")) || l.contains(&format!("{field} = ")) || l.ends_with(&format!(".{field}]]")) || l.ends_with(&format!(".{field}]"))
+            l.starts_with(&format!("{field} ="))
+                || l.contains(&format!("{field} = "))
+                || l.ends_with(&format!(".{field}]]"))
+                || l.ends_with(&format!(".{field}]"))
         });
         assert!(documented, "example config lacks {field}");
     }
@@ -129,12 +214,23 @@ fn the_example_config_parses_and_documents_every_field() {
 fn metrics_endpoint_exposes_the_documented_series() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    push(&mut conn, "analytics-iam-system-analytics", &[pumphouse::produce::encode_iam(&pumphouse::produce::Sampler::new(1).iam(0, 1_763_700_000))]);
-    let host = Host::start(&format!("{}{}", source(&redis, "iam", ""), file_pump("file", "x.jsonl", "")));
+    push(
+        &mut conn,
+        "analytics-iam-system-analytics",
+        &[pumphouse::produce::encode_iam(
+            &pumphouse::produce::Sampler::new(1).iam(0, 1_763_700_000),
+        )],
+    );
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", ""),
+        file_pump("file", "x.jsonl", "")
+    ));
     wait_lines(&host.out().join("x.jsonl"), 1, Duration::from_secs(30));
     let m = wait_for(Duration::from_secs(10), "metrics", || {
         let m = host.metrics();
-        (m.contains("pumphouse_records_acked_total") && m.contains("pumphouse_source_backlog")).then_some(m)
+        (m.contains("pumphouse_records_acked_total") && m.contains("pumphouse_source_backlog"))
+            .then_some(m)
     });
     for name in [
         "pumphouse_records_claimed_total",

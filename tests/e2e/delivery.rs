@@ -13,8 +13,12 @@ const IAM_KEY: &str = "analytics-iam-system-analytics";
 const TYK_KEY: &str = "analytics-tyk-system-analytics";
 
 fn rfc3339(secs: i64, nanos: u32) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos)).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+    )
+    .unwrap();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 #[test]
@@ -22,10 +26,20 @@ fn iam_records_reach_the_file_sink_field_by_field() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(3);
-    let records: Vec<_> = (0..1000).map(|i| sampler.iam(i, 1_763_700_000 + i as i64)).collect();
-    push(&mut conn, IAM_KEY, &records.iter().map(encode_iam).collect::<Vec<_>>());
+    let records: Vec<_> = (0..1000)
+        .map(|i| sampler.iam(i, 1_763_700_000 + i as i64))
+        .collect();
+    push(
+        &mut conn,
+        IAM_KEY,
+        &records.iter().map(encode_iam).collect::<Vec<_>>(),
+    );
 
-    let host = Host::start(&format!("{}{}", source(&redis, "iam", "batch_size = 128"), file_pump("file", "iam.jsonl", "")));
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", "batch_size = 128"),
+        file_pump("file", "iam.jsonl", "")
+    ));
     let lines = wait_lines(&host.out().join("iam.jsonl"), 1000, Duration::from_secs(60));
     assert_eq!(lines.len(), 1000);
     let mut by_seq: Vec<Option<&Value>> = vec![None; 1000];
@@ -48,9 +62,16 @@ fn iam_records_reach_the_file_sink_field_by_field() {
         });
         assert_eq!(got, &want, "record {i}");
     }
-    wait_for(Duration::from_secs(10), "acks", || (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(()));
-    wait_for(Duration::from_secs(5), "acked metric", || (host.metric("pumphouse_records_acked_total") == 1000.0).then_some(()));
-    assert_eq!(host.metric("pumphouse_pump_records_written_total{pump=\"file\"}"), 1000.0);
+    wait_for(Duration::from_secs(10), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    wait_for(Duration::from_secs(5), "acked metric", || {
+        (host.metric("pumphouse_records_acked_total") == 1000.0).then_some(())
+    });
+    assert_eq!(
+        host.metric("pumphouse_pump_records_written_total{pump=\"file\"}"),
+        1000.0
+    );
 }
 
 /// Appends `key: value` (a string) to an encoded map.
@@ -76,9 +97,21 @@ fn tyk_records_from_sharded_keys_with_an_unknown_field_arrive_intact() {
             0 => TYK_KEY.to_string(),
             s => format!("{TYK_KEY}_{}", s - 1),
         };
-        push(&mut conn, &key, &[with_extra_field(encode_tyk(r), "FutureField", "from a newer gateway")]);
+        push(
+            &mut conn,
+            &key,
+            &[with_extra_field(
+                encode_tyk(r),
+                "FutureField",
+                "from a newer gateway",
+            )],
+        );
     }
-    let host = Host::start(&format!("{}{}", source(&redis, "tyk", "shards = 3\nbatch_size = 64"), file_pump("file", "tyk.jsonl", "")));
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "tyk", "shards = 3\nbatch_size = 64"),
+        file_pump("file", "tyk.jsonl", "")
+    ));
     let lines = wait_lines(&host.out().join("tyk.jsonl"), 400, Duration::from_secs(60));
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut seen = std::collections::HashSet::new();
@@ -98,21 +131,36 @@ fn tyk_records_from_sharded_keys_with_an_unknown_field_arrive_intact() {
         assert_eq!(l["RequestTime"], r.request_time);
         assert_eq!(l["TimeStamp"], rfc3339(r.timestamp.0, r.timestamp.1));
         assert_eq!(l["ExpireAt"], rfc3339(r.expire_at.0, r.expire_at.1));
-        assert_eq!(b64.decode(l["RawRequest"].as_str().unwrap()).unwrap(), b64.decode(&r.raw_request).unwrap());
+        assert_eq!(
+            b64.decode(l["RawRequest"].as_str().unwrap()).unwrap(),
+            b64.decode(&r.raw_request).unwrap()
+        );
         assert_eq!(l["Geo"]["Country"]["ISOCode"], r.geo_country.as_str());
         assert_eq!(l["Geo"]["City"]["GeoNameID"], r.geo_city_id);
         assert_eq!(l["Geo"]["City"]["Names"]["en"], "London");
         assert_eq!(l["Geo"]["Location"]["Latitude"], r.geo_lat);
         assert_eq!(l["Network"]["BytesOut"], r.network[3]);
-        assert_eq!(l["Latency"], json!({"Total": r.latency[0], "Upstream": r.latency[1], "Gateway": r.latency[2]}));
+        assert_eq!(
+            l["Latency"],
+            json!({"Total": r.latency[0], "Upstream": r.latency[1], "Gateway": r.latency[2]})
+        );
         assert_eq!(l["Tags"], json!(r.tags));
         assert_eq!(l["TrackPath"], r.track_path);
         assert_eq!(l["ListenPath"], r.listen_path.as_str());
-        assert_eq!(l["FutureField"], "from a newer gateway", "unknown fields pass through");
+        assert_eq!(
+            l["FutureField"], "from a newer gateway",
+            "unknown fields pass through"
+        );
     }
     assert_eq!(seen.len(), 400);
-    for key in [TYK_KEY.to_string(), format!("{TYK_KEY}_0"), format!("{TYK_KEY}_2")] {
-        wait_for(Duration::from_secs(10), "acks", || (left_in_redis(&mut conn, &key) == (0, 0)).then_some(()));
+    for key in [
+        TYK_KEY.to_string(),
+        format!("{TYK_KEY}_0"),
+        format!("{TYK_KEY}_2"),
+    ] {
+        wait_for(Duration::from_secs(10), "acks", || {
+            (left_in_redis(&mut conn, &key) == (0, 0)).then_some(())
+        });
     }
 }
 
@@ -121,12 +169,29 @@ fn a_corrupt_record_is_dead_lettered_and_its_neighbours_delivered() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(5);
-    let good: Vec<Vec<u8>> = (0..4).map(|i| encode_iam(&sampler.iam(i, 1_763_700_000))).collect();
+    let good: Vec<Vec<u8>> = (0..4)
+        .map(|i| encode_iam(&sampler.iam(i, 1_763_700_000)))
+        .collect();
     let truncated = good[0][..good[0].len() - 5].to_vec();
     let not_a_map = vec![0x93, 1, 2, 3];
-    push(&mut conn, IAM_KEY, &[good[0].clone(), truncated.clone(), good[1].clone(), not_a_map.clone(), good[2].clone(), good[3].clone()]);
+    push(
+        &mut conn,
+        IAM_KEY,
+        &[
+            good[0].clone(),
+            truncated.clone(),
+            good[1].clone(),
+            not_a_map.clone(),
+            good[2].clone(),
+            good[3].clone(),
+        ],
+    );
 
-    let host = Host::start(&format!("{}{}", source(&redis, "iam", ""), file_pump("file", "iam.jsonl", "")));
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", ""),
+        file_pump("file", "iam.jsonl", "")
+    ));
     let lines = wait_lines(&host.out().join("iam.jsonl"), 4, Duration::from_secs(60));
     let mut seqs: Vec<u64> = lines.iter().map(iam_seq).collect();
     seqs.sort();
@@ -134,21 +199,59 @@ fn a_corrupt_record_is_dead_lettered_and_its_neighbours_delivered() {
 
     let dl_key = format!("pumphouse:dead-letter:{IAM_KEY}");
     let entries: Vec<String> = wait_for(Duration::from_secs(10), "dead letters", || {
-        let v: Vec<String> = redis::cmd("LRANGE").arg(&dl_key).arg(0).arg(-1).query(&mut conn).unwrap();
+        let v: Vec<String> = redis::cmd("LRANGE")
+            .arg(&dl_key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
         (v.len() == 2).then_some(v)
     });
     let b64 = base64::engine::general_purpose::STANDARD;
-    let entries: Vec<Value> = entries.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    assert_eq!(b64.decode(entries[0]["payload"].as_str().unwrap()).unwrap(), truncated);
-    assert!(entries[0]["reason"].as_str().unwrap().contains("undecodable"), "{}", entries[0]);
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(
+        b64.decode(entries[0]["payload"].as_str().unwrap()).unwrap(),
+        truncated
+    );
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("undecodable"),
+        "{}",
+        entries[0]
+    );
     assert_eq!(entries[0]["source"], IAM_KEY);
     assert_eq!(entries[0]["pump"], Value::Null);
-    assert_eq!(b64.decode(entries[1]["payload"].as_str().unwrap()).unwrap(), not_a_map);
-    assert!(entries[1]["reason"].as_str().unwrap().contains("expected a map"), "{}", entries[1]);
-    wait_for(Duration::from_secs(5), "metrics", || (host.metric("pumphouse_records_undecodable_total") == 2.0).then_some(()));
-    assert_eq!(host.metric("pumphouse_records_dead_lettered_total{pump=\"source\"}"), 2.0);
-    wait_for(Duration::from_secs(10), "acks", || (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(()));
-    assert!(host.log_text().contains("dead-lettered a record"), "the log names the failure");
+    assert_eq!(
+        b64.decode(entries[1]["payload"].as_str().unwrap()).unwrap(),
+        not_a_map
+    );
+    assert!(
+        entries[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected a map"),
+        "{}",
+        entries[1]
+    );
+    wait_for(Duration::from_secs(5), "metrics", || {
+        (host.metric("pumphouse_records_undecodable_total") == 2.0).then_some(())
+    });
+    assert_eq!(
+        host.metric("pumphouse_records_dead_lettered_total{pump=\"source\"}"),
+        2.0
+    );
+    wait_for(Duration::from_secs(10), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    assert!(
+        host.log_text().contains("dead-lettered a record"),
+        "the log names the failure"
+    );
 }
 
 #[test]
@@ -157,7 +260,11 @@ fn host_filters_and_omit_detailed_recording_apply_per_pump() {
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(11);
     let records: Vec<_> = (0..600).map(|i| sampler.iam(i, 1_763_700_000)).collect();
-    push(&mut conn, IAM_KEY, &records.iter().map(encode_iam).collect::<Vec<_>>());
+    push(
+        &mut conn,
+        IAM_KEY,
+        &records.iter().map(encode_iam).collect::<Vec<_>>(),
+    );
     let alice = records.iter().filter(|r| r.username == "alice").count();
     assert!(alice > 0 && alice < 600);
     let config = format!(
@@ -167,22 +274,38 @@ fn host_filters_and_omit_detailed_recording_apply_per_pump() {
         file_pump("others", "others.jsonl", "[pumps.filters]\nskip_usernames = [\"alice\"]"),
     );
     let host = Host::start(&config);
-    wait_lines(&host.out().join("alice.jsonl"), alice, Duration::from_secs(60));
-    let o = wait_lines(&host.out().join("others.jsonl"), 600 - alice, Duration::from_secs(60));
-    wait_for(Duration::from_secs(10), "acks", || (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(()));
+    wait_lines(
+        &host.out().join("alice.jsonl"),
+        alice,
+        Duration::from_secs(60),
+    );
+    let o = wait_lines(
+        &host.out().join("others.jsonl"),
+        600 - alice,
+        Duration::from_secs(60),
+    );
+    wait_for(Duration::from_secs(10), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
     let a = read_jsonl(&host.out().join("alice.jsonl"));
     assert_eq!(a.len(), alice);
     assert_eq!(o.len(), 600 - alice);
     for l in &a {
         assert_eq!(l["Username"], "alice");
-        assert!(l.get("Policies").is_none() && l.get("Deciders").is_none(), "detail fields omitted: {l}");
+        assert!(
+            l.get("Policies").is_none() && l.get("Deciders").is_none(),
+            "detail fields omitted: {l}"
+        );
         assert!(l.get("Request").is_some());
     }
     for l in &o {
         assert_ne!(l["Username"], "alice");
         assert!(l.get("Policies").is_some(), "other pump keeps details");
     }
-    assert_eq!(host.metric("pumphouse_pump_records_filtered_total{pump=\"alice\"}"), (600 - alice) as f64);
+    assert_eq!(
+        host.metric("pumphouse_pump_records_filtered_total{pump=\"alice\"}"),
+        (600 - alice) as f64
+    );
 }
 
 #[test]
@@ -191,16 +314,25 @@ fn tyk_host_filters_select_by_api_and_response_code() {
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(2);
     let records: Vec<_> = (0..300).map(|i| sampler.tyk(i, 1_763_700_000)).collect();
-    push(&mut conn, TYK_KEY, &records.iter().map(encode_tyk).collect::<Vec<_>>());
+    push(
+        &mut conn,
+        TYK_KEY,
+        &records.iter().map(encode_tyk).collect::<Vec<_>>(),
+    );
     let api = records[0].api_id.clone();
-    let want = records.iter().filter(|r| r.api_id == api && r.response_code != 500).count();
+    let want = records
+        .iter()
+        .filter(|r| r.api_id == api && r.response_code != 500)
+        .count();
     let config = format!(
         "{}{}",
         source(&redis, "tyk", ""),
         file_pump("f", "f.jsonl", &format!("omit_detailed_recording = true\n[pumps.filters]\napi_ids = [\"{api}\"]\nskip_response_codes = [500]")),
     );
     let host = Host::start(&config);
-    wait_for(Duration::from_secs(30), "acks", || (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(()));
+    wait_for(Duration::from_secs(30), "acks", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
     let lines = wait_lines(&host.out().join("f.jsonl"), want, Duration::from_secs(10));
     assert_eq!(lines.len(), want);
     for l in &lines {
@@ -216,12 +348,26 @@ fn a_filter_plugin_in_the_chain_selects_records() {
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(4);
     let records: Vec<_> = (0..500).map(|i| sampler.iam(i, 1_763_700_000)).collect();
-    push(&mut conn, IAM_KEY, &records.iter().map(encode_iam).collect::<Vec<_>>());
+    push(
+        &mut conn,
+        IAM_KEY,
+        &records.iter().map(encode_iam).collect::<Vec<_>>(),
+    );
     let denied = records.iter().filter(|r| r.effect == "deny").count();
     let chain = format!("[[pumps.filters_chain]]\nplugin = \"{}\"\nconfig = {{ field = \"Effect\", pattern = \"^deny$\" }}", plugin("match"));
-    let host = Host::start(&format!("{}{}", source(&redis, "iam", ""), file_pump("denied", "denied.jsonl", &chain)));
-    wait_for(Duration::from_secs(30), "acks", || (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(()));
-    let lines = wait_lines(&host.out().join("denied.jsonl"), denied, Duration::from_secs(10));
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", ""),
+        file_pump("denied", "denied.jsonl", &chain)
+    ));
+    wait_for(Duration::from_secs(30), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    let lines = wait_lines(
+        &host.out().join("denied.jsonl"),
+        denied,
+        Duration::from_secs(10),
+    );
     assert_eq!(lines.len(), denied);
     assert!(lines.iter().all(|l| l["Effect"] == "deny"));
 }
@@ -231,11 +377,24 @@ fn at_most_once_delivery_pops_and_delivers() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let mut sampler = Sampler::new(8);
-    push(&mut conn, IAM_KEY, &(0..2000).map(|i| encode_iam(&sampler.iam(i, 1_763_700_000))).collect::<Vec<_>>());
-    let host = Host::start(&format!("{}{}", source(&redis, "iam", "delivery = \"at-most-once\""), file_pump("file", "iam.jsonl", "")));
+    push(
+        &mut conn,
+        IAM_KEY,
+        &(0..2000)
+            .map(|i| encode_iam(&sampler.iam(i, 1_763_700_000)))
+            .collect::<Vec<_>>(),
+    );
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", "delivery = \"at-most-once\""),
+        file_pump("file", "iam.jsonl", "")
+    ));
     let lines = wait_lines(&host.out().join("iam.jsonl"), 2000, Duration::from_secs(60));
     let seqs: std::collections::HashSet<u64> = lines.iter().map(iam_seq).collect();
     assert_eq!(seqs.len(), 2000);
-    let leases: u64 = redis::cmd("ZCARD").arg(pumphouse::source::redis::lease_key(IAM_KEY)).query(&mut conn).unwrap();
+    let leases: u64 = redis::cmd("ZCARD")
+        .arg(pumphouse::source::redis::lease_key(IAM_KEY))
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(leases, 0, "at-most-once takes no leases");
 }

@@ -13,7 +13,14 @@ const IAM_KEY: &str = "analytics-iam-system-analytics";
 fn fill(conn: &mut redis::Connection, n: u64, seed: u64) {
     let mut sampler = Sampler::new(seed);
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        push(conn, IAM_KEY, &chunk.iter().map(|&i| encode_iam(&sampler.iam(i, 1_763_700_000))).collect::<Vec<_>>());
+        push(
+            conn,
+            IAM_KEY,
+            &chunk
+                .iter()
+                .map(|&i| encode_iam(&sampler.iam(i, 1_763_700_000)))
+                .collect::<Vec<_>>(),
+        );
     }
 }
 
@@ -46,26 +53,53 @@ retry = {{ initial = "50ms", max = "200ms" }}
         spin = fixture("spin"),
     );
     let mut host = Host::start(&config);
-    let healthy = wait_lines(&host.out().join("healthy.jsonl"), 300, Duration::from_secs(60));
-    assert_eq!(healthy.iter().map(iam_seq).collect::<HashSet<_>>().len(), 300);
+    let healthy = wait_lines(
+        &host.out().join("healthy.jsonl"),
+        300,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        healthy.iter().map(iam_seq).collect::<HashSet<_>>().len(),
+        300
+    );
     // The trapping pump gets everything too: each trap discards the
     // instance and the batch is retried on a fresh one.
     let trapped = wait_lines(&host.out().join("trap.jsonl"), 300, Duration::from_secs(60));
-    assert_eq!(trapped.iter().map(iam_seq).collect::<HashSet<_>>().len(), 300);
-    wait_for(Duration::from_secs(10), "trap and timeout errors counted", || {
-        let m = host.metrics();
-        let traps = pumphouse::demo::metric_value(&m, "pumphouse_pump_errors_total{pump=\"trap\",kind=\"trap\"}");
-        let timeouts = pumphouse::demo::metric_value(&m, "pumphouse_pump_errors_total{pump=\"spin\",kind=\"timeout\"}");
-        (traps >= 1.0 && timeouts >= 2.0).then_some(())
-    });
+    assert_eq!(
+        trapped.iter().map(iam_seq).collect::<HashSet<_>>().len(),
+        300
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "trap and timeout errors counted",
+        || {
+            let m = host.metrics();
+            let traps = pumphouse::demo::metric_value(
+                &m,
+                "pumphouse_pump_errors_total{pump=\"trap\",kind=\"trap\"}",
+            );
+            let timeouts = pumphouse::demo::metric_value(
+                &m,
+                "pumphouse_pump_errors_total{pump=\"spin\",kind=\"timeout\"}",
+            );
+            (traps >= 1.0 && timeouts >= 2.0).then_some(())
+        },
+    );
     // The looping pump holds its batches, so nothing is acked yet and
     // readiness says which pump is failing and why.
     let (code, body) = http_get(&host.http, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("\"spin\"") && body.contains("timed out"), "{body}");
+    assert!(
+        body.contains("\"spin\"") && body.contains("timed out"),
+        "{body}"
+    );
     assert!(host.is_running(), "the host survived");
     let (waiting, claimed) = left_in_redis(&mut conn, IAM_KEY);
-    assert_eq!(waiting + claimed, 300, "nothing acked while a pump still holds the batches");
+    assert_eq!(
+        waiting + claimed,
+        300,
+        "nothing acked while a pump still holds the batches"
+    );
 }
 
 #[test]
@@ -75,24 +109,38 @@ fn sigterm_mid_stream_loses_nothing() {
     const N: u64 = 20_000;
     fill(&mut conn, N, 2);
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("{}{}", source(&redis, "iam", "batch_size = 200"), file_pump("file", "iam.jsonl", ""));
+    let config = format!(
+        "{}{}",
+        source(&redis, "iam", "batch_size = 200"),
+        file_pump("file", "iam.jsonl", "")
+    );
     let out = dir.path().join("out/iam.jsonl");
     let mut host = Host::start_in(dir, &config);
     wait_lines(&out, 1, Duration::from_secs(60));
     host.signal(Signal::SIGTERM);
-    assert_eq!(host.wait_exit(Duration::from_secs(40)), Some(0), "graceful exit code");
+    assert_eq!(
+        host.wait_exit(Duration::from_secs(40)),
+        Some(0),
+        "graceful exit code"
+    );
     let delivered: HashSet<u64> = read_jsonl(&out).iter().map(iam_seq).collect();
     let (waiting, claimed) = left_in_redis(&mut conn, IAM_KEY);
-    assert_eq!(claimed, 0, "a graceful stop acks or finishes everything it claimed");
-    assert!(delivered.len() as u64 + waiting >= N, "delivered {} + waiting {waiting} < {N}", delivered.len());
+    assert_eq!(
+        claimed, 0,
+        "a graceful stop acks or finishes everything it claimed"
+    );
+    assert!(
+        delivered.len() as u64 + waiting >= N,
+        "delivered {} + waiting {waiting} < {N}",
+        delivered.len()
+    );
     assert!(waiting > 0, "the stop really happened mid-stream");
 
     // A new host picks up the rest; every record arrives.
-    let dir = host.dir.path().to_path_buf();
-    drop(host);
     let dir2 = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir2.path().join("out")).unwrap();
-    std::fs::copy(dir.join("out/iam.jsonl"), dir2.path().join("out/iam.jsonl")).unwrap();
+    std::fs::copy(&out, dir2.path().join("out/iam.jsonl")).unwrap();
+    drop(host);
     let host = Host::start_in(dir2, &config);
     let out2 = host.out().join("iam.jsonl");
     wait_for(Duration::from_secs(60), "the rest delivered", || {
@@ -123,33 +171,67 @@ fn a_batch_claimed_by_a_killed_host_is_redelivered_after_its_lease() {
     });
     first.kill9();
     let (waiting, claimed) = left_in_redis(&mut conn, IAM_KEY);
-    assert_eq!(waiting + claimed, 100, "the claimed batch is still in Redis");
+    assert_eq!(
+        waiting + claimed,
+        100,
+        "the claimed batch is still in Redis"
+    );
     assert!(claimed > 0);
 
-    let second = Host::start(&format!("{}{}", source(&redis, "iam", "batch_size = 40\nlease = \"2s\""), file_pump("file", "iam.jsonl", "")));
-    let lines = wait_lines(&second.out().join("iam.jsonl"), 100, Duration::from_secs(60));
+    let second = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", "batch_size = 40\nlease = \"2s\""),
+        file_pump("file", "iam.jsonl", "")
+    ));
+    let lines = wait_lines(
+        &second.out().join("iam.jsonl"),
+        100,
+        Duration::from_secs(60),
+    );
     assert_eq!(lines.iter().map(iam_seq).collect::<HashSet<_>>().len(), 100);
-    wait_for(Duration::from_secs(10), "nothing left", || (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(()));
+    wait_for(Duration::from_secs(10), "nothing left", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
     assert!(second.metric("pumphouse_batches_reclaimed_total") >= 1.0);
 }
 
 #[test]
 fn readiness_follows_redis_and_delivery_resumes_after_a_restart() {
     let mut redis = RedisServer::start().unwrap();
-    let config = format!("{}{}", source(&redis, "iam", ""), file_pump("file", "iam.jsonl", ""));
+    let config = format!(
+        "{}{}",
+        source(&redis, "iam", ""),
+        file_pump("file", "iam.jsonl", "")
+    );
     let host = Host::start(&config);
-    wait_for(Duration::from_secs(20), "ready", || (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(()));
+    wait_for(Duration::from_secs(20), "ready", || {
+        (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(())
+    });
     redis.kill();
-    wait_for(Duration::from_secs(20), "not ready", || (http_get(&host.http, "/readyz").ok()?.0 == 503).then_some(()));
-    assert_eq!(http_get(&host.http, "/healthz").unwrap().0, 200, "alive while Redis is down");
+    wait_for(Duration::from_secs(20), "not ready", || {
+        (http_get(&host.http, "/readyz").ok()?.0 == 503).then_some(())
+    });
+    assert_eq!(
+        http_get(&host.http, "/healthz").unwrap().0,
+        200,
+        "alive while Redis is down"
+    );
     std::thread::sleep(Duration::from_secs(2));
     redis.restart().unwrap();
-    wait_for(Duration::from_secs(30), "ready again", || (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(()));
+    wait_for(Duration::from_secs(30), "ready again", || {
+        (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(())
+    });
     let mut conn = redis_conn(&redis);
     fill(&mut conn, 500, 4);
     let lines = wait_lines(&host.out().join("iam.jsonl"), 500, Duration::from_secs(60));
     assert_eq!(lines.iter().map(iam_seq).collect::<HashSet<_>>().len(), 500);
     let log = host.log_text();
-    let warnings = log.lines().filter(|l| l.contains("WARN") && l.contains("redis")).count();
-    assert!(warnings < 20, "no log flood while Redis was down ({warnings} warnings)");
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("redis"))
+        .count();
+    assert!(
+        warnings < 20,
+        "no log flood while Redis was down ({warnings} warnings)"
+    );
 }

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 pub use pumphouse::demo::RedisServer;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds the plugins once per test run if `scripts/build` has not.
@@ -19,7 +22,9 @@ fn ensure_plugins() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let r = root();
-        if r.join("target/plugins/file.wasm").exists() && r.join("target/test-plugins/trap.wasm").exists() {
+        if r.join("target/plugins/file.wasm").exists()
+            && r.join("target/test-plugins/trap.wasm").exists()
+        {
             return;
         }
         let status = Command::new(r.join("scripts/build"))
@@ -33,21 +38,36 @@ fn ensure_plugins() {
 /// Path of a plugin from `plugins/`.
 pub fn plugin(name: &str) -> String {
     ensure_plugins();
-    root().join("target/plugins").join(format!("{name}.wasm")).display().to_string()
+    root()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
 }
 
 /// Path of a hostile fixture from `tests/plugins/`.
 pub fn fixture(name: &str) -> String {
     ensure_plugins();
-    root().join("target/test-plugins").join(format!("{name}.wasm")).display().to_string()
+    root()
+        .join("target/test-plugins")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn redis_conn(r: &RedisServer) -> redis::Connection {
-    redis::Client::open(r.url()).unwrap().get_connection().unwrap()
+    redis::Client::open(r.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 /// Polls `f` until it returns `Some`, panicking with `what` after `within`.
@@ -57,7 +77,10 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -104,9 +127,11 @@ impl Host {
     }
 
     fn wait_http(&self) {
-        wait_for(Duration::from_secs(60), &format!("host HTTP on {} (log: {})", self.http, self.log_text()), || {
-            http_get(&self.http, "/healthz").ok().map(|_| ())
-        });
+        wait_for(
+            Duration::from_secs(60),
+            &format!("host HTTP on {} (log: {})", self.http, self.log_text()),
+            || http_get(&self.http, "/healthz").ok().map(|_| ()),
+        );
     }
 
     pub fn out(&self) -> PathBuf {
@@ -135,14 +160,19 @@ impl Host {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("host did not exit within {within:?}; log:\n{}", self.log_text());
+                panic!(
+                    "host did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn kill9(&mut self) {
@@ -153,7 +183,9 @@ impl Host {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(&self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(&self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// A metric's value (exact name and label text), 0 when absent.
@@ -166,7 +198,11 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("---- host log ({}) ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- host log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -175,7 +211,10 @@ impl Drop for Host {
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let code = text
@@ -183,7 +222,10 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -238,7 +280,8 @@ poll_interval = "20ms"
 
 /// The `seq` embedded in an iam record's Request by the sample generator.
 pub fn iam_seq(line: &serde_json::Value) -> u64 {
-    let req: serde_json::Value = serde_json::from_str(line["Request"].as_str().expect("Request")).expect("Request is JSON");
+    let req: serde_json::Value =
+        serde_json::from_str(line["Request"].as_str().expect("Request")).expect("Request is JSON");
     req["context"]["seq"].as_u64().expect("seq")
 }
 
@@ -255,7 +298,12 @@ pub fn push(conn: &mut redis::Connection, key: &str, records: &[Vec<u8>]) {
 pub fn left_in_redis(conn: &mut redis::Connection, key: &str) -> (u64, u64) {
     let len: u64 = redis::cmd("LLEN").arg(key).query(conn).unwrap();
     let lease_key = pumphouse::source::redis::lease_key(key);
-    let batches: Vec<String> = redis::cmd("ZRANGE").arg(&lease_key).arg(0).arg(-1).query(conn).unwrap();
+    let batches: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&lease_key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap();
     let mut claimed = 0;
     for b in batches {
         let n: u64 = redis::cmd("LLEN").arg(&b).query(conn).unwrap();

@@ -431,11 +431,9 @@ impl Config {
         base: &Path,
         vars: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate_env(text, vars).map_err(|message| {
-            ConfigError::Env {
-                path: path.to_path_buf(),
-                message,
-            }
+        let text = interpolate_env(text, vars).map_err(|message| ConfigError::Env {
+            path: path.to_path_buf(),
+            message,
         })?;
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -479,14 +477,14 @@ impl Config {
         if s.batch_size == 0 || s.batch_size > MAX_BATCH_SIZE {
             return Err(invalid(
                 "source.batch_size".into(),
-                format!("must be between 1 and {MAX_BATCH_SIZE}, got {}", s.batch_size),
+                format!(
+                    "must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                    s.batch_size
+                ),
             ));
         }
         if s.lease < Duration::from_secs(1) {
-            return Err(invalid(
-                "source.lease".into(),
-                "must be at least 1s".into(),
-            ));
+            return Err(invalid("source.lease".into(), "must be at least 1s".into()));
         }
         if s.poll_interval.is_zero() {
             return Err(invalid(
@@ -497,7 +495,10 @@ impl Config {
         if !s.redis_url.starts_with("redis://") && !s.redis_url.starts_with("rediss://") {
             return Err(invalid(
                 "source.redis_url".into(),
-                format!("must start with redis:// or rediss://, got {:?}", s.redis_url),
+                format!(
+                    "must start with redis:// or rediss://, got {:?}",
+                    s.redis_url
+                ),
             ));
         }
         if s.base_key().is_empty() {
@@ -545,10 +546,7 @@ impl Config {
                 ));
             }
             if pump.retry.initial.is_zero() || pump.retry.max < pump.retry.initial {
-                return Err(invalid(
-                    at("retry"),
-                    "need 0 < initial <= max".into(),
-                ));
+                return Err(invalid(at("retry"), "need 0 < initial <= max".into()));
             }
             if pump.sandbox.max_memory < ByteSize::mib(1) {
                 return Err(invalid(

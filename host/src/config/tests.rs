@@ -23,6 +23,11 @@ fn interpolation_names_missing_variable_and_line() {
     assert!(err.contains("line 2"), "{err}");
     let err = interpolate_env("y = \"${OPEN", env).unwrap_err();
     assert!(err.contains("unclosed"), "{err}");
+    assert_eq!(
+        interpolate_env("# use ${NAME} here\nx = \"${HOST}\"\n", env).unwrap(),
+        "# use ${NAME} here\nx = \"redis.internal\"\n",
+        "comment lines are left alone"
+    );
 }
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -45,7 +50,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.source.delivery, Delivery::AtLeastOnce);
     assert_eq!(c.pumps[0].timeout, DEFAULT_TIMEOUT);
     assert_eq!(c.plugins_dir, Path::new("/etc/ph/plugins"));
-    assert_eq!(c.plugin_path("file.wasm"), Path::new("/etc/ph/plugins/file.wasm"));
+    assert_eq!(
+        c.plugin_path("file.wasm"),
+        Path::new("/etc/ph/plugins/file.wasm")
+    );
     assert_eq!(
         c.source.dead_letter_key(),
         "pumphouse:dead-letter:analytics-iam-system-analytics"
@@ -76,8 +84,14 @@ fn unknown_field_is_named() {
 #[test]
 fn invalid_values_name_their_field() {
     let cases = [
-        (MINIMAL.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"), "source.batch_size"),
-        (MINIMAL.replace("name = \"out\"", "name = \"a b\""), "pumps[0].name"),
+        (
+            MINIMAL.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"),
+            "source.batch_size",
+        ),
+        (
+            MINIMAL.replace("name = \"out\"", "name = \"a b\""),
+            "pumps[0].name",
+        ),
         (
             format!("{MINIMAL}[pumps.filters]\napi_ids = [\"x\"]\n"),
             "pumps[0] (out).filters",

@@ -72,7 +72,10 @@ pub async fn load_pumps(config: &Config, runtime: &Runtime) -> Result<Vec<Loaded
     let mut cache: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
     let mut pumps = Vec::new();
     for pump in &config.pumps {
-        let mut get = async |name: &str, want: Kind, role: &'static str| -> Result<Arc<Plugin>, StartError> {
+        let mut get = async |name: &str,
+                             want: Kind,
+                             role: &'static str|
+               -> Result<Arc<Plugin>, StartError> {
             let path = config.plugin_path(name);
             let plugin = match cache.get(&path) {
                 Some(p) => p.clone(),
@@ -132,7 +135,10 @@ fn json_config(table: &toml::Table) -> String {
 }
 
 /// Builds lane specs and starts (instantiates and inits) every plugin.
-async fn start_lanes(pumps: Vec<LoadedPump>, dead_letters: &DeadLetters) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
+async fn start_lanes(
+    pumps: Vec<LoadedPump>,
+    dead_letters: &DeadLetters,
+) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
     let mut lanes = Vec::new();
     let mut statuses = Vec::new();
     for p in pumps {
@@ -154,7 +160,11 @@ async fn start_lanes(pumps: Vec<LoadedPump>, dead_letters: &DeadLetters) -> Resu
             retry: p.config.retry.clone(),
             status: status.clone(),
         };
-        lanes.push(Lane::start(spec, dead_letters.clone()).await.map_err(StartError::Init)?);
+        lanes.push(
+            Lane::start(spec, dead_letters.clone())
+                .await
+                .map_err(StartError::Init)?,
+        );
         statuses.push(status);
     }
     Ok((lanes, statuses))
@@ -178,23 +188,48 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
         p.sink
             .start(&p.config.name, &sandbox, &json_config(&p.config.config))
             .await
-            .map_err(|e| StartError::Init(format!("pump {}: sink {}: {e}", p.config.name, p.sink.path.display())))?;
+            .map_err(|e| {
+                StartError::Init(format!(
+                    "pump {}: sink {}: {e}",
+                    p.config.name,
+                    p.sink.path.display()
+                ))
+            })?;
         for (f, fc) in p.filters.iter().zip(&p.config.filters_chain) {
             f.start(&p.config.name, &sandbox, &json_config(&fc.config))
                 .await
-                .map_err(|e| StartError::Init(format!("pump {}: filter {}: {e}", p.config.name, f.path.display())))?;
+                .map_err(|e| {
+                    StartError::Init(format!(
+                        "pump {}: filter {}: {e}",
+                        p.config.name,
+                        f.path.display()
+                    ))
+                })?;
         }
-        let chain: Vec<String> = p.filters.iter().map(|f| format!("{} {}", f.info.name, f.info.version)).collect();
+        let chain: Vec<String> = p
+            .filters
+            .iter()
+            .map(|f| format!("{} {}", f.info.name, f.info.version))
+            .collect();
         lines.push(format!(
-            "pump {}: sink {} {} ({:?}){}",
+            "pump {}: sink {} {} ({}){}",
             p.config.name,
             p.sink.info.name,
             p.sink.info.version,
-            p.sink.info.accepts,
-            if chain.is_empty() { String::new() } else { format!(", filters: {}", chain.join(" → ")) }
+            crate::runtime::encoding_name(p.sink.info.accepts),
+            if chain.is_empty() {
+                String::new()
+            } else {
+                format!(", filters: {}", chain.join(" → "))
+            }
         ));
     }
-    let redis_ok = match tokio::time::timeout(Duration::from_secs(3), RedisSource::connect(&config.source, Duration::ZERO)).await {
+    let redis_ok = match tokio::time::timeout(
+        Duration::from_secs(3),
+        RedisSource::connect(&config.source, Duration::ZERO),
+    )
+    .await
+    {
         Ok(Ok(s)) => s.ping().await,
         _ => false,
     };
@@ -209,14 +244,26 @@ pub struct Started {
 
 /// Starts the daemon: loads plugins, binds HTTP, connects Redis (waiting for
 /// it), starts lanes and runs the pipeline until `shutdown`.
-pub async fn start(config: Config, metrics: Option<PrometheusHandle>, shutdown: CancellationToken) -> Result<Started, StartError> {
+pub async fn start(
+    config: Config,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<Started, StartError> {
     let runtime = Runtime::new(true)?;
     let pumps = load_pumps(&config, &runtime).await?;
-    let max_in_flight = pumps.iter().map(|p| p.config.max_in_flight_batches).collect();
+    let max_in_flight = pumps
+        .iter()
+        .map(|p| p.config.max_in_flight_batches)
+        .collect();
     let status = Arc::new(Status::default());
-    let (http, _server) = crate::server::serve(&config.server.listen, status.clone(), metrics.clone(), shutdown.clone())
-        .await
-        .map_err(StartError::Listen)?;
+    let (http, _server) = crate::server::serve(
+        &config.server.listen,
+        status.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(StartError::Listen)?;
     tracing::info!(%http, "serving /healthz, /readyz and /metrics");
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
     let source = tokio::select! {

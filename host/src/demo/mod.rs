@@ -45,10 +45,17 @@ pub fn metric_value(rendered: &str, name_with_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn run(o: DemoOptions, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
+pub async fn run(
+    o: DemoOptions,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<()> {
     for p in ["file.wasm", "stdout.wasm", "match.wasm"] {
         let path = o.plugins_dir.join(p);
-        anyhow::ensure!(path.exists(), "plugin {} not found; build the plugins first (scripts/build)", path.display());
+        anyhow::ensure!(
+            path.exists(),
+            "plugin {} not found; build the plugins first (scripts/build)",
+            path.display()
+        );
     }
     let redis = RedisServer::start().context("starting a private redis-server")?;
     let tmp = tempfile::tempdir()?;
@@ -59,9 +66,18 @@ pub async fn run(o: DemoOptions, metrics: Option<metrics_exporter_prometheus::Pr
         "DEMO_OUT" => Some(out_dir.display().to_string()),
         _ => None,
     };
-    let config = Config::from_str_with(DEMO_CONFIG, Path::new("configs/demo.toml"), Path::new("."), vars)?;
+    let config = Config::from_str_with(
+        DEMO_CONFIG,
+        Path::new("configs/demo.toml"),
+        Path::new("."),
+        vars,
+    )?;
     let key = config.source.base_key().to_string();
-    eprintln!("pumphouse demo: private redis-server on {}, output in {}", redis.url(), out_dir.display());
+    eprintln!(
+        "pumphouse demo: private redis-server on {}, output in {}",
+        redis.url(),
+        out_dir.display()
+    );
 
     let produced = produce(&ProduceOptions {
         redis_url: redis.url(),
@@ -94,23 +110,40 @@ pub async fn run(o: DemoOptions, metrics: Option<metrics_exporter_prometheus::Pr
         if len == 0 && leased == 0 {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "demo did not drain within 5 minutes ({len} waiting, {leased} batches claimed)");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "demo did not drain within 5 minutes ({len} waiting, {leased} batches claimed)"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
     shutdown.cancel();
     let _ = daemon.done.await;
 
-    let lines = std::fs::read_to_string(out_dir.join("iam.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
-    let dead: u64 = redis::cmd("LLEN").arg(config.source.dead_letter_key()).query_async(&mut conn).await?;
+    let lines = std::fs::read_to_string(out_dir.join("iam.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let dead: u64 = redis::cmd("LLEN")
+        .arg(config.source.dead_letter_key())
+        .query_async(&mut conn)
+        .await?;
     let rendered = metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     println!();
     println!("── pumphouse demo summary ──────────────────────────────");
     println!("records produced            {produced}");
-    println!("records acked               {}", metric_value(&rendered, "pumphouse_records_acked_total"));
+    println!(
+        "records acked               {}",
+        metric_value(&rendered, "pumphouse_records_acked_total")
+    );
     for pump in ["file", "stdout"] {
-        let written = metric_value(&rendered, &format!("pumphouse_pump_records_written_total{{pump=\"{pump}\"}}"));
-        let filtered = metric_value(&rendered, &format!("pumphouse_pump_records_filtered_total{{pump=\"{pump}\"}}"));
+        let written = metric_value(
+            &rendered,
+            &format!("pumphouse_pump_records_written_total{{pump=\"{pump}\"}}"),
+        );
+        let filtered = metric_value(
+            &rendered,
+            &format!("pumphouse_pump_records_filtered_total{{pump=\"{pump}\"}}"),
+        );
         println!("pump {pump:<8} delivered {written:>8}   filtered out {filtered:>8}");
     }
     println!("lines in {}  {lines}", out_dir.join("iam.jsonl").display());
@@ -120,6 +153,9 @@ pub async fn run(o: DemoOptions, metrics: Option<metrics_exporter_prometheus::Pr
         elapsed.as_secs_f64(),
         produced as f64 / elapsed.as_secs_f64()
     );
-    anyhow::ensure!(lines as u64 == produced, "the file pump wrote {lines} lines for {produced} records");
+    anyhow::ensure!(
+        lines as u64 == produced,
+        "the file pump wrote {lines} lines for {produced} records"
+    );
     Ok(())
 }

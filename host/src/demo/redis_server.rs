@@ -42,7 +42,14 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -53,7 +60,12 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         let child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot run redis-server ({e}); install it, e.g. apt-get install redis-server"))
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot run redis-server ({e}); install it, e.g. apt-get install redis-server"
+                ),
+            )
         })?;
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(10))
@@ -67,11 +79,16 @@ impl RedisServer {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
-                    return Err(std::io::Error::other(format!("redis-server exited at start: {status}")));
+                    return Err(std::io::Error::other(format!(
+                        "redis-server exited at start: {status}"
+                    )));
                 }
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other(format!("redis-server on port {} did not answer PING", self.port)));
+                return Err(std::io::Error::other(format!(
+                    "redis-server on port {} did not answer PING",
+                    self.port
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

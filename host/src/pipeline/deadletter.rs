@@ -42,11 +42,7 @@ impl Entry {
             source: source.to_string(),
             pump: pump.map(str::to_string),
             reason: r.reason.clone(),
-            encoding: match r.encoding {
-                Encoding::Msgpack => "msgpack",
-                Encoding::Json => "json",
-            }
-            .to_string(),
+            encoding: crate::runtime::encoding_name(r.encoding).to_string(),
             payload: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
         }
     }
@@ -73,11 +69,20 @@ impl DeadLetters {
             .map(|r| serde_json::to_vec(&Entry::new(key, pump, r)).expect("entry serializes"))
             .collect();
         for r in &records {
-            tracing::warn!(source = key, pump = pump.unwrap_or("-"), bytes = r.bytes.len(), "dead-lettered a record: {}", r.reason);
+            tracing::warn!(
+                source = key,
+                pump = pump.unwrap_or("-"),
+                bytes = r.bytes.len(),
+                "dead-lettered a record: {}",
+                r.reason
+            );
         }
         let mut delay = Duration::from_millis(100);
         while let Err(e) = self.source.dead_letter(&entries).await {
-            tracing::warn!("cannot store {} dead letters yet ({e}); retrying in {delay:?}", entries.len());
+            tracing::warn!(
+                "cannot store {} dead letters yet ({e}); retrying in {delay:?}",
+                entries.len()
+            );
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }

@@ -25,7 +25,11 @@ fn set<T: Clone + Eq + std::hash::Hash>(v: &[T]) -> HashSet<T> {
 }
 
 /// An allow list passes everything when empty; a skip list blocks members.
-fn passes<T: Eq + std::hash::Hash>(allow: &HashSet<T>, skip: &HashSet<T>, value: Option<&T>) -> bool {
+fn passes<T: Eq + std::hash::Hash>(
+    allow: &HashSet<T>,
+    skip: &HashSet<T>,
+    value: Option<&T>,
+) -> bool {
     match value {
         Some(v) => (allow.is_empty() || allow.contains(v)) && !skip.contains(v),
         None => allow.is_empty(),
@@ -53,7 +57,11 @@ impl HostFilter {
             || (passes(&self.usernames, &self.skip_usernames, m.username.as_ref())
                 && passes(&self.org_ids, &self.skip_org_ids, m.org_id.as_ref())
                 && passes(&self.api_ids, &self.skip_api_ids, m.api_id.as_ref())
-                && passes(&self.response_codes, &self.skip_response_codes, m.response_code.as_ref()))
+                && passes(
+                    &self.response_codes,
+                    &self.skip_response_codes,
+                    m.response_code.as_ref(),
+                ))
     }
 }
 
@@ -85,7 +93,10 @@ mod tests {
         assert!(f.keep(&meta(Some("alice"), None, None)));
         assert!(!f.keep(&meta(Some("bob"), None, None)));
         assert!(!f.keep(&meta(Some("carol"), None, None)));
-        assert!(!f.keep(&meta(None, None, None)), "allow list set: a record without the field fails it");
+        assert!(
+            !f.keep(&meta(None, None, None)),
+            "allow list set: a record without the field fails it"
+        );
     }
 
     #[test]

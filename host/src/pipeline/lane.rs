@@ -79,7 +79,9 @@ impl Lane {
             let inst = plugin
                 .start(&spec.name, &spec.sandbox, config)
                 .await
-                .map_err(|e| format!("pump {}: filter {}: {e}", spec.name, plugin.path.display()))?;
+                .map_err(|e| {
+                    format!("pump {}: filter {}: {e}", spec.name, plugin.path.display())
+                })?;
             filters.push(Some(inst));
         }
         let retry = RetryPolicy::new(&spec.retry);
@@ -94,8 +96,13 @@ impl Lane {
 
     /// Works through batches until the dispatcher closes the channel; hands
     /// each finished batch to the acker when this was its last lane.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Batch>>, done: mpsc::UnboundedSender<Arc<Batch>>) {
-        let depth = metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Arc<Batch>>,
+        done: mpsc::UnboundedSender<Arc<Batch>>,
+    ) {
+        let depth =
+            metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
         let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
         while let Some(batch) = rx.recv().await {
             depth.set(rx.len() as f64 + 1.0);
@@ -145,7 +152,8 @@ impl Lane {
             filtered += before.saturating_sub(items.len()) as u64;
         }
         if filtered > 0 {
-            metrics::counter!(telemetry::PUMP_RECORDS_FILTERED, "pump" => pump.clone()).increment(filtered);
+            metrics::counter!(telemetry::PUMP_RECORDS_FILTERED, "pump" => pump.clone())
+                .increment(filtered);
         }
         if !items.is_empty() {
             self.deliver(batch, items, &mut dead).await;
@@ -155,7 +163,13 @@ impl Lane {
         }
     }
 
-    async fn run_filter(&mut self, fi: usize, batch: &Batch, mut items: Vec<Item>, dead: &mut Vec<DeadRecord>) -> Vec<Item> {
+    async fn run_filter(
+        &mut self,
+        fi: usize,
+        batch: &Batch,
+        mut items: Vec<Item>,
+        dead: &mut Vec<DeadRecord>,
+    ) -> Vec<Item> {
         let plugin = self.spec.filters[fi].0.clone();
         loop {
             let (wb, kept) = self.materialize(batch, items, plugin.info.accepts, dead);
@@ -164,10 +178,18 @@ impl Lane {
                 return items;
             }
             if self.filters[fi].is_none() {
-                match plugin.start(&self.spec.name, &self.spec.sandbox, &self.spec.filters[fi].1).await {
+                match plugin
+                    .start(
+                        &self.spec.name,
+                        &self.spec.sandbox,
+                        &self.spec.filters[fi].1,
+                    )
+                    .await
+                {
                     Ok(inst) => self.filters[fi] = Some(inst),
                     Err(e) => {
-                        self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name)).await;
+                        self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name))
+                            .await;
                         continue;
                     }
                 }
@@ -181,13 +203,21 @@ impl Lane {
                     }
                     Err((back, why)) => {
                         items = back;
-                        self.failed("malformed", &format!("filter {}: {why}", plugin.info.name)).await;
+                        self.failed("malformed", &format!("filter {}: {why}", plugin.info.name))
+                            .await;
                     }
                 },
-                Ok(Err(msg)) => self.failed("filter_error", &format!("filter {}: {msg}", plugin.info.name)).await,
+                Ok(Err(msg)) => {
+                    self.failed(
+                        "filter_error",
+                        &format!("filter {}: {msg}", plugin.info.name),
+                    )
+                    .await
+                }
                 Err(e) => {
                     self.filters[fi] = None;
-                    self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name)).await;
+                    self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name))
+                        .await;
                 }
             }
         }
@@ -207,7 +237,12 @@ impl Lane {
                 continue;
             }
             if self.sink.is_none() {
-                match self.spec.sink.start(&self.spec.name, &self.spec.sandbox, &self.spec.sink_config).await {
+                match self
+                    .spec
+                    .sink
+                    .start(&self.spec.name, &self.spec.sandbox, &self.spec.sink_config)
+                    .await
+                {
                     Ok(inst) => self.sink = Some(inst),
                     Err(e) => {
                         self.failed(e.kind(), &e.to_string()).await;
@@ -228,7 +263,13 @@ impl Lane {
                 }
                 Ok(Err(WriteError::TooLarge)) => {
                     self.count_error("too_large");
-                    split_or_kill(group, &mut stack, dead, batch, "the sink says this record is too large");
+                    split_or_kill(
+                        group,
+                        &mut stack,
+                        dead,
+                        batch,
+                        "the sink says this record is too large",
+                    );
                 }
                 Ok(Err(WriteError::InvalidBatch(msg))) => {
                     self.count_error("invalid");
@@ -240,9 +281,20 @@ impl Lane {
                         Ok((ok, retry, rejected)) => {
                             written.increment(ok as u64);
                             self.count_error("partial");
-                            dead.extend(rejected.into_iter().map(|(item, reason)| item.dead(batch, reason)));
+                            dead.extend(
+                                rejected
+                                    .into_iter()
+                                    .map(|(item, reason)| item.dead(batch, reason)),
+                            );
                             if !retry.is_empty() {
-                                self.failed("partial", &format!("{} of {n} records failed and will be retried", retry.len())).await;
+                                self.failed(
+                                    "partial",
+                                    &format!(
+                                        "{} of {n} records failed and will be retried",
+                                        retry.len()
+                                    ),
+                                )
+                                .await;
                                 stack.push(retry);
                             }
                         }
@@ -271,7 +323,13 @@ impl Lane {
 
     /// Builds the WIT batch of `items` in `encoding`; items that cannot be
     /// encoded go to `dead`.
-    fn materialize(&self, batch: &Batch, items: Vec<Item>, encoding: Encoding, dead: &mut Vec<DeadRecord>) -> (wit::Batch, Vec<Item>) {
+    fn materialize(
+        &self,
+        batch: &Batch,
+        items: Vec<Item>,
+        encoding: Encoding,
+        dead: &mut Vec<DeadRecord>,
+    ) -> (wit::Batch, Vec<Item>) {
         let form = Form {
             encoding,
             omit_detail: self.spec.omit_detail,
@@ -283,7 +341,9 @@ impl Lane {
         for item in items {
             let start = payloads.len();
             let r = match (&item.owned, item.origin) {
-                (Some((e, bytes)), _) => transcode(batch.schema, *e, bytes, encoding, &mut payloads),
+                (Some((e, bytes)), _) => {
+                    transcode(batch.schema, *e, bytes, encoding, &mut payloads)
+                }
                 (None, Some(i)) => {
                     let f = shared.get_or_insert_with(|| batch.form(form));
                     match f.spans[i as usize] {
@@ -297,8 +357,10 @@ impl Lane {
                 (None, None) => Err("record has no bytes".to_string()),
             };
             let span = r.and_then(|()| {
-                let off = u32::try_from(start).map_err(|_| "batch payload exceeds 4 GiB".to_string())?;
-                let len = u32::try_from(payloads.len() - start).map_err(|_| "record exceeds 4 GiB".to_string())?;
+                let off =
+                    u32::try_from(start).map_err(|_| "batch payload exceeds 4 GiB".to_string())?;
+                let len = u32::try_from(payloads.len() - start)
+                    .map_err(|_| "record exceeds 4 GiB".to_string())?;
                 Ok((off, len))
             });
             match span {
@@ -313,7 +375,13 @@ impl Lane {
                 }
                 Err(reason) => {
                     payloads.truncate(start);
-                    dead.push(item.dead(batch, format!("cannot encode as {encoding:?}: {reason}")));
+                    dead.push(item.dead(
+                        batch,
+                        format!(
+                            "cannot encode as {}: {reason}",
+                            crate::runtime::encoding_name(encoding)
+                        ),
+                    ));
                 }
             }
         }
@@ -344,7 +412,11 @@ impl Lane {
 
     fn recovered(&mut self) {
         if self.retry.failures > 0 {
-            tracing::info!(pump = &*self.spec.name, after = self.retry.failures, "pump recovered");
+            tracing::info!(
+                pump = &*self.spec.name,
+                after = self.retry.failures,
+                "pump recovered"
+            );
         }
         self.retry.reset();
         self.spec.status.set(PumpState::Ok);
@@ -352,7 +424,13 @@ impl Lane {
 }
 
 /// Halves a rejected group, or dead-letters it when it is a single record.
-fn split_or_kill(mut group: Vec<Item>, stack: &mut Vec<Vec<Item>>, dead: &mut Vec<DeadRecord>, batch: &Batch, reason: &str) {
+fn split_or_kill(
+    mut group: Vec<Item>,
+    stack: &mut Vec<Vec<Item>>,
+    dead: &mut Vec<DeadRecord>,
+    batch: &Batch,
+    reason: &str,
+) {
     if group.len() > 1 {
         let second = group.split_off(group.len() / 2);
         // Pushed in reverse so the first half is tried first.
@@ -366,13 +444,22 @@ fn split_or_kill(mut group: Vec<Item>, stack: &mut Vec<Vec<Item>>, dead: &mut Ve
 type Rejected = Vec<(Item, String)>;
 
 /// Sorts a partial failure into (delivered count, to retry, to dead-letter).
-fn split_partial(group: Vec<Item>, failed: Vec<wit::FailedEvent>) -> Result<(usize, Vec<Item>, Rejected), (Vec<Item>, String)> {
+fn split_partial(
+    group: Vec<Item>,
+    failed: Vec<wit::FailedEvent>,
+) -> Result<(usize, Vec<Item>, Rejected), (Vec<Item>, String)> {
     let n = group.len();
     let mut verdict: Vec<Option<(bool, String)>> = (0..n).map(|_| None).collect();
     for f in failed {
         let i = f.index as usize;
         if i >= n || verdict[i].is_some() {
-            return Err((group, format!("sink reported failed index {} for a batch of {n} (out of range or repeated)", f.index)));
+            return Err((
+                group,
+                format!(
+                    "sink reported failed index {} for a batch of {n} (out of range or repeated)",
+                    f.index
+                ),
+            ));
         }
         verdict[i] = Some((f.retryable, f.reason));
     }
@@ -390,13 +477,21 @@ fn split_partial(group: Vec<Item>, failed: Vec<wit::FailedEvent>) -> Result<(usi
 }
 
 /// Applies a filter's verdict to the items it was shown.
-fn apply_verdict(v: Verdict, items: Vec<Item>, default_ts: i64) -> Result<Vec<Item>, (Vec<Item>, String)> {
+fn apply_verdict(
+    v: Verdict,
+    items: Vec<Item>,
+    default_ts: i64,
+) -> Result<Vec<Item>, (Vec<Item>, String)> {
     match v {
         Verdict::KeepAll => Ok(items),
         Verdict::Keep(idx) => {
             let n = items.len();
-            if idx.windows(2).any(|w| w[0] >= w[1]) || idx.last().is_some_and(|&l| l as usize >= n) {
-                return Err((items, format!("keep indices must be ascending and below {n}")));
+            if idx.windows(2).any(|w| w[0] >= w[1]) || idx.last().is_some_and(|&l| l as usize >= n)
+            {
+                return Err((
+                    items,
+                    format!("keep indices must be ascending and below {n}"),
+                ));
             }
             let mut want = idx.into_iter().peekable();
             Ok(items
@@ -418,11 +513,21 @@ fn apply_verdict(v: Verdict, items: Vec<Item>, default_ts: i64) -> Result<Vec<It
             for e in &b.events {
                 let (o, l) = (e.offset as usize, e.len as usize);
                 let Some(bytes) = b.payloads.get(o..o.saturating_add(l)) else {
-                    return Err((items, format!("replace: event at {o}+{l} lies outside the {} payload bytes", b.payloads.len())));
+                    return Err((
+                        items,
+                        format!(
+                            "replace: event at {o}+{l} lies outside the {} payload bytes",
+                            b.payloads.len()
+                        ),
+                    ));
                 };
                 out.push(Item {
                     id: e.id,
-                    timestamp: if e.timestamp == 0 { default_ts } else { e.timestamp },
+                    timestamp: if e.timestamp == 0 {
+                        default_ts
+                    } else {
+                        e.timestamp
+                    },
                     origin: None,
                     owned: Some((b.encoding, bytes.to_vec())),
                 });
@@ -433,15 +538,24 @@ fn apply_verdict(v: Verdict, items: Vec<Item>, default_ts: i64) -> Result<Vec<It
 }
 
 /// Re-encodes bytes a filter produced for a stage that wants another form.
-fn transcode(schema: record::Schema, from: Encoding, bytes: &[u8], to: Encoding, out: &mut Vec<u8>) -> Result<(), String> {
+fn transcode(
+    schema: record::Schema,
+    from: Encoding,
+    bytes: &[u8],
+    to: Encoding,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     match (from, to) {
         (a, b) if a == b => {
             out.extend_from_slice(bytes);
             Ok(())
         }
-        (Encoding::Msgpack, Encoding::Json) => record::write_json(schema, bytes, &[], out).map_err(|e| e.to_string()),
+        (Encoding::Msgpack, Encoding::Json) => {
+            record::write_json(schema, bytes, &[], out).map_err(|e| e.to_string())
+        }
         (Encoding::Json, Encoding::Msgpack) => {
-            let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("filter output is not JSON: {e}"))?;
+            let v: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| format!("filter output is not JSON: {e}"))?;
             rmp_serde::encode::write_named(out, &v).map_err(|e| e.to_string())
         }
         _ => unreachable!("two encodings, all pairs covered"),
@@ -465,35 +579,76 @@ mod tests {
 
     #[test]
     fn keep_verdict_selects_and_validates() {
-        let kept = apply_verdict(Verdict::Keep(vec![0, 2]), items(3), 0).map_err(|e| e.1).unwrap();
+        let kept = apply_verdict(Verdict::Keep(vec![0, 2]), items(3), 0)
+            .map_err(|e| e.1)
+            .unwrap();
         assert_eq!(kept.iter().map(|i| i.id).collect::<Vec<_>>(), vec![0, 2]);
         assert!(apply_verdict(Verdict::Keep(vec![3]), items(3), 0).is_err());
         assert!(apply_verdict(Verdict::Keep(vec![1, 1]), items(3), 0).is_err());
-        assert!(apply_verdict(Verdict::Keep(vec![]), items(3), 0).map_err(|e| e.1).unwrap().is_empty());
+        assert!(apply_verdict(Verdict::Keep(vec![]), items(3), 0)
+            .map_err(|e| e.1)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn partial_failures_sort_into_retry_and_reject() {
         let failed = vec![
-            wit::FailedEvent { index: 1, reason: "later".into(), retryable: true },
-            wit::FailedEvent { index: 3, reason: "bad".into(), retryable: false },
+            wit::FailedEvent {
+                index: 1,
+                reason: "later".into(),
+                retryable: true,
+            },
+            wit::FailedEvent {
+                index: 3,
+                reason: "bad".into(),
+                retryable: false,
+            },
         ];
         let (ok, retry, rejected) = split_partial(items(4), failed).map_err(|e| e.1).unwrap();
         assert_eq!(ok, 2);
         assert_eq!(retry.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].1, "bad");
-        let out_of_range = vec![wit::FailedEvent { index: 9, reason: String::new(), retryable: true }];
+        let out_of_range = vec![wit::FailedEvent {
+            index: 9,
+            reason: String::new(),
+            retryable: true,
+        }];
         assert!(split_partial(items(4), out_of_range).is_err());
     }
 
     #[test]
     fn json_and_msgpack_transcode_both_ways() {
         let mut mp = Vec::new();
-        transcode(record::Schema::Generic, Encoding::Json, br#"{"a":1,"b":"x"}"#, Encoding::Msgpack, &mut mp).unwrap();
+        transcode(
+            record::Schema::Generic,
+            Encoding::Json,
+            br#"{"a":1,"b":"x"}"#,
+            Encoding::Msgpack,
+            &mut mp,
+        )
+        .unwrap();
         let mut js = Vec::new();
-        transcode(record::Schema::Generic, Encoding::Msgpack, &mp, Encoding::Json, &mut js).unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&js).unwrap(), serde_json::json!({"a":1,"b":"x"}));
-        assert!(transcode(record::Schema::Generic, Encoding::Json, b"{", Encoding::Msgpack, &mut Vec::new()).is_err());
+        transcode(
+            record::Schema::Generic,
+            Encoding::Msgpack,
+            &mp,
+            Encoding::Json,
+            &mut js,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&js).unwrap(),
+            serde_json::json!({"a":1,"b":"x"})
+        );
+        assert!(transcode(
+            record::Schema::Generic,
+            Encoding::Json,
+            b"{",
+            Encoding::Msgpack,
+            &mut Vec::new()
+        )
+        .is_err());
     }
 }

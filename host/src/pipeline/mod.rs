@@ -61,11 +61,19 @@ fn now_ms() -> i64 {
 }
 
 fn spawn_decode(schema: Schema, raw: RawBatch) -> Decoded {
-    tokio::task::spawn_blocking(move || Batch::decode(raw.key, raw.claim, schema, raw.items, now_ms()))
+    tokio::task::spawn_blocking(move || {
+        Batch::decode(raw.key, raw.claim, schema, raw.items, now_ms())
+    })
 }
 
 /// Runs until `shutdown` fires and in-flight work drains (or times out).
-pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, status: Arc<Status>, shutdown: CancellationToken) -> RunReport {
+pub async fn run(
+    source: RedisSource,
+    lanes: Vec<Lane>,
+    settings: Settings,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) -> RunReport {
     let (decode_tx, decode_rx) = mpsc::channel::<Decoded>(DECODE_QUEUE);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
     let dead_letters = DeadLetters::new(source.clone());
@@ -74,8 +82,16 @@ pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, stat
     // renewed while shutdown drains.
     let upkeep = CancellationToken::new();
     let mut background = Vec::new();
-    background.push(tokio::spawn(renew_leases(source.clone(), settings.lease, upkeep.clone())));
-    background.push(tokio::spawn(watch_health(source.clone(), status.clone(), upkeep.clone())));
+    background.push(tokio::spawn(renew_leases(
+        source.clone(),
+        settings.lease,
+        upkeep.clone(),
+    )));
+    background.push(tokio::spawn(watch_health(
+        source.clone(),
+        status.clone(),
+        upkeep.clone(),
+    )));
 
     let mut claimers = Vec::new();
     for key in source.keys().to_vec() {
@@ -89,7 +105,13 @@ pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, stat
             shutdown.clone(),
         )));
     }
-    claimers.push(tokio::spawn(takeover_loop(source.clone(), settings.schema, settings.lease, decode_tx.clone(), shutdown.clone())));
+    claimers.push(tokio::spawn(takeover_loop(
+        source.clone(),
+        settings.schema,
+        settings.lease,
+        decode_tx.clone(),
+        shutdown.clone(),
+    )));
     drop(decode_tx);
 
     let mut lane_txs = Vec::new();
@@ -103,7 +125,10 @@ pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, stat
     let acker = tokio::spawn(ack_loop(source.clone(), done_rx));
 
     shutdown.cancelled().await;
-    tracing::info!("shutting down: stopped claiming, draining in-flight batches (up to {:?})", settings.drain_timeout);
+    tracing::info!(
+        "shutting down: stopped claiming, draining in-flight batches (up to {:?})",
+        settings.drain_timeout
+    );
     let drain = async {
         for c in claimers {
             let _ = c.await;
@@ -114,7 +139,9 @@ pub async fn run(source: RedisSource, lanes: Vec<Lane>, settings: Settings, stat
         }
         let _ = acker.await;
     };
-    let drained = tokio::time::timeout(settings.drain_timeout, drain).await.is_ok();
+    let drained = tokio::time::timeout(settings.drain_timeout, drain)
+        .await
+        .is_ok();
     if !drained {
         let held = source.release_all();
         tracing::warn!(batches = held, "drain timeout reached; unfinished batches stay claimed and will be re-delivered after their lease expires");
@@ -161,7 +188,8 @@ async fn claim_loop(
                 } else {
                     tracing::debug!(key = &*key, "redis still unavailable: {e}");
                 }
-                error_delay = (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                error_delay =
+                    (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
                 error_delay
             }
         };
@@ -174,7 +202,13 @@ async fn claim_loop(
 }
 
 /// Takes over batches whose lease expired (their instance died).
-async fn takeover_loop(source: RedisSource, schema: Schema, lease: Duration, decode_tx: mpsc::Sender<Decoded>, shutdown: CancellationToken) {
+async fn takeover_loop(
+    source: RedisSource,
+    schema: Schema,
+    lease: Duration,
+    decode_tx: mpsc::Sender<Decoded>,
+    shutdown: CancellationToken,
+) {
     let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,7 +233,12 @@ async fn takeover_loop(source: RedisSource, schema: Schema, lease: Duration, dec
 }
 
 /// Hands decoded batches to every lane, in claim order.
-async fn dispatch(mut rx: mpsc::Receiver<Decoded>, lanes: Vec<mpsc::Sender<Arc<Batch>>>, done: mpsc::UnboundedSender<Arc<Batch>>, dead_letters: DeadLetters) {
+async fn dispatch(
+    mut rx: mpsc::Receiver<Decoded>,
+    lanes: Vec<mpsc::Sender<Arc<Batch>>>,
+    done: mpsc::UnboundedSender<Arc<Batch>>,
+    dead_letters: DeadLetters,
+) {
     while let Some(handle) = rx.recv().await {
         let (batch, bad) = match handle.await {
             Ok(r) => r,
@@ -280,7 +319,8 @@ async fn watch_health(source: RedisSource, status: Arc<Status>, stop: Cancellati
                     tracing::info!("redis reachable");
                 }
                 for (key, len) in lens {
-                    metrics::gauge!(telemetry::SOURCE_BACKLOG, "key" => key.to_string()).set(len as f64);
+                    metrics::gauge!(telemetry::SOURCE_BACKLOG, "key" => key.to_string())
+                        .set(len as f64);
                 }
             }
             Err(e) => {

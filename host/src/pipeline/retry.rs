@@ -59,9 +59,15 @@ mod tests {
             max: Duration::from_secs(1),
         });
         let delays: Vec<_> = (0..8).map(|_| p.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200), "{delays:?}");
+        assert!(
+            delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200),
+            "{delays:?}"
+        );
         // Jitter adds up to one more base delay; the cap bounds the base.
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(2)),
+            "{delays:?}"
+        );
         assert!(delays[7] >= Duration::from_secs(1), "{delays:?}");
         assert_eq!(p.failures, 8);
         p.reset();

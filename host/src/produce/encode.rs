@@ -128,7 +128,12 @@ fn time_array(out: &mut Vec<u8>, (secs, nanos): (i64, u32)) {
 pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + r.raw_request.len() + r.raw_response.len());
     enc::write_map_len(&mut out, 32).expect("vec write");
-    for (k, v) in [("Method", &r.method), ("Host", &r.host), ("Path", &r.path), ("RawPath", &r.raw_path)] {
+    for (k, v) in [
+        ("Method", &r.method),
+        ("Host", &r.host),
+        ("Path", &r.path),
+        ("RawPath", &r.raw_path),
+    ] {
         key(&mut out, k);
         s(&mut out, v);
     }
@@ -136,7 +141,13 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     int(&mut out, r.content_length);
     key(&mut out, "UserAgent");
     s(&mut out, &r.user_agent);
-    for (k, v) in [("Day", r.day), ("Month", r.month), ("Year", r.year), ("Hour", r.hour), ("ResponseCode", r.response_code)] {
+    for (k, v) in [
+        ("Day", r.day),
+        ("Month", r.month),
+        ("Year", r.year),
+        ("Hour", r.hour),
+        ("ResponseCode", r.response_code),
+    ] {
         key(&mut out, k);
         int(&mut out, v);
     }
@@ -156,7 +167,11 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     }
     key(&mut out, "RequestTime");
     int(&mut out, r.request_time);
-    for (k, v) in [("RawRequest", &r.raw_request), ("RawResponse", &r.raw_response), ("IPAddress", &r.ip_address)] {
+    for (k, v) in [
+        ("RawRequest", &r.raw_request),
+        ("RawResponse", &r.raw_response),
+        ("IPAddress", &r.ip_address),
+    ] {
         key(&mut out, k);
         s(&mut out, v);
     }
@@ -190,7 +205,10 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     s(&mut out, &r.geo_tz);
     key(&mut out, "Network");
     enc::write_map_len(&mut out, 4).expect("vec write");
-    for (k, v) in ["OpenConnections", "ClosedConnection", "BytesIn", "BytesOut"].iter().zip(r.network) {
+    for (k, v) in ["OpenConnections", "ClosedConnection", "BytesIn", "BytesOut"]
+        .iter()
+        .zip(r.network)
+    {
         key(&mut out, k);
         int(&mut out, v);
     }
@@ -215,7 +233,11 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     enc::write_bool(&mut out, r.track_path).expect("vec write");
     key(&mut out, "ExpireAt");
     time_array(&mut out, r.expire_at);
-    for (k, v) in [("ApiSchema", &r.api_schema), ("OriginalPath", &r.original_path), ("ListenPath", &r.listen_path)] {
+    for (k, v) in [
+        ("ApiSchema", &r.api_schema),
+        ("OriginalPath", &r.original_path),
+        ("ListenPath", &r.listen_path),
+    ] {
         key(&mut out, k);
         s(&mut out, v);
     }

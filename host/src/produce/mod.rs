@@ -47,9 +47,11 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
     let bar = if o.progress {
         let b = ProgressBar::new(o.count);
         b.set_style(
-            ProgressStyle::with_template("{spinner} produced {pos}/{len} {format} records [{bar:30}] {per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} produced {pos}/{len} {format} records [{bar:30}] {per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         b.set_message(format!("{:?}", o.format));
         b
@@ -75,7 +77,10 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
             } else {
                 o.key.clone()
             };
-            pipe.cmd("RPUSH").arg(key).arg(sample(o.format, &mut sampler, seq, now)).ignore();
+            pipe.cmd("RPUSH")
+                .arg(key)
+                .arg(sample(o.format, &mut sampler, seq, now))
+                .ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
         sent += n as u64;

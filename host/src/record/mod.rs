@@ -76,7 +76,10 @@ pub enum DecodeError {
         found: &'static str,
     },
     #[error("field {field}: {message}")]
-    BadTime { field: &'static str, message: String },
+    BadTime {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Parses one record and extracts its [`Meta`].
@@ -124,7 +127,9 @@ pub fn decode(schema: Schema, bytes: &[u8]) -> Result<Meta, DecodeError> {
 }
 
 /// Parses the top-level map, requiring that it spans all of `bytes`.
-pub(crate) fn top_level_map(bytes: &[u8]) -> Result<Vec<(ValueRef<'_>, ValueRef<'_>)>, DecodeError> {
+pub(crate) fn top_level_map(
+    bytes: &[u8],
+) -> Result<Vec<(ValueRef<'_>, ValueRef<'_>)>, DecodeError> {
     let mut cursor = bytes;
     let value = rmpv::decode::read_value_ref(&mut cursor)
         .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
@@ -180,7 +185,8 @@ pub fn omit_fields(bytes: &[u8], omit: &[&str], out: &mut Vec<u8>) -> Result<(),
         rmpv::decode::read_value_ref(&mut cursor)
             .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
         let end = bytes.len() - cursor.len();
-        let drop = matches!(&key, ValueRef::String(s) if s.as_str().is_some_and(|k| omit.contains(&k)));
+        let drop =
+            matches!(&key, ValueRef::String(s) if s.as_str().is_some_and(|k| omit.contains(&k)));
         if !drop {
             kept += 1;
             spans.push(start..end);

@@ -8,18 +8,29 @@ fn iam() -> Vec<u8> {
 #[test]
 fn iam_meta_is_extracted() {
     let bytes = iam();
-    assert_eq!(bytes[1 + 10], 0xd3, "TimeStamp must be a full-width int64 as iam writes it");
+    assert_eq!(
+        bytes[1 + 10],
+        0xd3,
+        "TimeStamp must be a full-width int64 as iam writes it"
+    );
     let m = decode(Schema::Iam, &bytes).unwrap();
     assert_eq!(m.timestamp_ms, Some(1_763_700_000_000));
     assert!(m.username.is_some());
-    assert_eq!(m.id, decode(Schema::Iam, &bytes).unwrap().id, "id is stable");
+    assert_eq!(
+        m.id,
+        decode(Schema::Iam, &bytes).unwrap().id,
+        "id is stable"
+    );
 }
 
 #[test]
 fn tyk_meta_is_extracted() {
     let r = Sampler::new(1).tyk(5, 1_763_700_000);
     let m = decode(Schema::Tyk, &encode_tyk(&r)).unwrap();
-    assert_eq!(m.timestamp_ms, Some(1_763_700_000_000 + i64::from(r.timestamp.1 / 1_000_000)));
+    assert_eq!(
+        m.timestamp_ms,
+        Some(1_763_700_000_000 + i64::from(r.timestamp.1 / 1_000_000))
+    );
     assert_eq!(m.api_id.as_deref(), Some(r.api_id.as_str()));
     assert_eq!(m.org_id.as_deref(), Some(r.org_id.as_str()));
     assert_eq!(m.response_code, Some(r.response_code));
@@ -28,11 +39,20 @@ fn tyk_meta_is_extracted() {
 #[test]
 fn corrupt_records_are_errors_not_panics() {
     let good = iam();
-    assert!(matches!(decode(Schema::Iam, &good[..good.len() / 2]), Err(DecodeError::Msgpack(_))));
-    assert!(matches!(decode(Schema::Iam, &[0x93, 1, 2, 3]), Err(DecodeError::NotAMap(_))));
+    assert!(matches!(
+        decode(Schema::Iam, &good[..good.len() / 2]),
+        Err(DecodeError::Msgpack(_))
+    ));
+    assert!(matches!(
+        decode(Schema::Iam, &[0x93, 1, 2, 3]),
+        Err(DecodeError::NotAMap(_))
+    ));
     let mut trailing = good.clone();
     trailing.push(0xc0);
-    assert_eq!(decode(Schema::Iam, &trailing), Err(DecodeError::Trailing(1)));
+    assert_eq!(
+        decode(Schema::Iam, &trailing),
+        Err(DecodeError::Trailing(1))
+    );
     assert!(decode(Schema::Iam, b"").is_err());
     assert!(decode(Schema::Iam, b"not msgpack at all \xff\xfe").is_err());
     // A map whose Username is a number.
@@ -46,13 +66,23 @@ fn corrupt_records_are_errors_not_panics() {
 
 #[test]
 fn every_timestamp_extension_form_parses() {
-    for (secs, nanos, len) in [(1_700_000_000i64, 0u32, 4usize), (1_700_000_000, 5, 8), (-5, 7, 12), (1 << 35, 0, 12)] {
+    for (secs, nanos, len) in [
+        (1_700_000_000i64, 0u32, 4usize),
+        (1_700_000_000, 5, 8),
+        (-5, 7, 12),
+        (1 << 35, 0, 12),
+    ] {
         let mut out = Vec::new();
         write_timestamp_ext(&mut out, secs, nanos);
         let v = rmpv::decode::read_value_ref(&mut &out[..]).unwrap();
-        let ValueRef::Ext(-1, data) = v else { panic!("not an ext") };
+        let ValueRef::Ext(-1, data) = v else {
+            panic!("not an ext")
+        };
         assert_eq!(data.len(), len);
-        assert_eq!(time::parse_timestamp_ext(data).unwrap(), time::Timestamp { secs, nanos });
+        assert_eq!(
+            time::parse_timestamp_ext(data).unwrap(),
+            time::Timestamp { secs, nanos }
+        );
     }
     assert!(time::parse_timestamp_ext(&[0; 5]).is_err());
 }
@@ -72,7 +102,10 @@ fn json_has_producer_keys_and_rfc3339_times() {
     let mut out = Vec::new();
     write_json(Schema::Tyk, &encode_tyk(&t), &["RawRequest"], &mut out).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert!(v["TimeStamp"].as_str().unwrap().starts_with("2025-11-21T04:40:00."));
+    assert!(v["TimeStamp"]
+        .as_str()
+        .unwrap()
+        .starts_with("2025-11-21T04:40:00."));
     assert!(v.get("RawRequest").is_none());
     assert_eq!(v["Geo"]["City"]["Names"]["en"], "London");
     assert_eq!(v["Latency"]["Total"], t.latency[0]);
@@ -91,8 +124,21 @@ fn omitting_fields_keeps_other_bytes_exact() {
             other => panic!("non-string key {other:?}"),
         })
         .collect();
-    assert_eq!(keys, ["TimeStamp", "Username", "Effect", "Conclusion", "Request", "ExpireAt"]);
-    assert!(out.windows(9).any(|w| w[0] == 0xd3), "int64 width preserved");
+    assert_eq!(
+        keys,
+        [
+            "TimeStamp",
+            "Username",
+            "Effect",
+            "Conclusion",
+            "Request",
+            "ExpireAt"
+        ]
+    );
+    assert!(
+        out.windows(9).any(|w| w[0] == 0xd3),
+        "int64 width preserved"
+    );
     let mut same = Vec::new();
     omit_fields(&bytes, &[], &mut same).unwrap();
     assert_eq!(same, bytes);

@@ -22,7 +22,10 @@ impl Timestamp {
         let nanos = i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos);
         ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&::time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&::time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| self.secs.to_string())
     }
 }
@@ -93,6 +96,8 @@ pub fn parse_timestamp_ext(data: &[u8]) -> Result<Timestamp, String> {
                 nanos,
             })
         }
-        n => Err(format!("timestamp extension of {n} bytes (expected 4, 8 or 12)")),
+        n => Err(format!(
+            "timestamp extension of {n} bytes (expected 4, 8 or 12)"
+        )),
     }
 }

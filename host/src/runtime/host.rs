@@ -50,7 +50,8 @@ impl PluginState {
         let valid = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         };
         if !valid(name) || labels.len() > MAX_LABELS || !labels.iter().all(|l| valid(&l.key)) {
             tracing::warn!(pump = &*self.pump, metric = name, "plugin metric ignored: names and label keys must be [a-z0-9_]{{1,64}}, at most {MAX_LABELS} labels");

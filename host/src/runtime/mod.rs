@@ -167,9 +167,11 @@ impl Runtime {
             })
             .map_err(|e| SetupError(format!("cannot start the epoch ticker: {e}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SetupError(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SetupError(format!("{e:#}")))?;
         // Both worlds import the same interfaces; the sink world adds them.
-        sink::PumpSink::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| SetupError(format!("{e:#}")))?;
+        sink::PumpSink::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| SetupError(format!("{e:#}")))?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -194,10 +196,13 @@ impl Runtime {
             message: format!("compiler task failed: {e}"),
         })??;
         let mut plugin = plugin;
-        plugin.info = plugin.describe().await.map_err(|source| LoadError::Describe {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        plugin.info = plugin
+            .describe()
+            .await
+            .map_err(|source| LoadError::Describe {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(plugin)
     }
 
@@ -208,8 +213,14 @@ impl Runtime {
             message: format!("{e:#}"),
         })?;
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let has = |n: &str| exports.iter().any(|e| e == n);
         let kind = match (has(SINK_EXPORT), has(FILTER_EXPORT), has(PLUGIN_EXPORT)) {
             (true, false, true) => Kind::Sink,
@@ -247,6 +258,14 @@ impl Runtime {
             engine: self.engine.clone(),
         };
         Ok(plugin)
+    }
+}
+
+/// `msgpack` or `json`.
+pub fn encoding_name(e: bindings::Encoding) -> &'static str {
+    match e {
+        bindings::Encoding::Msgpack => "msgpack",
+        bindings::Encoding::Json => "json",
     }
 }
 
@@ -408,8 +427,20 @@ impl Instance {
         self.arm();
         let t = self.timeout;
         match &self.exports {
-            Exports::Sink(s) => guard(t, s.pumphouse_plugin_plugin().call_describe(&mut self.store)).await,
-            Exports::Filter(f) => guard(t, f.pumphouse_plugin_plugin().call_describe(&mut self.store)).await,
+            Exports::Sink(s) => {
+                guard(
+                    t,
+                    s.pumphouse_plugin_plugin().call_describe(&mut self.store),
+                )
+                .await
+            }
+            Exports::Filter(f) => {
+                guard(
+                    t,
+                    f.pumphouse_plugin_plugin().call_describe(&mut self.store),
+                )
+                .await
+            }
         }
     }
 
@@ -417,8 +448,22 @@ impl Instance {
         self.arm();
         let t = self.timeout;
         let r = match &self.exports {
-            Exports::Sink(s) => guard(t, s.pumphouse_plugin_plugin().call_init(&mut self.store, config_json)).await?,
-            Exports::Filter(f) => guard(t, f.pumphouse_plugin_plugin().call_init(&mut self.store, config_json)).await?,
+            Exports::Sink(s) => {
+                guard(
+                    t,
+                    s.pumphouse_plugin_plugin()
+                        .call_init(&mut self.store, config_json),
+                )
+                .await?
+            }
+            Exports::Filter(f) => {
+                guard(
+                    t,
+                    f.pumphouse_plugin_plugin()
+                        .call_init(&mut self.store, config_json),
+                )
+                .await?
+            }
         };
         r.map_err(CallError::Init)
     }
@@ -428,7 +473,13 @@ impl Instance {
         self.arm();
         let t = self.timeout;
         match &self.exports {
-            Exports::Sink(s) => guard(t, s.pumphouse_plugin_sink().call_write(&mut self.store, batch)).await,
+            Exports::Sink(s) => {
+                guard(
+                    t,
+                    s.pumphouse_plugin_sink().call_write(&mut self.store, batch),
+                )
+                .await
+            }
             Exports::Filter(_) => Err(CallError::Trap("write() called on a filter plugin".into())),
         }
     }
@@ -438,7 +489,14 @@ impl Instance {
         self.arm();
         let t = self.timeout;
         match &self.exports {
-            Exports::Filter(f) => guard(t, f.pumphouse_plugin_filter().call_process(&mut self.store, batch)).await,
+            Exports::Filter(f) => {
+                guard(
+                    t,
+                    f.pumphouse_plugin_filter()
+                        .call_process(&mut self.store, batch),
+                )
+                .await
+            }
             Exports::Sink(_) => Err(CallError::Trap("process() called on a sink plugin".into())),
         }
     }

@@ -53,7 +53,9 @@ pub fn init_metrics() -> Option<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(PUMP_BATCH_SECONDS.to_string()),
-            &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            &[
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
         )
         .ok()?
         .build_recorder();
@@ -66,15 +68,31 @@ pub fn init_metrics() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(RECORDS_CLAIMED, "Records taken from Redis");
-    describe_counter!(RECORDS_ACKED, "Records acknowledged in Redis after every pump finished them");
-    describe_counter!(RECORDS_DEAD_LETTERED, "Records written to the dead-letter list");
+    describe_counter!(
+        RECORDS_ACKED,
+        "Records acknowledged in Redis after every pump finished them"
+    );
+    describe_counter!(
+        RECORDS_DEAD_LETTERED,
+        "Records written to the dead-letter list"
+    );
     describe_counter!(RECORDS_UNDECODABLE, "Records that could not be decoded");
     describe_counter!(PUMP_RECORDS_WRITTEN, "Records a pump's sink accepted");
     describe_counter!(PUMP_RECORDS_FILTERED, "Records a pump's filters dropped");
     describe_counter!(PUMP_ERRORS, "Failed plugin calls by kind");
-    describe_histogram!(PUMP_BATCH_SECONDS, Unit::Seconds, "Time from a batch reaching a pump to its delivery");
-    describe_gauge!(PUMP_LANE_DEPTH, "Batches queued in or processed by a pump's lane");
+    describe_histogram!(
+        PUMP_BATCH_SECONDS,
+        Unit::Seconds,
+        "Time from a batch reaching a pump to its delivery"
+    );
+    describe_gauge!(
+        PUMP_LANE_DEPTH,
+        "Batches queued in or processed by a pump's lane"
+    );
     describe_gauge!(SOURCE_BACKLOG, "Records waiting in the source lists");
-    describe_counter!(BATCHES_RECLAIMED, "Batches taken over after their lease expired");
+    describe_counter!(
+        BATCHES_RECLAIMED,
+        "Batches taken over after their lease expired"
+    );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed");
 }

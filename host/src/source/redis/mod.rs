@@ -82,7 +82,10 @@ pub fn lease_key(key: &str) -> String {
     format!("{{{}}}:pumphouse:leases", hash_tag(key))
 }
 
-fn redis_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(redis::RedisError) -> SourceError + 'a {
+fn redis_err<'a>(
+    op: &'static str,
+    key: &'a str,
+) -> impl FnOnce(redis::RedisError) -> SourceError + 'a {
     move |source| {
         metrics::counter!(telemetry::REDIS_ERRORS, "op" => op).increment(1);
         SourceError::Redis {
@@ -96,11 +99,15 @@ fn redis_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(redis::RedisErro
 impl RedisSource {
     /// Connects, retrying with backoff until Redis answers or `give_up`
     /// elapses. Later connection losses are healed by the connection manager.
-    pub async fn connect(cfg: &SourceConfig, give_up: Duration) -> Result<RedisSource, SourceError> {
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|source| SourceError::Url {
-            url: cfg.redis_url.clone(),
-            source,
-        })?;
+    pub async fn connect(
+        cfg: &SourceConfig,
+        give_up: Duration,
+    ) -> Result<RedisSource, SourceError> {
+        let client =
+            redis::Client::open(cfg.redis_url.as_str()).map_err(|source| SourceError::Url {
+                url: cfg.redis_url.clone(),
+                source,
+            })?;
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -112,7 +119,10 @@ impl RedisSource {
             match ConnectionManager::new_with_config(client.clone(), mgr_cfg.clone()).await {
                 Ok(c) => break c,
                 Err(e) if start.elapsed() < give_up => {
-                    tracing::warn!("redis at {} not reachable yet ({e}); retrying in {delay:?}", redacted(&cfg.redis_url));
+                    tracing::warn!(
+                        "redis at {} not reachable yet ({e}); retrying in {delay:?}",
+                        redacted(&cfg.redis_url)
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -153,7 +163,11 @@ impl RedisSource {
             }
             Delivery::AtLeastOnce => {
                 let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                let batch_key = format!("{{{}}}:pumphouse:batch:{}:{n}", hash_tag(key), self.instance);
+                let batch_key = format!(
+                    "{{{}}}:pumphouse:batch:{}:{n}",
+                    hash_tag(key),
+                    self.instance
+                );
                 let leases = lease_key(key);
                 // Registered before the claim so a renewal can never miss it.
                 self.track(&batch_key, &leases);
@@ -194,7 +208,11 @@ impl RedisSource {
 
     /// Takes over batches of `key` whose lease expired (their owner died or
     /// lost Redis for longer than the lease).
-    pub async fn take_expired(&self, key: &Arc<str>, max: usize) -> Result<Vec<RawBatch>, SourceError> {
+    pub async fn take_expired(
+        &self,
+        key: &Arc<str>,
+        max: usize,
+    ) -> Result<Vec<RawBatch>, SourceError> {
         if self.delivery == Delivery::AtMostOnce {
             return Ok(Vec::new());
         }
@@ -270,7 +288,10 @@ impl RedisSource {
     }
 
     fn untrack(&self, batch_key: &str) {
-        self.inflight.lock().expect("inflight lock").remove(batch_key);
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(batch_key);
     }
 
     /// Extends the leases of every batch this instance holds.

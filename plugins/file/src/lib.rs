@@ -1,0 +1,150 @@
+//! `file`: a pumphouse sink that appends every record to a file as one
+//! JSON line. See README.md.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+
+use pumphouse_sdk::{Batch, Config, Encoding, Error, PluginInfo, Sink, WriteError};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct FileConfig {
+    /// The file to append to; the pump's sandbox must preopen its folder.
+    path: String,
+    /// `sync_data` after every batch.
+    #[serde(default)]
+    fsync: bool,
+}
+
+/// Appends each record's JSON payload plus `\n`, one buffered write per
+/// batch.
+pub struct FileSink {
+    path: String,
+    fsync: bool,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Sink for FileSink {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "file".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            accepts: Encoding::Json,
+        }
+    }
+
+    fn init(config: Config) -> Result<Self, Error> {
+        let FileConfig { path, fsync } = config.parse()?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::fatal(format!("cannot open {path} for appending: {e}")))?;
+        pumphouse_sdk::debug!("appending to {path} (fsync: {fsync})");
+        Ok(FileSink {
+            path,
+            fsync,
+            file,
+            buf: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<(), WriteError> {
+        if batch.encoding != Encoding::Json {
+            return Err(WriteError::Fatal(format!(
+                "file sink got a {:?} batch but accepts only JSON",
+                batch.encoding
+            )));
+        }
+        self.buf.clear();
+        self.buf.reserve(batch.payloads.len() + batch.len());
+        for record in batch.records() {
+            self.buf.extend_from_slice(record.payload());
+            self.buf.push(b'\n');
+        }
+        let retry = |e: std::io::Error| WriteError::Retry(format!("{}: {e}", self.path));
+        self.file.write_all(&self.buf).map_err(retry)?;
+        self.file.flush().map_err(retry)?;
+        if self.fsync {
+            self.file.sync_data().map_err(retry)?;
+        }
+        Ok(())
+    }
+}
+
+pumphouse_sdk::export_sink!(FileSink);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pumphouse_sdk::serde_json::json;
+    use pumphouse_sdk::{testing, Schema};
+
+    fn config(path: &std::path::Path, fsync: bool) -> Config {
+        Config::from(json!({ "path": path, "fsync": fsync }))
+    }
+
+    #[test]
+    fn appends_one_line_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = FileSink::init(config(&path, false)).unwrap();
+        let payloads = vec![
+            br#"{"Username":"alice","TimeStamp":"2026-11-21T05:47:41Z"}"#.to_vec(),
+            br#"{ "spaced" :  true }"#.to_vec(),
+        ];
+        let batch = testing::batch(Encoding::Json, Schema::Iam, payloads);
+        sink.write(&batch).unwrap();
+        sink.write(&testing::json_batch(&[json!({"n": 3})]))
+            .unwrap();
+        sink.write(&testing::json_batch(&[])).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"Username\":\"alice\",\"TimeStamp\":\"2026-11-21T05:47:41Z\"}\n\
+             { \"spaced\" :  true }\n\
+             {\"n\":3}\n"
+        );
+    }
+
+    #[test]
+    fn keeps_existing_content_and_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut sink = FileSink::init(config(&path, true)).unwrap();
+        sink.write(&testing::json_batch(&[json!(1), json!(2)]))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n1\n2\n");
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let err = FileSink::init(Config::new("")).err().unwrap();
+        assert!(err.to_string().contains("missing field `path`"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/out.jsonl");
+        let err = FileSink::init(config(&missing, false)).err().unwrap();
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_msgpack() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = FileSink::init(config(&path, false)).unwrap();
+        let batch = testing::msgpack_batch(Schema::Generic, &[json!({"a": 1})]);
+        assert!(matches!(sink.write(&batch), Err(WriteError::Fatal(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
+
+    #[test]
+    fn describes_itself() {
+        let info = FileSink::info();
+        assert_eq!(info.name, "file");
+        assert_eq!(info.accepts, Encoding::Json);
+    }
+}
