@@ -121,10 +121,10 @@ fn peak_rss_mb(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn http_ok(addr: &str, path: &str) -> bool {
+fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return false;
+        return String::new();
     };
     let _ = write!(
         s,
@@ -132,7 +132,11 @@ fn http_ok(addr: &str, path: &str) -> bool {
     );
     let mut t = String::new();
     let _ = s.read_to_string(&mut t);
-    t.starts_with("HTTP/1.1 200")
+    t
+}
+
+fn http_ok(addr: &str, path: &str) -> bool {
+    http_get(addr, path).starts_with("HTTP/1.1 200")
 }
 
 /// pumphouse end to end; returns (drain time, peak RSS MB).
@@ -204,12 +208,20 @@ config = {{ field = "Effect", pattern = "^(allow|deny)$" }}
     }
     let elapsed = start.elapsed();
     let rss = peak_rss_mb(child.id());
+    // The run only counts if the sink really saw every record.
+    let counted = pumphouse::demo::metric_value(
+        &http_get(&http, "/metrics"),
+        "pumphouse_plugin_blackhole_records_total{pump=\"bench\"}",
+    );
+    assert_eq!(
+        counted as u64, n,
+        "the blackhole sink counted {counted} of {n} records"
+    );
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
     let _ = child.wait();
-    let _ = n;
     (elapsed, rss)
 }
 
