@@ -442,12 +442,14 @@ fn split_or_kill(
 }
 
 type Rejected = Vec<(Item, String)>;
+/// Delivered count, records to retry, records to dead-letter.
+type PartialSplit = (usize, Vec<Item>, Rejected);
 
 /// Sorts a partial failure into (delivered count, to retry, to dead-letter).
 fn split_partial(
     group: Vec<Item>,
     failed: Vec<wit::FailedEvent>,
-) -> Result<(usize, Vec<Item>, Rejected), (Vec<Item>, String)> {
+) -> Result<PartialSplit, (Vec<Item>, String)> {
     let n = group.len();
     let mut verdict: Vec<Option<(bool, String)>> = (0..n).map(|_| None).collect();
     for f in failed {

@@ -81,17 +81,10 @@ pub async fn run(
     // Background upkeep runs until the very end: leases must keep being
     // renewed while shutdown drains.
     let upkeep = CancellationToken::new();
-    let mut background = Vec::new();
-    background.push(tokio::spawn(renew_leases(
-        source.clone(),
-        settings.lease,
-        upkeep.clone(),
-    )));
-    background.push(tokio::spawn(watch_health(
-        source.clone(),
-        status.clone(),
-        upkeep.clone(),
-    )));
+    let background = [
+        tokio::spawn(renew_leases(source.clone(), settings.lease, upkeep.clone())),
+        tokio::spawn(watch_health(source.clone(), status.clone(), upkeep.clone())),
+    ];
 
     let mut claimers = Vec::new();
     for key in source.keys().to_vec() {

@@ -278,7 +278,7 @@ impl Sampler {
     /// An iam record carrying sequence number `seq` in its request.
     pub fn iam(&mut self, seq: u64, now: i64) -> IamRecord {
         let user = *self.pick(&USERS);
-        let allow = self.next() % 5 != 0;
+        let allow = !self.next().is_multiple_of(5);
         IamRecord {
             timestamp: now,
             username: user.to_string(),
