@@ -258,13 +258,7 @@ fn a_corrupt_record_is_dead_lettered_and_its_neighbours_delivered() {
 fn host_filters_and_omit_detailed_recording_apply_per_pump() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut sampler = Sampler::new(11);
-    let records: Vec<_> = (0..600).map(|i| sampler.iam(i, 1_763_700_000)).collect();
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records.iter().map(encode_iam).collect::<Vec<_>>(),
-    );
+    let records = push_iam(&mut conn, 600, 11);
     let alice = records.iter().filter(|r| r.username == "alice").count();
     assert!(alice > 0 && alice < 600);
     let config = format!(
@@ -312,13 +306,7 @@ fn host_filters_and_omit_detailed_recording_apply_per_pump() {
 fn tyk_host_filters_select_by_api_and_response_code() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut sampler = Sampler::new(2);
-    let records: Vec<_> = (0..300).map(|i| sampler.tyk(i, 1_763_700_000)).collect();
-    push(
-        &mut conn,
-        TYK_KEY,
-        &records.iter().map(encode_tyk).collect::<Vec<_>>(),
-    );
+    let records = push_tyk(&mut conn, TYK_KEY, 300, 2);
     let api = records[0].api_id.clone();
     let want = records
         .iter()
@@ -346,13 +334,7 @@ fn tyk_host_filters_select_by_api_and_response_code() {
 fn a_filter_plugin_in_the_chain_selects_records() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut sampler = Sampler::new(4);
-    let records: Vec<_> = (0..500).map(|i| sampler.iam(i, 1_763_700_000)).collect();
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records.iter().map(encode_iam).collect::<Vec<_>>(),
-    );
+    let records = push_iam(&mut conn, 500, 4);
     let denied = records.iter().filter(|r| r.effect == "deny").count();
     let chain = format!("[[pumps.filters_chain]]\nplugin = \"{}\"\nconfig = {{ field = \"Effect\", pattern = \"^deny$\" }}", plugin("match"));
     let host = Host::start(&format!(
@@ -376,14 +358,7 @@ fn a_filter_plugin_in_the_chain_selects_records() {
 fn at_most_once_delivery_pops_and_delivers() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut sampler = Sampler::new(8);
-    push(
-        &mut conn,
-        IAM_KEY,
-        &(0..2000)
-            .map(|i| encode_iam(&sampler.iam(i, 1_763_700_000)))
-            .collect::<Vec<_>>(),
-    );
+    push_iam(&mut conn, 2000, 8);
     let host = Host::start(&format!(
         "{}{}",
         source(&redis, "iam", "delivery = \"at-most-once\""),

@@ -4,31 +4,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use pumphouse::produce::{encode_iam, Sampler};
 
 use crate::harness::*;
 
 const IAM_KEY: &str = "analytics-iam-system-analytics";
 
-fn fill(conn: &mut redis::Connection, n: u64, seed: u64) {
-    let mut sampler = Sampler::new(seed);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        push(
-            conn,
-            IAM_KEY,
-            &chunk
-                .iter()
-                .map(|&i| encode_iam(&sampler.iam(i, 1_763_700_000)))
-                .collect::<Vec<_>>(),
-        );
-    }
-}
-
 #[test]
 fn trapping_and_looping_plugins_do_not_stop_the_other_pumps() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    fill(&mut conn, 300, 1);
+    push_iam(&mut conn, 300, 1);
     let config = format!(
         r#"{source}{healthy}
 [[pumps]]
@@ -107,7 +92,7 @@ fn sigterm_mid_stream_loses_nothing() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     const N: u64 = 20_000;
-    fill(&mut conn, N, 2);
+    push_iam(&mut conn, N, 2);
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "{}{}",
@@ -156,7 +141,7 @@ fn sigterm_mid_stream_loses_nothing() {
 fn a_batch_claimed_by_a_killed_host_is_redelivered_after_its_lease() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    fill(&mut conn, 100, 3);
+    push_iam(&mut conn, 100, 3);
     // First host: its only pump never finishes a batch, so the claim is
     // in flight when the host is killed.
     let stuck = format!(
@@ -222,7 +207,7 @@ fn readiness_follows_redis_and_delivery_resumes_after_a_restart() {
         (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(())
     });
     let mut conn = redis_conn(&redis);
-    fill(&mut conn, 500, 4);
+    push_iam(&mut conn, 500, 4);
     let lines = wait_lines(&host.out().join("iam.jsonl"), 500, Duration::from_secs(60));
     assert_eq!(lines.iter().map(iam_seq).collect::<HashSet<_>>().len(), 500);
     let log = host.log_text();

@@ -311,3 +311,35 @@ pub fn left_in_redis(conn: &mut redis::Connection, key: &str) -> (u64, u64) {
     }
     (len, claimed)
 }
+
+/// The sample time of generated records.
+pub const T0: i64 = 1_763_700_000;
+
+/// Pushes `n` sample iam records (seq 0..n) to the iam key and returns them.
+pub fn push_iam(
+    conn: &mut redis::Connection,
+    n: u64,
+    seed: u64,
+) -> Vec<pumphouse::produce::IamRecord> {
+    let mut sampler = pumphouse::produce::Sampler::new(seed);
+    let records: Vec<_> = (0..n).map(|i| sampler.iam(i, T0)).collect();
+    for chunk in records.chunks(5000) {
+        let bytes: Vec<_> = chunk.iter().map(pumphouse::produce::encode_iam).collect();
+        push(conn, "analytics-iam-system-analytics", &bytes);
+    }
+    records
+}
+
+/// Pushes `n` sample Tyk records (seq 0..n) to `key` and returns them.
+pub fn push_tyk(
+    conn: &mut redis::Connection,
+    key: &str,
+    n: u64,
+    seed: u64,
+) -> Vec<pumphouse::produce::TykRecord> {
+    let mut sampler = pumphouse::produce::Sampler::new(seed);
+    let records: Vec<_> = (0..n).map(|i| sampler.tyk(i, T0)).collect();
+    let bytes: Vec<_> = records.iter().map(pumphouse::produce::encode_tyk).collect();
+    push(conn, key, &bytes);
+    records
+}
