@@ -1,7 +1,8 @@
 //! `pumphouse produce`: a load generator that writes records to Redis the
 //! way the real producers do (one `RPUSH` per record, sent in pipelines).
 
-pub mod encode;
+/// The encoders live in `pumphouse-wire`, shared with the reporter crate.
+pub use pumphouse_wire as encode;
 
 use std::time::{Duration, Instant};
 

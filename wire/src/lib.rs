@@ -1,5 +1,6 @@
+//! The analytics record wire formats of iam-authz-server and Tyk Gateway:
 //! MessagePack encoders that write records byte for byte the way the real
-//! producers do, and generators of realistic sample records. Pure.
+//! producers do, and generators of realistic sample records. Pure: no I/O.
 //!
 //! - iam-authz-server uses vmihailenco/msgpack v5 with full-width integers:
 //!   `TimeStamp` is int64 (`0xd3`), `ExpireAt` a timestamp extension (-1).
@@ -352,5 +353,53 @@ impl Sampler {
             original_path: path,
             listen_path: format!("/{api_name}/"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .expect("present")
+    }
+
+    #[test]
+    fn iam_uses_full_width_int64_and_the_timestamp_extension() {
+        let r = Sampler::new(1).iam(0, 1_763_700_000);
+        let b = encode_iam(&r);
+        let at = find(&b, b"\xa9TimeStamp") + 10;
+        assert_eq!(b[at], 0xd3);
+        assert_eq!(&b[at + 1..at + 9], &1_763_700_000i64.to_be_bytes());
+        let at = find(&b, b"\xa8ExpireAt") + 9;
+        assert_eq!(&b[at..at + 2], &[0xd6, 0xff], "fixext4, type -1");
+    }
+
+    #[test]
+    fn timestamp_extension_picks_the_smallest_form() {
+        for (secs, nanos, head) in [
+            (5i64, 0u32, 0xd6u8),
+            (5, 1, 0xd7),
+            (1 << 34, 0, 0xc7),
+            (-1, 0, 0xc7),
+        ] {
+            let mut out = Vec::new();
+            write_timestamp_ext(&mut out, secs, nanos);
+            assert_eq!(out[0], head, "{secs}s {nanos}ns");
+        }
+    }
+
+    #[test]
+    fn tyk_times_are_two_element_arrays_and_empty_slices_nil() {
+        let mut r = Sampler::new(1).tyk(0, 1_763_700_000);
+        r.tags.clear();
+        let b = encode_tyk(&r);
+        let at = find(&b, b"\xa9TimeStamp") + 10;
+        assert_eq!(b[at], 0x92, "fixarray of 2");
+        assert_eq!(b[at + 1], 0xce, "seconds as uint32, the smallest form");
+        let at = find(&b, b"\xa4Tags") + 5;
+        assert_eq!(b[at], 0xc0);
     }
 }
