@@ -114,7 +114,13 @@ pub async fn run(
         lane_txs.push(tx);
         lane_tasks.push(tokio::spawn(lane.run(rx, done_tx.clone())));
     }
-    let dispatcher = tokio::spawn(dispatch(decode_rx, lane_txs, done_tx, dead_letters));
+    let dispatcher = tokio::spawn(dispatch(
+        source.clone(),
+        decode_rx,
+        lane_txs,
+        done_tx,
+        dead_letters,
+    ));
     let acker = tokio::spawn(ack_loop(source.clone(), done_rx));
 
     shutdown.cancelled().await;
@@ -227,6 +233,7 @@ async fn takeover_loop(
 
 /// Hands decoded batches to every lane, in claim order.
 async fn dispatch(
+    source: RedisSource,
     mut rx: mpsc::Receiver<Decoded>,
     lanes: Vec<mpsc::Sender<Arc<Batch>>>,
     done: mpsc::UnboundedSender<Arc<Batch>>,
@@ -262,7 +269,15 @@ async fn dispatch(
         batch.remaining.store(lanes.len(), Ordering::Release);
         for lane in &lanes {
             if lane.send(batch.clone()).await.is_err() {
-                tracing::error!("a lane stopped unexpectedly; its batches stay claimed");
+                // A lane is gone, so this batch can never be acked here. Stop
+                // renewing its lease so it is re-delivered after expiry.
+                tracing::error!(
+                    key = &*batch.key,
+                    "a lane stopped unexpectedly; the batch will be re-delivered after its lease"
+                );
+                if let Some(claim) = &batch.claim {
+                    source.release(claim);
+                }
             }
         }
     }
