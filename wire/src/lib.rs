@@ -99,24 +99,29 @@ pub fn write_timestamp_ext(out: &mut Vec<u8>, secs: i64, nanos: u32) {
 /// Encodes an iam record as iam-authz-server does.
 pub fn encode_iam(r: &IamRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + r.request.len() + r.policies.len());
-    enc::write_map_len(&mut out, 8).expect("vec write");
-    key(&mut out, "TimeStamp");
-    enc::write_i64(&mut out, r.timestamp).expect("vec write");
-    key(&mut out, "Username");
-    s(&mut out, &r.username);
-    key(&mut out, "Effect");
-    s(&mut out, &r.effect);
-    key(&mut out, "Conclusion");
-    s(&mut out, &r.conclusion);
-    key(&mut out, "Request");
-    s(&mut out, &r.request);
-    key(&mut out, "Policies");
-    s(&mut out, &r.policies);
-    key(&mut out, "Deciders");
-    s(&mut out, &r.deciders);
-    key(&mut out, "ExpireAt");
-    write_timestamp_ext(&mut out, r.expire_at.0, r.expire_at.1);
+    encode_iam_into(r, &mut out);
     out
+}
+
+/// [`encode_iam`], appending to `out` (reuse one buffer, no allocation).
+pub fn encode_iam_into(r: &IamRecord, out: &mut Vec<u8>) {
+    enc::write_map_len(out, 8).expect("vec write");
+    key(out, "TimeStamp");
+    enc::write_i64(out, r.timestamp).expect("vec write");
+    key(out, "Username");
+    s(out, &r.username);
+    key(out, "Effect");
+    s(out, &r.effect);
+    key(out, "Conclusion");
+    s(out, &r.conclusion);
+    key(out, "Request");
+    s(out, &r.request);
+    key(out, "Policies");
+    s(out, &r.policies);
+    key(out, "Deciders");
+    s(out, &r.deciders);
+    key(out, "ExpireAt");
+    write_timestamp_ext(out, r.expire_at.0, r.expire_at.1);
 }
 
 fn time_array(out: &mut Vec<u8>, (secs, nanos): (i64, u32)) {
@@ -128,20 +133,26 @@ fn time_array(out: &mut Vec<u8>, (secs, nanos): (i64, u32)) {
 /// Encodes a Tyk record as Tyk Gateway does.
 pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + r.raw_request.len() + r.raw_response.len());
-    enc::write_map_len(&mut out, 32).expect("vec write");
+    encode_tyk_into(r, &mut out);
+    out
+}
+
+/// [`encode_tyk`], appending to `out` (reuse one buffer, no allocation).
+pub fn encode_tyk_into(r: &TykRecord, out: &mut Vec<u8>) {
+    enc::write_map_len(out, 32).expect("vec write");
     for (k, v) in [
         ("Method", &r.method),
         ("Host", &r.host),
         ("Path", &r.path),
         ("RawPath", &r.raw_path),
     ] {
-        key(&mut out, k);
-        s(&mut out, v);
+        key(out, k);
+        s(out, v);
     }
-    key(&mut out, "ContentLength");
-    int(&mut out, r.content_length);
-    key(&mut out, "UserAgent");
-    s(&mut out, &r.user_agent);
+    key(out, "ContentLength");
+    int(out, r.content_length);
+    key(out, "UserAgent");
+    s(out, &r.user_agent);
     for (k, v) in [
         ("Day", r.day),
         ("Month", r.month),
@@ -149,13 +160,13 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
         ("Hour", r.hour),
         ("ResponseCode", r.response_code),
     ] {
-        key(&mut out, k);
-        int(&mut out, v);
+        key(out, k);
+        int(out, v);
     }
-    key(&mut out, "APIKey");
-    s(&mut out, &r.api_key);
-    key(&mut out, "TimeStamp");
-    time_array(&mut out, r.timestamp);
+    key(out, "APIKey");
+    s(out, &r.api_key);
+    key(out, "TimeStamp");
+    time_array(out, r.timestamp);
     for (k, v) in [
         ("APIVersion", &r.api_version),
         ("APIName", &r.api_name),
@@ -163,86 +174,85 @@ pub fn encode_tyk(r: &TykRecord) -> Vec<u8> {
         ("OrgID", &r.org_id),
         ("OauthID", &r.oauth_id),
     ] {
-        key(&mut out, k);
-        s(&mut out, v);
+        key(out, k);
+        s(out, v);
     }
-    key(&mut out, "RequestTime");
-    int(&mut out, r.request_time);
+    key(out, "RequestTime");
+    int(out, r.request_time);
     for (k, v) in [
         ("RawRequest", &r.raw_request),
         ("RawResponse", &r.raw_response),
         ("IPAddress", &r.ip_address),
     ] {
-        key(&mut out, k);
-        s(&mut out, v);
+        key(out, k);
+        s(out, v);
     }
-    key(&mut out, "Geo");
-    enc::write_map_len(&mut out, 3).expect("vec write");
-    key(&mut out, "Country");
-    enc::write_map_len(&mut out, 1).expect("vec write");
-    key(&mut out, "ISOCode");
-    s(&mut out, &r.geo_country);
-    key(&mut out, "City");
-    enc::write_map_len(&mut out, 2).expect("vec write");
-    key(&mut out, "GeoNameID");
-    enc::write_uint(&mut out, r.geo_city_id).expect("vec write");
-    key(&mut out, "Names");
+    key(out, "Geo");
+    enc::write_map_len(out, 3).expect("vec write");
+    key(out, "Country");
+    enc::write_map_len(out, 1).expect("vec write");
+    key(out, "ISOCode");
+    s(out, &r.geo_country);
+    key(out, "City");
+    enc::write_map_len(out, 2).expect("vec write");
+    key(out, "GeoNameID");
+    enc::write_uint(out, r.geo_city_id).expect("vec write");
+    key(out, "Names");
     if r.geo_city_names.is_empty() {
-        enc::write_nil(&mut out).expect("vec write");
+        enc::write_nil(out).expect("vec write");
     } else {
-        enc::write_map_len(&mut out, r.geo_city_names.len() as u32).expect("vec write");
+        enc::write_map_len(out, r.geo_city_names.len() as u32).expect("vec write");
         for (k, v) in &r.geo_city_names {
-            s(&mut out, k);
-            s(&mut out, v);
+            s(out, k);
+            s(out, v);
         }
     }
-    key(&mut out, "Location");
-    enc::write_map_len(&mut out, 3).expect("vec write");
-    key(&mut out, "Latitude");
-    enc::write_f64(&mut out, r.geo_lat).expect("vec write");
-    key(&mut out, "Longitude");
-    enc::write_f64(&mut out, r.geo_lon).expect("vec write");
-    key(&mut out, "TimeZone");
-    s(&mut out, &r.geo_tz);
-    key(&mut out, "Network");
-    enc::write_map_len(&mut out, 4).expect("vec write");
+    key(out, "Location");
+    enc::write_map_len(out, 3).expect("vec write");
+    key(out, "Latitude");
+    enc::write_f64(out, r.geo_lat).expect("vec write");
+    key(out, "Longitude");
+    enc::write_f64(out, r.geo_lon).expect("vec write");
+    key(out, "TimeZone");
+    s(out, &r.geo_tz);
+    key(out, "Network");
+    enc::write_map_len(out, 4).expect("vec write");
     for (k, v) in ["OpenConnections", "ClosedConnection", "BytesIn", "BytesOut"]
         .iter()
         .zip(r.network)
     {
-        key(&mut out, k);
-        int(&mut out, v);
+        key(out, k);
+        int(out, v);
     }
-    key(&mut out, "Latency");
-    enc::write_map_len(&mut out, 3).expect("vec write");
+    key(out, "Latency");
+    enc::write_map_len(out, 3).expect("vec write");
     for (k, v) in ["Total", "Upstream", "Gateway"].iter().zip(r.latency) {
-        key(&mut out, k);
-        int(&mut out, v);
+        key(out, k);
+        int(out, v);
     }
-    key(&mut out, "Tags");
+    key(out, "Tags");
     if r.tags.is_empty() {
-        enc::write_nil(&mut out).expect("vec write");
+        enc::write_nil(out).expect("vec write");
     } else {
-        enc::write_array_len(&mut out, r.tags.len() as u32).expect("vec write");
+        enc::write_array_len(out, r.tags.len() as u32).expect("vec write");
         for t in &r.tags {
-            s(&mut out, t);
+            s(out, t);
         }
     }
-    key(&mut out, "Alias");
-    s(&mut out, &r.alias);
-    key(&mut out, "TrackPath");
-    enc::write_bool(&mut out, r.track_path).expect("vec write");
-    key(&mut out, "ExpireAt");
-    time_array(&mut out, r.expire_at);
+    key(out, "Alias");
+    s(out, &r.alias);
+    key(out, "TrackPath");
+    enc::write_bool(out, r.track_path).expect("vec write");
+    key(out, "ExpireAt");
+    time_array(out, r.expire_at);
     for (k, v) in [
         ("ApiSchema", &r.api_schema),
         ("OriginalPath", &r.original_path),
         ("ListenPath", &r.listen_path),
     ] {
-        key(&mut out, k);
-        s(&mut out, v);
+        key(out, k);
+        s(out, v);
     }
-    out
 }
 
 /// A tiny deterministic generator (SplitMix64) so sample data is
@@ -401,5 +411,18 @@ mod tests {
         assert_eq!(b[at + 1], 0xce, "seconds as uint32, the smallest form");
         let at = find(&b, b"\xa4Tags") + 5;
         assert_eq!(b[at], 0xc0);
+    }
+
+    #[test]
+    fn encoding_into_a_buffer_appends_the_same_bytes() {
+        let mut sampler = Sampler::new(2);
+        let (iam, tyk) = (sampler.iam(1, 5), sampler.tyk(2, 5));
+        let mut out = b"x".to_vec();
+        encode_iam_into(&iam, &mut out);
+        encode_tyk_into(&tyk, &mut out);
+        assert_eq!(
+            out,
+            [&b"x"[..], &encode_iam(&iam), &encode_tyk(&tyk)].concat()
+        );
     }
 }
