@@ -240,18 +240,32 @@ max_memory = "16MiB"
         hog = fixture("hog"),
     );
     let mut host = Host::start(&config);
-    let lines = wait_lines(&host.out().join("healthy.jsonl"), 200, Duration::from_secs(60));
+    let lines = wait_lines(
+        &host.out().join("healthy.jsonl"),
+        200,
+        Duration::from_secs(60),
+    );
     assert_eq!(lines.iter().map(iam_seq).collect::<HashSet<_>>().len(), 200);
     wait_for(Duration::from_secs(20), "memory errors counted", || {
-        (host.metric("pumphouse_pump_errors_total{pump=\"hog\",kind=\"memory\"}") >= 2.0).then_some(())
+        (host.metric("pumphouse_pump_errors_total{pump=\"hog\",kind=\"memory\"}") >= 2.0)
+            .then_some(())
     });
     let (_, body) = http_get(&host.http, "/readyz").unwrap();
-    assert!(body.contains("\"hog\"") && body.contains("memory"), "{body}");
+    assert!(
+        body.contains("\"hog\"") && body.contains("memory"),
+        "{body}"
+    );
     assert!(host.is_running());
     let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", host.pid()))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+        })
         .unwrap();
-    assert!(rss_kb < 512 * 1024, "the host's RSS stays bounded ({rss_kb} kB) while the plugin keeps hitting its limit");
+    assert!(
+        rss_kb < 512 * 1024,
+        "the host's RSS stays bounded ({rss_kb} kB) while the plugin keeps hitting its limit"
+    );
 }
