@@ -12,15 +12,6 @@ use crate::harness::*;
 const IAM_KEY: &str = "analytics-iam-system-analytics";
 const TYK_KEY: &str = "analytics-tyk-system-analytics";
 
-fn rfc3339(secs: i64, nanos: u32) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(secs) * 1_000_000_000 + i128::from(nanos),
-    )
-    .unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
 #[test]
 fn iam_records_reach_the_file_sink_field_by_field() {
     let redis = RedisServer::start().unwrap();
@@ -41,27 +32,7 @@ fn iam_records_reach_the_file_sink_field_by_field() {
         file_pump("file", "iam.jsonl", "")
     ));
     let lines = wait_lines(&host.out().join("iam.jsonl"), 1000, Duration::from_secs(60));
-    assert_eq!(lines.len(), 1000);
-    let mut by_seq: Vec<Option<&Value>> = vec![None; 1000];
-    for l in &lines {
-        let seq = iam_seq(l) as usize;
-        assert!(by_seq[seq].is_none(), "seq {seq} delivered twice");
-        by_seq[seq] = Some(l);
-    }
-    for (i, r) in records.iter().enumerate() {
-        let got = by_seq[i].unwrap_or_else(|| panic!("seq {i} missing"));
-        let want = json!({
-            "TimeStamp": rfc3339(r.timestamp, 0),
-            "Username": r.username,
-            "Effect": r.effect,
-            "Conclusion": r.conclusion,
-            "Request": r.request,
-            "Policies": r.policies,
-            "Deciders": r.deciders,
-            "ExpireAt": rfc3339(r.expire_at.0, r.expire_at.1),
-        });
-        assert_eq!(got, &want, "record {i}");
-    }
+    assert_iam_lines(&lines, &records);
     wait_for(Duration::from_secs(10), "acks", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
     });

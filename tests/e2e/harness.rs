@@ -278,6 +278,46 @@ poll_interval = "20ms"
     )
 }
 
+/// A time as the host's JSON writes it: RFC 3339, UTC.
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+    )
+    .unwrap();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The JSON line the file sink writes for an iam record.
+pub fn iam_json(r: &pumphouse::produce::IamRecord) -> serde_json::Value {
+    serde_json::json!({
+        "TimeStamp": rfc3339(r.timestamp, 0),
+        "Username": r.username,
+        "Effect": r.effect,
+        "Conclusion": r.conclusion,
+        "Request": r.request,
+        "Policies": r.policies,
+        "Deciders": r.deciders,
+        "ExpireAt": rfc3339(r.expire_at.0, r.expire_at.1),
+    })
+}
+
+/// Asserts that `lines` are the file sink's JSON lines of `records`
+/// (sample iam records, seq 0..n), each exactly once.
+pub fn assert_iam_lines(lines: &[serde_json::Value], records: &[pumphouse::produce::IamRecord]) {
+    assert_eq!(lines.len(), records.len());
+    let mut by_seq = vec![None; records.len()];
+    for l in lines {
+        let seq = iam_seq(l) as usize;
+        assert!(by_seq[seq].is_none(), "seq {seq} delivered twice");
+        by_seq[seq] = Some(l);
+    }
+    for (i, r) in records.iter().enumerate() {
+        let got = by_seq[i].unwrap_or_else(|| panic!("seq {i} missing"));
+        assert_eq!(got, &iam_json(r), "record {i}");
+    }
+}
+
 /// The `seq` embedded in an iam record's Request by the sample generator.
 pub fn iam_seq(line: &serde_json::Value) -> u64 {
     let req: serde_json::Value =

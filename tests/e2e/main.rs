@@ -5,3 +5,4 @@ mod cli;
 mod delivery;
 mod faults;
 mod harness;
+mod reporter;

@@ -1,0 +1,69 @@
+//! The example service: a hello-world axum app, with or without the
+//! analytics layer. Shared with the tests and the benchmark, which build
+//! the same router.
+
+// Each user (example, tests, benchmark) uses part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use pumphouse_reporter::{AnalyticsLayer, HttpRecord, Reporter};
+
+/// `APIID` of the service's records.
+pub const API_ID: &str = "hello-api";
+/// `APIName` of the service's records.
+pub const API_NAME: &str = "hello";
+/// `OrgID` of the service's records.
+pub const ORG_ID: &str = "example-org";
+/// What `GET /` answers.
+pub const HELLO: &str = "Hello, World!";
+
+/// `GET /` says hello, `GET /items/{n}` answers `item {n}`,
+/// `GET /status/{code}` answers with that status, `POST /echo` returns its
+/// body. With a reporter, every request is recorded as a Tyk record.
+pub fn app(reporter: Option<Reporter<HttpRecord>>) -> Router {
+    let router = Router::new()
+        .route("/", get(|| async { HELLO }))
+        .route(
+            "/items/{n}",
+            get(|Path(n): Path<u64>| async move { format!("item {n}") }),
+        )
+        .route("/status/{code}", get(status))
+        .route("/echo", post(|body: Bytes| async move { body }));
+    match reporter {
+        Some(r) => router.layer(
+            AnalyticsLayer::new(r)
+                .api_id(API_ID)
+                .api_name(API_NAME)
+                .org_id(ORG_ID),
+        ),
+        None => router,
+    }
+}
+
+async fn status(Path(code): Path<u16>) -> (StatusCode, &'static str) {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+        "status",
+    )
+}
+
+/// Serves `app` on `listener` (with the client address available to the
+/// layer) until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the reporter. Each test starts its own
+//! redis-server on a free port; none depends on timing to pass.
+
+#[path = "../../examples/service/app.rs"]
+mod app;
+mod delivery;
+mod full;
+mod layer;
+#[path = "../../examples/service/load.rs"]
+mod load;
+mod outage;
+mod stream;
+mod support;
+mod tasks;
