@@ -275,6 +275,11 @@ impl Lane {
                     self.count_error("invalid");
                     split_or_kill(group, &mut stack, dead, batch, &msg);
                 }
+                Ok(Err(WriteError::Partial(failed))) if failed.is_empty() => {
+                    // "These records failed: none" is a success.
+                    written.increment(group.len() as u64);
+                    self.recovered();
+                }
                 Ok(Err(WriteError::Partial(failed))) => {
                     let n = group.len();
                     match split_partial(group, failed) {
