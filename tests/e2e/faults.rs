@@ -94,10 +94,22 @@ fn sigterm_mid_stream_loses_nothing() {
     const N: u64 = 20_000;
     push_iam(&mut conn, N, 2);
     let dir = tempfile::tempdir().unwrap();
+    // A sink that takes 5 ms per batch of 200: draining takes over half a
+    // second, so the signal surely lands mid-stream.
     let config = format!(
-        "{}{}",
+        r#"{}
+[[pumps]]
+name = "file"
+plugin = "{}"
+[pumps.config]
+path = "/out/iam.jsonl"
+every = 0
+delay_ms = 5
+[pumps.sandbox]
+dirs = [{{ host = "out", guest = "/out" }}]
+"#,
         source(&redis, "iam", "batch_size = 200"),
-        file_pump("file", "iam.jsonl", "")
+        fixture("trap")
     );
     let out = dir.path().join("out/iam.jsonl");
     let mut host = Host::start_in(dir, &config);

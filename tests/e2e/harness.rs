@@ -231,9 +231,11 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Lines of a JSON Lines file, parsed.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse_jsonl(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
@@ -243,7 +245,7 @@ pub fn wait_lines(path: &Path, n: usize, within: Duration) -> Vec<serde_json::Va
     wait_for(within, &format!("{n} lines in {}", path.display()), || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         // Only whole lines count: the sink may be mid-write.
-        (text.ends_with('\n') && text.lines().count() >= n).then(|| read_jsonl(path))
+        (text.ends_with('\n') && text.lines().count() >= n).then(|| parse_jsonl(&text))
     })
 }
 
