@@ -169,11 +169,7 @@ mod tests {
     use super::*;
     use rmpv::Value;
 
-    fn encode(v: &Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::testing::msgpack_value as encode;
 
     #[test]
     fn reads_every_marker_family() {

@@ -259,11 +259,7 @@ mod tests {
     use crate::testing;
     use rmpv::Value;
 
-    fn encode(v: &Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::testing::msgpack_value as encode;
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
         Value::Map(

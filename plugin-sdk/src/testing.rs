@@ -85,6 +85,15 @@ pub fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("value encodes as MessagePack")
 }
 
+/// Encodes an `rmpv::Value` exactly as given: unlike [`to_msgpack`], which
+/// goes through serde, this keeps extension types (timestamps) and the
+/// value's own integer widths, for tests of decoding edge cases.
+pub fn msgpack_value(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("writing to a Vec cannot fail");
+    out
+}
+
 /// Encodes a value as compact JSON.
 ///
 /// # Panics
