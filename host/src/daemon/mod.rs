@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, Format, PumpConfig};
 use crate::pipeline::deadletter::DeadLetters;
 use crate::pipeline::filters::HostFilter;
-use crate::pipeline::lane::{Lane, LaneSpec};
+use crate::pipeline::lane::{self, Lane, LaneSpec};
 use crate::pipeline::status::{PumpStatus, Status};
 use crate::pipeline::{self, RunReport, Settings};
 use crate::record::Schema;
@@ -134,6 +134,27 @@ fn json_config(table: &toml::Table) -> String {
     serde_json::to_string(table).expect("a TOML table is valid JSON")
 }
 
+/// The lane settings of a loaded pump.
+fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
+    Ok(LaneSpec {
+        name: Arc::from(p.config.name.as_str()),
+        sink: p.sink.clone(),
+        sink_config: json_config(&p.config.config),
+        filters: p
+            .filters
+            .iter()
+            .zip(&p.config.filters_chain)
+            .map(|(plugin, f)| (plugin.clone(), json_config(&f.config)))
+            .collect(),
+        host_filter: HostFilter::new(&p.config.filters),
+        omit_detail: p.config.omit_detailed_recording,
+        max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
+        sandbox: sandbox_of(&p.config)?,
+        retry: p.config.retry.clone(),
+        status: Arc::new(PumpStatus::new(&p.config.name, &p.sink)),
+    })
+}
+
 /// Builds lane specs and starts (instantiates and inits) every plugin.
 async fn start_lanes(
     pumps: Vec<LoadedPump>,
@@ -141,31 +162,14 @@ async fn start_lanes(
 ) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
     let mut lanes = Vec::new();
     let mut statuses = Vec::new();
-    for p in pumps {
-        let status = Arc::new(PumpStatus::new(&p.config.name, &p.sink));
-        let spec = LaneSpec {
-            name: Arc::from(p.config.name.as_str()),
-            sink: p.sink.clone(),
-            sink_config: json_config(&p.config.config),
-            filters: p
-                .filters
-                .iter()
-                .zip(&p.config.filters_chain)
-                .map(|(plugin, f)| (plugin.clone(), json_config(&f.config)))
-                .collect(),
-            host_filter: HostFilter::new(&p.config.filters),
-            omit_detail: p.config.omit_detailed_recording,
-            max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
-            sandbox: sandbox_of(&p.config)?,
-            retry: p.config.retry.clone(),
-            status: status.clone(),
-        };
+    for p in &pumps {
+        let spec = lane_spec(p)?;
+        statuses.push(spec.status.clone());
         lanes.push(
             Lane::start(spec, dead_letters.clone())
                 .await
                 .map_err(StartError::Init)?,
         );
-        statuses.push(status);
     }
     Ok((lanes, statuses))
 }
@@ -184,28 +188,9 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
     let pumps = load_pumps(config, &runtime).await?;
     let mut lines = Vec::new();
     for p in &pumps {
-        let sandbox = sandbox_of(&p.config)?;
-        p.sink
-            .start(&p.config.name, &sandbox, &json_config(&p.config.config))
+        lane::start_instances(&lane_spec(p)?)
             .await
-            .map_err(|e| {
-                StartError::Init(format!(
-                    "pump {}: sink {}: {e}",
-                    p.config.name,
-                    p.sink.path.display()
-                ))
-            })?;
-        for (f, fc) in p.filters.iter().zip(&p.config.filters_chain) {
-            f.start(&p.config.name, &sandbox, &json_config(&fc.config))
-                .await
-                .map_err(|e| {
-                    StartError::Init(format!(
-                        "pump {}: filter {}: {e}",
-                        p.config.name,
-                        f.path.display()
-                    ))
-                })?;
-        }
+            .map_err(StartError::Init)?;
         let chain: Vec<String> = p
             .filters
             .iter()

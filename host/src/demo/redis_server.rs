@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -130,15 +130,6 @@ impl RedisServer {
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
         self.spawn()
-    }
-
-    /// Path of the `redis-server` binary found on `PATH`, if any.
-    pub fn binary() -> Option<PathBuf> {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("redis-server"))
-                .find(|p| p.is_file())
-        })
     }
 }
 

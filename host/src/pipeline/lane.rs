@@ -57,6 +57,25 @@ impl Item {
     }
 }
 
+/// Instantiates and inits a pump's sink and filters; the error names the
+/// pump and the plugin file. Used by lanes and by `pumphouse check`.
+pub async fn start_instances(spec: &LaneSpec) -> Result<(Instance, Vec<Instance>), String> {
+    let sink = spec
+        .sink
+        .start(&spec.name, &spec.sandbox, &spec.sink_config)
+        .await
+        .map_err(|e| format!("pump {}: sink {}: {e}", spec.name, spec.sink.path.display()))?;
+    let mut filters = Vec::with_capacity(spec.filters.len());
+    for (plugin, config) in &spec.filters {
+        let inst = plugin
+            .start(&spec.name, &spec.sandbox, config)
+            .await
+            .map_err(|e| format!("pump {}: filter {}: {e}", spec.name, plugin.path.display()))?;
+        filters.push(inst);
+    }
+    Ok((sink, filters))
+}
+
 pub struct Lane {
     spec: LaneSpec,
     sink: Option<Instance>,
@@ -69,26 +88,12 @@ impl Lane {
     /// Starts the lane's plugin instances; an `init` failure is returned so
     /// a bad pump config stops the daemon at start with a clear message.
     pub async fn start(spec: LaneSpec, dead_letters: DeadLetters) -> Result<Lane, String> {
-        let sink = spec
-            .sink
-            .start(&spec.name, &spec.sandbox, &spec.sink_config)
-            .await
-            .map_err(|e| format!("pump {}: sink {}: {e}", spec.name, spec.sink.path.display()))?;
-        let mut filters = Vec::with_capacity(spec.filters.len());
-        for (plugin, config) in &spec.filters {
-            let inst = plugin
-                .start(&spec.name, &spec.sandbox, config)
-                .await
-                .map_err(|e| {
-                    format!("pump {}: filter {}: {e}", spec.name, plugin.path.display())
-                })?;
-            filters.push(Some(inst));
-        }
+        let (sink, filters) = start_instances(&spec).await?;
         let retry = RetryPolicy::new(&spec.retry);
         Ok(Lane {
             spec,
             sink: Some(sink),
-            filters,
+            filters: filters.into_iter().map(Some).collect(),
             retry,
             dead_letters,
         })
@@ -310,11 +315,9 @@ impl Lane {
                     }
                 }
                 Ok(Err(WriteError::Fatal(msg))) => {
-                    self.count_error("fatal");
                     tracing::error!(pump = %pump, "sink reports a fatal error, batches stay claimed until it is fixed: {msg}");
-                    self.spec.status.set(PumpState::Fatal { error: msg });
-                    let delay = self.retry.next_delay();
-                    tokio::time::sleep(delay).await;
+                    self.back_off("fatal", &msg, PumpState::Fatal { error: msg.clone() })
+                        .await;
                     stack.push(group);
                 }
                 Err(e) => {
@@ -405,13 +408,20 @@ impl Lane {
 
     /// Counts and reports a failed attempt, then waits out the backoff.
     async fn failed(&mut self, kind: &'static str, error: &str) {
+        let state = PumpState::Retrying {
+            kind: kind.to_string(),
+            error: error.to_string(),
+        };
+        self.back_off(kind, error, state).await;
+    }
+
+    /// Counts an error, shows `state` on `/readyz`, and sleeps the policy's
+    /// next delay.
+    async fn back_off(&mut self, kind: &'static str, error: &str, state: PumpState) {
         self.count_error(kind);
         let delay = self.retry.next_delay();
         tracing::warn!(pump = &*self.spec.name, kind, attempt = self.retry.failures, retry_in = ?delay, "{error}");
-        self.spec.status.set(PumpState::Retrying {
-            kind: kind.to_string(),
-            error: error.to_string(),
-        });
+        self.spec.status.set(state);
         tokio::time::sleep(delay).await;
     }
 

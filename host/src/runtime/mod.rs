@@ -407,13 +407,14 @@ fn classify(e: wasmtime::Error, timeout: Duration) -> CallError {
     }
     let text = format!("{e:#}");
     if text.contains("forcing trap when growing memory") {
-        return CallError::Memory(first_line(&text));
+        return CallError::Memory(summary(&text));
     }
-    CallError::Trap(first_line(&text))
+    CallError::Trap(summary(&text))
 }
 
-fn first_line(s: &str) -> String {
-    // wasmtime appends a multi-line backtrace; the first lines say what.
+/// The first lines of an error: wasmtime appends a multi-line backtrace,
+/// and the first lines say what happened.
+fn summary(s: &str) -> String {
     s.lines().take(3).collect::<Vec<_>>().join(" | ")
 }
 
