@@ -11,7 +11,7 @@
 //! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
 //! | [`source::redis`] | leased claims, acks, lease renewal and takeover, dead-letter list | Redis |
-//! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances, the `host` imports | wasm |
+//! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
 //! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect; health | tasks |
 //! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
 //! | [`telemetry`] | logging setup and metric names | — |

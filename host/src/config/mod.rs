@@ -367,6 +367,14 @@ fn default_retry_max() -> Duration {
     DEFAULT_RETRY_MAX
 }
 
+/// Cap on each wait of a plugin's outbound HTTP request (connect, first
+/// byte, between bytes).
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Plugin log lines per second a pump may write on average.
+pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 100;
+/// Plugin log lines a pump may write in a burst above the average.
+pub const DEFAULT_LOG_BURST: u32 = 500;
+
 /// `[pumps.sandbox]`: deny by default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -378,6 +386,34 @@ pub struct SandboxConfig {
     /// is visible.
     #[serde(default)]
     pub dirs: Vec<DirConfig>,
+    /// Names of host environment variables the plugin sees (values are
+    /// read when an instance starts; unset ones are skipped with a
+    /// warning). No other variable is visible.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Where plugins may send HTTP requests: `scheme://host:port` entries;
+    /// `*.example.com` for subdomains, `*` for any port. Empty: none.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Let allowed host names resolve to loopback, private or link-local
+    /// addresses (an entry naming such an IP literally is allowed anyway).
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    /// Cap on the connect, first-byte and between-bytes waits of a
+    /// plugin's HTTP request; the plugin may only ask for less.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// `host:port` peers plugins may open TCP/UDP sockets to (port may be
+    /// `*`). Empty: no sockets and no name lookups.
+    #[serde(default)]
+    pub sockets: Vec<String>,
+    /// Average plugin log lines per second for this pump; more are dropped
+    /// and counted.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+    /// Plugin log lines this pump may write in a burst.
+    #[serde(default = "default_log_burst")]
+    pub log_burst: u32,
 }
 
 impl Default for SandboxConfig {
@@ -385,12 +421,66 @@ impl Default for SandboxConfig {
         Self {
             max_memory: DEFAULT_MAX_MEMORY,
             dirs: Vec::new(),
+            env: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
+            allow_private_networks: false,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            sockets: Vec::new(),
+            log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            log_burst: DEFAULT_LOG_BURST,
         }
     }
 }
 
 fn default_max_memory() -> ByteSize {
     DEFAULT_MAX_MEMORY
+}
+fn default_http_timeout() -> Duration {
+    DEFAULT_HTTP_TIMEOUT
+}
+fn default_log_lines_per_second() -> u32 {
+    DEFAULT_LOG_LINES_PER_SECOND
+}
+fn default_log_burst() -> u32 {
+    DEFAULT_LOG_BURST
+}
+
+impl SandboxConfig {
+    /// Validates the capability lists; the error is `(field, message)`
+    /// with the field relative to `sandbox.`.
+    fn check_capabilities(&self) -> Result<(), (String, String)> {
+        use crate::runtime::allow::{OutboundRule, SocketRule};
+        for (j, e) in self.allowed_outbound_hosts.iter().enumerate() {
+            OutboundRule::parse(e).map_err(|err| {
+                (
+                    format!("sandbox.allowed_outbound_hosts[{j}]"),
+                    err.to_string(),
+                )
+            })?;
+        }
+        for (j, e) in self.sockets.iter().enumerate() {
+            SocketRule::parse(e)
+                .map_err(|err| (format!("sandbox.sockets[{j}]"), err.to_string()))?;
+        }
+        for (j, name) in self.env.iter().enumerate() {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err((
+                    format!("sandbox.env[{j}]"),
+                    format!("{name:?} is not a variable name (list names only; values come from the host's environment)"),
+                ));
+            }
+        }
+        if self.http_timeout < Duration::from_millis(1) {
+            return Err(("sandbox.http_timeout".into(), "must be at least 1ms".into()));
+        }
+        if self.log_lines_per_second == 0 || self.log_burst == 0 {
+            return Err((
+                "sandbox.log_lines_per_second".into(),
+                "log_lines_per_second and log_burst must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One preopened directory.
@@ -554,6 +644,9 @@ impl Config {
                     "must be at least 1MiB".into(),
                 ));
             }
+            pump.sandbox
+                .check_capabilities()
+                .map_err(|(field, message)| invalid(at(&field), message))?;
             for (j, f) in pump.filters_chain.iter().enumerate() {
                 if f.plugin.is_empty() {
                     return Err(invalid(

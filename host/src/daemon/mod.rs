@@ -123,11 +123,8 @@ fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, StartError> {
         }
         dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
     }
-    Ok(Sandbox {
-        dirs,
-        max_memory: pump.sandbox.max_memory.as_u64() as usize,
-        timeout: pump.timeout,
-    })
+    Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout)
+        .map_err(|e| StartError::Init(format!("pump {}: sandbox: {e}", pump.name)))
 }
 
 fn json_config(table: &toml::Table) -> String {

@@ -1,5 +1,7 @@
 //! The `host` interface plugins import: logging and metrics, attributed to
-//! the pump the instance serves.
+//! the pump the instance serves. Log lines are cut to a maximum size and
+//! rate limited per pump (see `loglimit`), so a runaway plugin cannot flood
+//! the host's log.
 
 use super::bindings::sink::pumphouse::plugin::{host, types};
 use super::bindings::{Label, Level};
@@ -15,6 +17,9 @@ impl types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
+        if !self.logs.admit() {
+            return;
+        }
         let message = truncate(&message, MAX_LOG_LINE);
         let pump = &*self.pump;
         match level {
@@ -54,6 +59,9 @@ impl PluginState {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         };
         if !valid(name) || labels.len() > MAX_LABELS || !labels.iter().all(|l| valid(&l.key)) {
+            if !self.logs.admit() {
+                return None;
+            }
             tracing::warn!(pump = &*self.pump, metric = name, "plugin metric ignored: names and label keys must be [a-z0-9_]{{1,64}}, at most {MAX_LABELS} labels");
             return None;
         }

@@ -5,10 +5,19 @@
 //! A call that traps, runs out of time or memory returns a [`CallError`];
 //! the instance is then poisoned and the caller drops it and instantiates
 //! a fresh one. Nothing a plugin does can take the host down.
+//!
+//! The sandbox denies by default: a plugin sees only the directories, the
+//! environment variables, the socket peers and the HTTP destinations its
+//! pump lists (see [`Sandbox`]).
 
+pub mod allow;
 pub mod bindings;
 mod host;
+pub mod http;
+pub mod loglimit;
+mod sockets;
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,8 +26,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::config::EPOCH_TICK;
+use self::allow::{OutboundRule, RuleError, SocketRule};
+use self::http::{HttpHooks, OutboundPolicy};
+use self::loglimit::LogLimiter;
+use crate::config::{SandboxConfig, EPOCH_TICK};
 use bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
 
 /// Export names that identify a plugin's world.
@@ -93,7 +106,8 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// What a plugin may touch.
+/// What a plugin may touch. The default denies everything but the
+/// standard streams, clocks and random numbers.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     /// `(host dir, guest path, read_only)`.
@@ -102,6 +116,15 @@ pub struct Sandbox {
     pub max_memory: usize,
     /// Per-call time limit.
     pub timeout: Duration,
+    /// Names of host environment variables the plugin sees; values are
+    /// read when an instance starts.
+    pub env: Vec<String>,
+    /// Peers the plugin may open TCP/UDP sockets to.
+    pub sockets: Vec<SocketRule>,
+    /// Where the plugin may send HTTP requests.
+    pub outbound: Arc<OutboundPolicy>,
+    /// The pump's log budget, shared by all of its instances.
+    pub logs: Arc<LogLimiter>,
 }
 
 impl Default for Sandbox {
@@ -110,16 +133,64 @@ impl Default for Sandbox {
             dirs: Vec::new(),
             max_memory: crate::config::DEFAULT_MAX_MEMORY.as_u64() as usize,
             timeout: crate::config::DEFAULT_TIMEOUT,
+            env: Vec::new(),
+            sockets: Vec::new(),
+            outbound: Arc::new(OutboundPolicy::default()),
+            logs: Arc::new(LogLimiter::unlimited("")),
         }
     }
 }
 
-/// Per-store state: WASI, limits, and which pump this instance serves.
+impl Sandbox {
+    /// The capabilities `config` grants `pump`, with its directories
+    /// (`(host, guest, read_only)`, already created) and per-call timeout.
+    /// The entries were validated with the config; an error here names the
+    /// bad entry all the same.
+    pub fn for_pump(
+        pump: &str,
+        config: &SandboxConfig,
+        dirs: Vec<(PathBuf, String, bool)>,
+        timeout: Duration,
+    ) -> Result<Sandbox, RuleError> {
+        let rules = config
+            .allowed_outbound_hosts
+            .iter()
+            .map(|e| OutboundRule::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sockets = config
+            .sockets
+            .iter()
+            .map(|e| SocketRule::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let one = NonZeroU32::MIN;
+        let rate = NonZeroU32::new(config.log_lines_per_second).unwrap_or(one);
+        let burst = NonZeroU32::new(config.log_burst).unwrap_or(one);
+        Ok(Sandbox {
+            dirs,
+            max_memory: config.max_memory.as_u64() as usize,
+            timeout,
+            env: config.env.clone(),
+            sockets,
+            outbound: Arc::new(OutboundPolicy {
+                rules,
+                allow_private: config.allow_private_networks,
+                timeout: config.http_timeout,
+            }),
+            logs: Arc::new(LogLimiter::new(pump, rate, burst)),
+        })
+    }
+}
+
+/// Per-store state: WASI, HTTP, limits, and which pump this instance
+/// serves.
 pub struct PluginState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
     table: ResourceTable,
     limits: StoreLimits,
     pump: Arc<str>,
+    logs: Arc<LogLimiter>,
 }
 
 impl WasiView for PluginState {
@@ -127,6 +198,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -168,6 +249,10 @@ impl Runtime {
             .map_err(|e| SetupError(format!("cannot start the epoch ticker: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SetupError(format!("{e:#}")))?;
+        // Linked for every plugin; what a request may reach is decided per
+        // pump in `http::HttpHooks`.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("{e:#}")))?;
         // Both worlds import the same interfaces; the sink world adds them.
         sink::PumpSink::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -324,8 +409,22 @@ impl Plugin {
     }
 
     async fn instantiate(&self, pump: &str, sandbox: &Sandbox) -> Result<Instance, CallError> {
+        let pump: Arc<str> = Arc::from(pump);
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout().inherit_stderr();
+        for name in &sandbox.env {
+            match std::env::var(name) {
+                Ok(value) => {
+                    wasi.env(name, value);
+                }
+                Err(e) => {
+                    if sandbox.logs.admit() {
+                        tracing::warn!(pump = &*pump, env = %name, "sandbox.env: {e}; the plugin runs without it");
+                    }
+                }
+            }
+        }
+        sockets::configure(&mut wasi, &pump, &sandbox.sockets, &sandbox.logs).await;
         for (host, guest, read_only) in &sandbox.dirs {
             let perms = if *read_only {
                 FsPerms::ReadOnly
@@ -338,12 +437,19 @@ impl Plugin {
         }
         let state = PluginState {
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks::new(
+                pump.clone(),
+                sandbox.outbound.clone(),
+                sandbox.logs.clone(),
+            ),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(sandbox.max_memory)
                 .trap_on_grow_failure(true)
                 .build(),
-            pump: Arc::from(pump),
+            pump,
+            logs: sandbox.logs.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

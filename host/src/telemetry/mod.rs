@@ -28,6 +28,11 @@ pub const SOURCE_BACKLOG: &str = "pumphouse_source_backlog";
 pub const BATCHES_RECLAIMED: &str = "pumphouse_batches_reclaimed_total";
 /// Redis commands that failed, by `op`.
 pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
+/// Capability uses a plugin's sandbox refused, by `pump` and `capability`
+/// (`http`, `socket`).
+pub const SANDBOX_DENIALS: &str = "pumphouse_sandbox_denials_total";
+/// Plugin log lines dropped by the pump's log rate limit, by `pump`.
+pub const PLUGIN_LOG_SUPPRESSED: &str = "pumphouse_plugin_log_suppressed_total";
 
 /// Installs the global tracing subscriber. `PUMPHOUSE_LOG` (or `RUST_LOG`)
 /// sets the filter, e.g. `info,pumphouse=debug`.
@@ -95,4 +100,12 @@ fn describe() {
         "Batches taken over after their lease expired"
     );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed");
+    describe_counter!(
+        SANDBOX_DENIALS,
+        "Capability uses a plugin's sandbox refused, by capability"
+    );
+    describe_counter!(
+        PLUGIN_LOG_SUPPRESSED,
+        "Plugin log lines dropped by the pump's log rate limit"
+    );
 }
