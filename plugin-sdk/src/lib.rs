@@ -47,6 +47,7 @@ mod records;
 mod timestamp;
 mod value;
 
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod testing;

@@ -132,9 +132,41 @@ pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     capture::with(|c| c.gauges.get(&key).copied())
 }
 
-/// Forgets the captured logs and metrics of this thread.
+/// Forgets the captured logs and metrics and the
+/// [`mock_http`] responder of this thread.
 pub fn reset() {
     capture::with(|c| *c = Default::default());
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::http::set_mock(None);
+}
+
+/// Answers this thread's [`http`](crate::http) requests with `responder`
+/// instead of the network (native builds only; on `wasm32` requests always
+/// go through the host and this does nothing). A responder may return an
+/// [`HttpError`](crate::http::HttpError) to simulate a timeout or a denial.
+///
+/// ```
+/// use pumphouse_sdk::http::{HttpError, HttpErrorKind, Request, Response};
+/// use pumphouse_sdk::testing;
+///
+/// testing::mock_http(|req| match req.url() {
+///     "http://ingest.test/ok" => Ok(Response::new(200).with_body("done")),
+///     _ => Err(HttpError::new(HttpErrorKind::Denied, req, "")),
+/// });
+/// assert_eq!(Request::get("http://ingest.test/ok").send().unwrap().body(), b"done");
+/// assert_eq!(
+///     Request::get("http://elsewhere.test/").send().unwrap_err().kind(),
+///     HttpErrorKind::Denied
+/// );
+/// ```
+pub fn mock_http(
+    responder: impl FnMut(&crate::http::Request) -> Result<crate::http::Response, crate::http::HttpError>
+        + 'static,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::http::set_mock(Some(Box::new(responder)));
+    #[cfg(target_arch = "wasm32")]
+    drop(responder);
 }
 
 fn owned<'a>(labels: &'a [(&str, &str)]) -> impl Iterator<Item = (String, String)> + 'a {
