@@ -24,6 +24,8 @@ fn ensure_plugins() {
         let r = root();
         if r.join("target/plugins/file.wasm").exists()
             && r.join("target/test-plugins/trap.wasm").exists()
+            && r.join("target/test-plugins/hostile.wasm").exists()
+            && r.join("target/test-plugins/hostile-filter.wasm").exists()
         {
             return;
         }
@@ -102,6 +104,12 @@ impl Host {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Host {
+        Self::start_in_env(dir, config, &[])
+    }
+
+    /// Like [`Host::start_in`], with extra environment variables for the
+    /// host process.
+    pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Host {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let text = format!("{config}\n[server]\nlisten = \"{http}\"\n");
@@ -112,6 +120,7 @@ impl Host {
             .args(["run", "--config"])
             .arg(&cfg)
             .env("PUMPHOUSE_LOG", "info,pumphouse=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

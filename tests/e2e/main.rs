@@ -6,3 +6,4 @@ mod delivery;
 mod faults;
 mod harness;
 mod reporter;
+mod sandbox;
