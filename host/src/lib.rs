@@ -18,6 +18,7 @@
 //! | [`daemon`] | wiring for `run` and `check` | all |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
+//! | [`plugins_cli`] | `pumphouse plugins new/inspect/test` for plugin authors | files, wasm |
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod pipeline;
+pub mod plugins_cli;
 pub mod produce;
 pub mod record;
 pub mod runtime;

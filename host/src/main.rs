@@ -80,8 +80,66 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum PluginsCmd {
-    /// Show a plugin's world, description, exports and imports.
+    /// Show a plugin's world, description, exports, imports and the
+    /// capabilities it would use.
     Inspect { file: PathBuf },
+    /// Create a plugin crate that builds with `cargo build --release`.
+    New {
+        /// Crate and plugin name, e.g. `my-sink`.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Directory to create the crate's folder in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The pumphouse `plugin-sdk` directory (default: the one this
+        /// binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Run a plugin on sample records without Redis and report each batch;
+    /// exits non-zero when a batch fails.
+    Test {
+        file: PathBuf,
+        /// `.msgpack` (concatenated records) or `.jsonl` (one JSON object per line).
+        #[arg(long)]
+        input: PathBuf,
+        /// The pump `config` table, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        #[arg(long, value_enum, default_value = "generic")]
+        format: SchemaArg,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// A sandbox directory, `HOST:GUEST` or `HOST:GUEST:ro` (repeatable).
+        #[arg(long = "dir", value_name = "HOST:GUEST[:ro]")]
+        dirs: Vec<String>,
+        /// A host environment variable the plugin may read (repeatable).
+        #[arg(long = "env", value_name = "NAME")]
+        env: Vec<String>,
+        /// An allowed outbound destination, `scheme://host:port` (repeatable).
+        #[arg(long = "allow-outbound", value_name = "URL")]
+        allow_outbound: Vec<String>,
+        /// Let allowed names resolve to private and loopback addresses.
+        #[arg(long)]
+        allow_private_networks: bool,
+        /// Per-call time limit.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Sink,
+    Filter,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaArg {
+    Iam,
+    Tyk,
+    Generic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -187,28 +245,82 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let runtime = pumphouse::runtime::Runtime::new(true)?;
             let p = runtime.load(&file).await?;
-            println!(
-                "file:     {} ({} bytes, sha256 {})",
-                p.path.display(),
-                p.size,
-                p.sha256
-            );
-            println!("world:    pumphouse:plugin/pump-{}@0.1.0", p.kind);
-            println!("name:     {}", p.info.name);
-            println!("version:  {}", p.info.version);
-            println!(
-                "accepts:  {}",
-                pumphouse::runtime::encoding_name(p.info.accepts)
-            );
-            println!("exports:");
-            for e in &p.exports {
-                println!("  {e}");
-            }
-            println!("imports:");
-            for i in &p.imports {
-                println!("  {i}");
-            }
+            print!("{}", pumphouse::plugins_cli::inspect_report(&p));
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plugins {
+            command:
+                PluginsCmd::New {
+                    name,
+                    kind,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let kind = match kind {
+                KindArg::Sink => pumphouse::runtime::Kind::Sink,
+                KindArg::Filter => pumphouse::runtime::Kind::Filter,
+            };
+            let root = pumphouse::plugins_cli::scaffold(&pumphouse::plugins_cli::NewPlugin {
+                name,
+                kind,
+                dir,
+                sdk,
+            })?;
+            println!("created {kind} plugin crate {}", root.display());
+            println!(
+                "build it: cd {} && cargo build --release   (once: rustup target add wasm32-wasip2)",
+                root.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plugins {
+            command:
+                PluginsCmd::Test {
+                    file,
+                    input,
+                    config,
+                    format,
+                    batch_size,
+                    dirs,
+                    env,
+                    allow_outbound,
+                    allow_private_networks,
+                    timeout,
+                },
+        } => {
+            let schema = match format {
+                SchemaArg::Iam => pumphouse::record::Schema::Iam,
+                SchemaArg::Tyk => pumphouse::record::Schema::Tyk,
+                SchemaArg::Generic => pumphouse::record::Schema::Generic,
+            };
+            let sandbox = pumphouse::plugins_cli::SandboxArgs {
+                dirs,
+                env,
+                allowed_outbound_hosts: allow_outbound,
+                allow_private_networks,
+                timeout,
+            }
+            .sandbox()?;
+            let outcome = pumphouse::plugins_cli::test_plugin(&pumphouse::plugins_cli::TestRun {
+                plugin: file,
+                input,
+                config,
+                schema,
+                batch_size,
+                sandbox,
+            })
+            .await?;
+            for l in &outcome.lines {
+                println!("{l}");
+            }
+            if outcome.failed {
+                println!("FAILED: at least one batch was not handled cleanly");
+                Ok(ExitCode::FAILURE)
+            } else {
+                println!("OK");
+                Ok(ExitCode::SUCCESS)
+            }
         }
         Cmd::Demo {
             count,

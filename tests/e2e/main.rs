@@ -5,5 +5,6 @@ mod cli;
 mod delivery;
 mod faults;
 mod harness;
+mod plugins_cli;
 mod reporter;
 mod sandbox;

@@ -1,0 +1,463 @@
+//! `pumphouse plugins test`: runs a plugin on sample records without Redis
+//! and reports what it did with each batch, for plugin authors and their
+//! CI. Records are decoded and encoded exactly as the daemon does
+//! (`pipeline::batch`), and the plugin runs in the same runtime and
+//! sandbox.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::pipeline::batch::{wit_schema, Batch, Form};
+use crate::record::{self, Schema};
+use crate::runtime::bindings::{self as wit, Verdict, WriteError};
+use crate::runtime::{
+    encoding_name, CallError, Instance, Kind, LoadError, Plugin, Runtime, Sandbox, SetupError,
+};
+
+/// The records shown for a `replace` verdict; the rest are counted.
+const SHOW_REPLACED: usize = 5;
+
+/// Why a test run could not happen at all (a failing plugin is an
+/// [`Outcome`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("--config is not a JSON object: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("plugin {path}: init failed: {source}")]
+    Init { path: PathBuf, source: CallError },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+}
+
+/// The sandbox options of `plugins test`, as on its command line.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxArgs {
+    /// `HOST:GUEST` or `HOST:GUEST:ro`.
+    pub dirs: Vec<String>,
+    pub env: Vec<String>,
+    pub allowed_outbound_hosts: Vec<String>,
+    pub allow_private_networks: bool,
+    pub timeout: std::time::Duration,
+}
+
+impl SandboxArgs {
+    /// The sandbox a pump with these settings would give the plugin.
+    pub fn sandbox(&self) -> Result<Sandbox, TestError> {
+        let mut dirs = Vec::new();
+        for d in &self.dirs {
+            let (spec, read_only) = match d.strip_suffix(":ro") {
+                Some(s) => (s, true),
+                None => (d.as_str(), false),
+            };
+            let Some((host, guest)) = spec
+                .rsplit_once(':')
+                .filter(|(h, g)| !h.is_empty() && g.starts_with('/'))
+            else {
+                return Err(TestError::Sandbox(format!(
+                    "--dir {d:?}: expected HOST:GUEST or HOST:GUEST:ro, with GUEST absolute (e.g. ./out:/out)"
+                )));
+            };
+            dirs.push((PathBuf::from(host), guest.to_string(), read_only));
+        }
+        let config = crate::config::SandboxConfig {
+            env: self.env.clone(),
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            allow_private_networks: self.allow_private_networks,
+            ..Default::default()
+        };
+        Sandbox::for_pump("plugins-test", &config, dirs, self.timeout)
+            .map_err(|e| TestError::Sandbox(e.to_string()))
+    }
+}
+
+/// What to run.
+pub struct TestRun {
+    pub plugin: PathBuf,
+    pub input: PathBuf,
+    /// The pump `config` table as JSON.
+    pub config: String,
+    pub schema: Schema,
+    pub batch_size: usize,
+    pub sandbox: Sandbox,
+}
+
+/// What happened: one line per batch (and notes), and whether any batch
+/// failed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub lines: Vec<String>,
+    pub failed: bool,
+}
+
+/// Reads `.msgpack` (concatenated MessagePack records) or `.jsonl` (one
+/// JSON object per line, converted to MessagePack like the host converts a
+/// JSON filter's output).
+pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>, TestError> {
+    let bytes = std::fs::read(path).map_err(|source| TestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let input = |message: String| TestError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("msgpack") | Some("mp") => split_msgpack(&bytes).map_err(input),
+        Some("jsonl") | Some("ndjson") => {
+            let text = std::str::from_utf8(&bytes).map_err(|e| input(format!("not UTF-8: {e}")))?;
+            let mut out = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| input(format!("line {}: not JSON: {e}", i + 1)))?;
+                let mut buf = Vec::new();
+                rmp_serde::encode::write_named(&mut buf, &v)
+                    .map_err(|e| input(format!("line {}: {e}", i + 1)))?;
+                out.push(buf);
+            }
+            Ok(out)
+        }
+        _ => Err(input(
+            "use a .msgpack file (concatenated MessagePack records) or a .jsonl file (one JSON object per line)".into(),
+        )),
+    }
+}
+
+/// Splits concatenated MessagePack values.
+fn split_msgpack(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let before = rest.len();
+        let at = bytes.len() - before;
+        rmpv::decode::read_value(&mut rest)
+            .map_err(|e| format!("record {} at byte {at}: not MessagePack: {e}", out.len()))?;
+        out.push(bytes[at..at + (before - rest.len())].to_vec());
+    }
+    Ok(out)
+}
+
+/// Runs the plugin over the records in batches of `batch_size`.
+pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
+    let records = read_records(&t.input)?;
+    if !serde_json::from_str::<serde_json::Value>(&t.config).is_ok_and(|v| v.is_object()) {
+        return Err(TestError::Config(t.config.clone()));
+    }
+    let runtime = Runtime::new(true)?;
+    let plugin = runtime.load(&t.plugin).await?;
+    let mut out = Outcome::default();
+    out.lines.push(format!(
+        "{} {} {} ({}), {} records in batches of {}",
+        plugin.kind,
+        plugin.info.name,
+        plugin.info.version,
+        encoding_name(plugin.info.accepts),
+        records.len(),
+        t.batch_size
+    ));
+    let mut instance = Some(start(&plugin, t).await?);
+    let key: Arc<str> = Arc::from("plugins-test");
+    for (n, chunk) in records.chunks(t.batch_size.max(1)).enumerate() {
+        let first = n * t.batch_size.max(1);
+        let label = format!(
+            "batch {} (records {}-{})",
+            n + 1,
+            first,
+            first + chunk.len() - 1
+        );
+        let (batch, bad) = Batch::decode(key.clone(), None, t.schema, chunk.to_vec(), now_ms());
+        if let Some(first) = bad.first() {
+            // The host would dead-letter them; here they mean the samples
+            // do not match --format, so the run fails.
+            out.lines.push(format!(
+                "{label}: {} of {} records are undecodable as {} records (check --format): {}",
+                bad.len(),
+                chunk.len(),
+                schema_name(t.schema),
+                first.error
+            ));
+            out.failed = true;
+        }
+        let wb = to_wit(&batch, plugin.info.accepts);
+        if wb.events.is_empty() {
+            continue;
+        }
+        let mut inst = match instance.take() {
+            Some(i) => i,
+            None => start(&plugin, t).await?,
+        };
+        let (text, ok, poisoned) = match plugin.kind {
+            Kind::Sink => describe_write(inst.write(&wb).await, wb.events.len()),
+            Kind::Filter => describe_process(inst.process(&wb).await, &wb),
+        };
+        out.lines.push(format!("{label}: {text}"));
+        out.failed |= !ok;
+        // Like the host: a trapped instance is dropped and the next batch
+        // gets a fresh one.
+        if !poisoned {
+            instance = Some(inst);
+        }
+    }
+    Ok(out)
+}
+
+async fn start(plugin: &Plugin, t: &TestRun) -> Result<Instance, TestError> {
+    plugin
+        .start("plugins-test", &t.sandbox, &t.config)
+        .await
+        .map_err(|source| TestError::Init {
+            path: t.plugin.clone(),
+            source,
+        })
+}
+
+fn schema_name(s: Schema) -> &'static str {
+    match s {
+        Schema::Iam => "iam",
+        Schema::Tyk => "tyk",
+        Schema::Generic => "generic",
+    }
+}
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// The batch as the plugin would receive it.
+fn to_wit(batch: &Batch, encoding: wit::Encoding) -> wit::Batch {
+    let form = batch.form(Form {
+        encoding,
+        omit_detail: false,
+    });
+    let mut events = Vec::with_capacity(batch.len());
+    for (i, meta) in batch.meta.iter().enumerate() {
+        if let Some((offset, len)) = form.spans[i] {
+            events.push(wit::Event {
+                id: meta.id,
+                timestamp: meta.timestamp_ms.unwrap_or(batch.claimed_at_ms),
+                offset,
+                len,
+            });
+        }
+    }
+    wit::Batch {
+        schema: wit_schema(batch.schema),
+        encoding,
+        payloads: form.payloads.clone(),
+        events,
+    }
+}
+
+/// `(report, ok, instance poisoned)` for a sink's answer.
+fn describe_write(r: Result<Result<(), WriteError>, CallError>, n: usize) -> (String, bool, bool) {
+    match r {
+        Ok(Ok(())) => (format!("ok ({n} records written)"), true, false),
+        Ok(Err(WriteError::Retry(m))) => (format!("retry: {m}"), false, false),
+        Ok(Err(WriteError::InvalidBatch(m))) => (format!("invalid-batch: {m}"), false, false),
+        Ok(Err(WriteError::TooLarge)) => ("too-large".into(), false, false),
+        Ok(Err(WriteError::Fatal(m))) => (format!("fatal: {m}"), false, false),
+        Ok(Err(WriteError::Partial(failed))) if failed.is_empty() => (
+            format!("ok (partial listing no failures; {n} records written)"),
+            true,
+            false,
+        ),
+        Ok(Err(WriteError::Partial(failed))) => {
+            let mut parts = Vec::new();
+            let mut malformed = false;
+            for f in &failed {
+                malformed |= f.index as usize >= n;
+                parts.push(format!(
+                    "#{} {} ({})",
+                    f.index,
+                    if f.retryable { "retry" } else { "reject" },
+                    f.reason
+                ));
+            }
+            let what = if malformed {
+                format!(
+                    "malformed partial (indices must be below {n}; the host retries the batch): "
+                )
+            } else {
+                format!("partial, {} of {n} failed: ", failed.len())
+            };
+            (what + &parts.join(", "), false, false)
+        }
+        Err(e) => (format!("{}: {e}", e.kind()), false, true),
+    }
+}
+
+/// `(report, ok, instance poisoned)` for a filter's answer.
+fn describe_process(
+    r: Result<Result<Verdict, String>, CallError>,
+    batch: &wit::Batch,
+) -> (String, bool, bool) {
+    let n = batch.events.len();
+    match r {
+        Ok(Ok(Verdict::KeepAll)) => (format!("keep-all ({n} of {n})"), true, false),
+        Ok(Ok(Verdict::Keep(idx))) => {
+            let sorted = idx.windows(2).all(|w| w[0] < w[1]);
+            let in_range = idx.last().is_none_or(|&l| (l as usize) < n);
+            if sorted && in_range {
+                (format!("keep {idx:?} ({} of {n})", idx.len()), true, false)
+            } else {
+                (
+                    format!("malformed keep {idx:?}: indices must be ascending and below {n} (the host retries the batch)"),
+                    false,
+                    false,
+                )
+            }
+        }
+        Ok(Ok(Verdict::Replace(b))) => {
+            let mut shown = Vec::new();
+            for e in &b.events {
+                let range = e.offset as usize..(e.offset as usize).saturating_add(e.len as usize);
+                let Some(bytes) = b.payloads.get(range) else {
+                    return (
+                        format!(
+                            "malformed replace: event at {}+{} lies outside the {} payload bytes",
+                            e.offset,
+                            e.len,
+                            b.payloads.len()
+                        ),
+                        false,
+                        false,
+                    );
+                };
+                if shown.len() < SHOW_REPLACED {
+                    shown.push(render_payload(b.schema, b.encoding, bytes));
+                }
+            }
+            let more = b.events.len().saturating_sub(SHOW_REPLACED);
+            let mut text = format!(
+                "replace with {} records ({})",
+                b.events.len(),
+                encoding_name(b.encoding)
+            );
+            for s in shown {
+                text.push_str("\n    ");
+                text.push_str(&s);
+            }
+            if more > 0 {
+                text.push_str(&format!("\n    … {more} more"));
+            }
+            (text, true, false)
+        }
+        Ok(Err(msg)) => (format!("error: {msg}"), false, false),
+        Err(e) => (format!("{}: {e}", e.kind()), false, true),
+    }
+}
+
+fn render_payload(schema: wit::Schema, encoding: wit::Encoding, bytes: &[u8]) -> String {
+    match encoding {
+        wit::Encoding::Json => String::from_utf8_lossy(bytes).into_owned(),
+        wit::Encoding::Msgpack => {
+            let schema = match schema {
+                wit::Schema::Iam => record::Schema::Iam,
+                wit::Schema::Tyk => record::Schema::Tyk,
+                wit::Schema::Generic => record::Schema::Generic,
+            };
+            let mut out = Vec::new();
+            match record::write_json(schema, bytes, &[], &mut out) {
+                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+                Err(e) => format!("(not a MessagePack map: {e})"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_arguments_parse_or_say_how() {
+        let args = |d: &str| SandboxArgs {
+            dirs: vec![d.to_string()],
+            timeout: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let s = args("./out:/out:ro").sandbox().unwrap();
+        assert_eq!(
+            s.dirs,
+            vec![(PathBuf::from("./out"), "/out".to_string(), true)]
+        );
+        let s = args("/tmp/x:/data").sandbox().unwrap();
+        assert_eq!(
+            s.dirs,
+            vec![(PathBuf::from("/tmp/x"), "/data".to_string(), false)]
+        );
+        let e = args("out").sandbox().unwrap_err().to_string();
+        assert!(e.contains("HOST:GUEST"), "{e}");
+        let bad_host = SandboxArgs {
+            allowed_outbound_hosts: vec!["example.com".into()],
+            ..args("/a:/b")
+        };
+        assert!(bad_host
+            .sandbox()
+            .unwrap_err()
+            .to_string()
+            .contains("scheme://"));
+    }
+
+    #[test]
+    fn msgpack_input_splits_into_records() {
+        let mut bytes = Vec::new();
+        rmp_serde::encode::write_named(&mut bytes, &serde_json::json!({"a": 1})).unwrap();
+        rmp_serde::encode::write_named(&mut bytes, &serde_json::json!({"b": [1, 2]})).unwrap();
+        let recs = split_msgpack(&bytes).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs.concat(), bytes);
+        let e = split_msgpack(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert!(e.contains("record 1"), "{e}");
+    }
+
+    #[test]
+    fn jsonl_input_becomes_msgpack_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        std::fs::write(&p, "{\"Username\":\"a\"}\n\n{\"Username\":\"b\"}\n").unwrap();
+        let recs = read_records(&p).unwrap();
+        assert_eq!(recs.len(), 2);
+        let m = record::decode(Schema::Iam, &recs[1]).unwrap();
+        assert_eq!(m.username.as_deref(), Some("b"));
+        std::fs::write(&p, "{\"a\":1}\nnot json\n").unwrap();
+        let e = read_records(&p).unwrap_err().to_string();
+        assert!(e.contains("r.jsonl") && e.contains("line 2"), "{e}");
+        let txt = dir.path().join("r.txt");
+        std::fs::write(&txt, "").unwrap();
+        assert!(read_records(&txt)
+            .unwrap_err()
+            .to_string()
+            .contains(".jsonl"));
+    }
+
+    #[test]
+    fn partial_answers_are_checked_against_the_batch() {
+        let failed = |index| {
+            Ok(Err(WriteError::Partial(vec![wit::FailedEvent {
+                index,
+                reason: "x".into(),
+                retryable: true,
+            }])))
+        };
+        let (text, ok, _) = describe_write(failed(1), 2);
+        assert!(!ok && text.starts_with("partial, 1 of 2"), "{text}");
+        let (text, ok, _) = describe_write(failed(9), 2);
+        assert!(!ok && text.starts_with("malformed partial"), "{text}");
+        let (_, ok, poisoned) = describe_write(Err(CallError::Trap("boom".into())), 2);
+        assert!(!ok && poisoned);
+    }
+}
