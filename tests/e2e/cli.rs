@@ -74,6 +74,20 @@ fn check_rejects_bad_configs_naming_the_field_or_plugin() {
             "PUMPHOUSE_TEST_UNSET_VAR",
         ),
         ("this is [not toml".to_string(), "c.toml"),
+        (
+            good.replace(
+                "[pumps.sandbox]",
+                "[pumps.sandbox]\nallowed_outbound_hosts = [\"example.com:443\"]",
+            ),
+            "pumps[0] (file).sandbox.allowed_outbound_hosts[0]",
+        ),
+        (
+            good.replace(
+                "[pumps.sandbox]",
+                "[pumps.sandbox]\nsockets = [\"https://statsd:8125\"]",
+            ),
+            "sandbox.sockets[0]",
+        ),
     ];
     for (config, needle) in cases {
         let (code, out, err) = check(&config);
@@ -197,6 +211,13 @@ fn the_example_config_parses_and_documents_every_field() {
         "host",
         "guest",
         "read_only",
+        "env",
+        "allowed_outbound_hosts",
+        "allow_private_networks",
+        "http_timeout",
+        "sockets",
+        "log_lines_per_second",
+        "log_burst",
         "config",
     ] {
         let documented = text.lines().any(|l| {
