@@ -210,6 +210,35 @@ fn plugins_test_reports_what_each_plugin_did_and_fails_on_bad_answers() {
 }
 
 #[test]
+fn plugins_test_posts_large_batches_through_the_sdk_http_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, jsonl) = samples(dir.path(), 2000);
+    let server = crate::sandbox::Recorder::start();
+    let port = server.addr.port();
+    // Bodies of a few hundred KiB: the host's connection lets go of the
+    // request body as soon as it has read Content-Length bytes, which the
+    // client must not mistake for a failure.
+    let (code, out, err) = pumphouse(&[
+        "plugins",
+        "test",
+        &fixture("hostile"),
+        "--input",
+        &jsonl,
+        "--format",
+        "iam",
+        "--batch-size",
+        "500",
+        "--config",
+        &format!(r#"{{"mode":"http","url":"http://127.0.0.1:{port}/bulk"}}"#),
+        "--allow-outbound",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("ok (500 records written)").count(), 4, "{out}");
+    assert_eq!(server.lines_at("/bulk"), 2000);
+}
+
+#[test]
 fn plugins_inspect_marks_the_capabilities_a_plugin_uses() {
     let (code, out, err) = pumphouse(&["plugins", "inspect", &fixture("hostile")]);
     assert_eq!(code, 0, "{err}");

@@ -211,15 +211,15 @@ struct Received {
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 that answers 200 to everything and
 /// records what it got. It stops when dropped.
-struct Recorder {
-    addr: SocketAddr,
+pub(crate) struct Recorder {
+    pub(crate) addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Recorder {
-    fn start() -> Recorder {
+    pub(crate) fn start() -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -251,7 +251,7 @@ impl Recorder {
     }
 
     /// Lines POSTed to `path`, over all requests.
-    fn lines_at(&self, path: &str) -> usize {
+    pub(crate) fn lines_at(&self, path: &str) -> usize {
         self.received()
             .iter()
             .filter(|r| r.path == path)
