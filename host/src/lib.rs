@@ -10,24 +10,28 @@
 //! |---|---|---|
 //! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
-//! | [`source::redis`] | leased claims, acks, lease renewal and takeover, dead-letter list | Redis |
+//! | [`source::redis`] | lists: leased claims, acks, lease renewal and takeover; streams: consumer group, `XAUTOCLAIM`; dead letters | Redis |
+//! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances, the `host` imports | wasm |
-//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect; health | tasks |
+//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect, rate limits; health | tasks |
 //! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
 //! | [`telemetry`] | logging setup and metric names | — |
 //! | [`daemon`] | wiring for `run` and `check` | all |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
+//! | [`dlq`] | `pumphouse dlq list/replay/purge` over the dead-letter key | Redis |
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.
 
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dlq;
 pub mod pipeline;
 pub mod produce;
 pub mod record;
 pub mod runtime;
 pub mod server;
 pub mod source;
+pub mod spool;
 pub mod telemetry;

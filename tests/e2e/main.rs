@@ -5,4 +5,5 @@ mod cli;
 mod delivery;
 mod faults;
 mod harness;
+mod reliability;
 mod reporter;
