@@ -107,8 +107,10 @@ fn seq_of_msgpack(bytes: &[u8]) -> u64 {
 
 #[test]
 fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
-    const TOTAL: u64 = 200_000;
-    const KILLS: usize = 10;
+    // PUMPHOUSE_SOAK=1 runs the long variant: 1 000 000 records, 40 kills.
+    let soak = std::env::var_os("PUMPHOUSE_SOAK").is_some();
+    let total: u64 = if soak { 1_000_000 } else { 200_000 };
+    let planned: usize = if soak { 40 } else { 10 };
     const BATCH: u64 = 500;
     const IN_FLIGHT: u64 = 4;
     let redis = RedisServer::start().unwrap();
@@ -139,11 +141,11 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
         std::thread::spawn(move || {
             let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
             let start = Instant::now();
-            for (i, chunk) in (0..TOTAL).step_by(2000).enumerate() {
+            for (i, chunk) in (0..total).step_by(2000).enumerate() {
                 push(
                     &mut conn,
                     IAM_KEY,
-                    &iam_bytes(chunk..(chunk + 2000).min(TOTAL)),
+                    &iam_bytes(chunk..(chunk + 2000).min(total)),
                 );
                 // About 20 000 records/s.
                 let due = start + Duration::from_millis(100 * (i as u64 + 1));
@@ -152,12 +154,15 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
             done.store(true, Ordering::Release);
         })
     };
-    let seed: u64 = rand::rng().random();
+    let seed: u64 = std::env::var("PUMPHOUSE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
     eprintln!("kill schedule seed {seed}");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let mut kills = 0;
     let mut mid_flow = 0;
-    while kills < KILLS {
+    while kills < planned {
         let mut host = Host::start_at(dir.path(), &config);
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
         if host.metric("pumphouse_records_claimed_total") > 0.0 {
@@ -176,10 +181,10 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
         Duration::from_secs(180),
         "every record in both sinks, nothing left in Redis or the spool",
         || {
-            let disk = coverage(&out.join("disk.jsonl"), TOTAL).0;
-            let memory = coverage(&out.join("memory.jsonl"), TOTAL).0;
-            (disk == TOTAL as usize
-                && memory == TOTAL as usize
+            let disk = coverage(&out.join("disk.jsonl"), total).0;
+            let memory = coverage(&out.join("memory.jsonl"), total).0;
+            (disk == total as usize
+                && memory == total as usize
                 && left_in_redis(&mut conn, IAM_KEY) == (0, 0)
                 && host.metric("pumphouse_spool_records{pump=\"disk\"}") == 0.0)
                 .then_some(())
@@ -187,14 +192,14 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
     );
     let (disk_seqs, disk_torn) = seqs_in(&out.join("disk.jsonl"));
     let (memory_seqs, memory_torn) = seqs_in(&out.join("memory.jsonl"));
-    let disk_dups = disk_seqs.len() - TOTAL as usize;
-    let memory_dups = memory_seqs.len() - TOTAL as usize;
+    let disk_dups = disk_seqs.len() - total as usize;
+    let memory_dups = memory_seqs.len() - total as usize;
     // A kill can repeat at most what was in flight: the claims waiting for
     // decode and dispatch plus each lane's queue, and the spool's batch in
     // delivery, per kill.
-    let bound = KILLS * ((IN_FLIGHT + 4 + 2) * BATCH) as usize;
+    let bound = planned * ((IN_FLIGHT + 4 + 2) * BATCH) as usize;
     eprintln!(
-        "kills {kills} ({mid_flow} after claiming had begun); records checked {TOTAL} per sink; duplicates: disk {disk_dups}, memory {memory_dups} (bound {bound}); torn lines: disk {disk_torn}, memory {memory_torn}"
+        "kills {kills} ({mid_flow} after claiming had begun); records checked {total} per sink; duplicates: disk {disk_dups}, memory {memory_dups} (bound {bound}); torn lines: disk {disk_torn}, memory {memory_torn}"
     );
     assert!(disk_dups <= bound, "disk duplicates {disk_dups} > {bound}");
     assert!(
