@@ -754,8 +754,9 @@ pin_project_lite::pin_project! {
         inner: F,
         pending: Option<Pending>,
         // `WhenFull::Block` with a full buffer: the response waits here
-        // until its record is accepted.
-        waiting: Option<(Wait, F::Output)>,
+        // until its record is accepted. Boxed: the rare case should not
+        // make every request's future larger (futures are moved around).
+        waiting: Option<Box<(Wait, F::Output)>>,
     }
 }
 
@@ -768,10 +769,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if let Some((wait, _)) = this.waiting.as_mut() {
-            ready!(wait.as_mut().poll(cx));
-            if let Some((_, out)) = this.waiting.take() {
-                return Poll::Ready(out);
+        if let Some(waiting) = this.waiting.as_mut() {
+            ready!(waiting.0.as_mut().poll(cx));
+            if let Some(waiting) = this.waiting.take() {
+                return Poll::Ready(waiting.1);
             }
         }
         let out = ready!(this.inner.poll(cx));
@@ -786,7 +787,7 @@ where
                     let _ = reporter.record_wait(record).await;
                 });
                 if wait.as_mut().poll(cx).is_pending() {
-                    *this.waiting = Some((wait, out));
+                    *this.waiting = Some(Box::new((wait, out)));
                     return Poll::Pending;
                 }
                 Poll::Ready(out)
