@@ -35,7 +35,8 @@
 //!
 //! Environment: `BENCH_SECONDS` (5), `BENCH_RUNS` (3), `BENCH_CONNECTIONS`
 //! (32), `BENCH_MAX_REQUESTS` (5000000), `BENCH_LAYOUTS` (`shared,pinned`),
-//! `BENCH_PATH_CALLS` (300000), `BENCH_RECORD_CALLS` (1000000).
+//! `BENCH_BATCH_SIZE` (the crate's default), `BENCH_PATH_CALLS` (300000),
+//! `BENCH_RECORD_CALLS` (1000000).
 
 #[path = "../examples/service/app.rs"]
 mod app;
@@ -51,7 +52,8 @@ use axum::extract::ConnectInfo;
 use http::Request;
 use pumphouse::demo::RedisServer;
 use pumphouse_reporter::{
-    HttpRecord, HttpTyk, RecordError, Reporter, Stats, Target, Tyk, TykRecord, DEFAULT_BUFFER_SIZE,
+    HttpRecord, HttpTyk, RecordError, Reporter, Stats, Target, Tyk, TykRecord, DEFAULT_BATCH_SIZE,
+    DEFAULT_BUFFER_SIZE,
 };
 use pumphouse_wire::Sampler;
 use tower_service::Service;
@@ -159,6 +161,11 @@ fn client(spec: &str) {
         l.errors,
         l.elapsed.as_secs_f64()
     );
+}
+
+/// The reporters' batch size (`BENCH_BATCH_SIZE`, default the crate's).
+fn batch_size() -> usize {
+    env_or("BENCH_BATCH_SIZE", DEFAULT_BATCH_SIZE as u64) as usize
 }
 
 /// Where the processes run.
@@ -301,6 +308,7 @@ fn main() {
                 .key(format!("bench:{name}"))
                 .target(t)
                 .buffer_size(buffer)
+                .batch_size(batch_size().min(buffer))
                 .give_up_after(Duration::from_secs(1))
                 .runtime(analytics.handle().clone())
                 .build()
@@ -522,6 +530,8 @@ fn request_path(
         .format(HttpTyk)
         .redis_url(url)
         .key("bench:request-path")
+        .target(Target::ListBatched)
+        .batch_size(batch_size())
         .runtime(analytics.handle().clone())
         .build()
         .unwrap();
