@@ -308,7 +308,13 @@ fn main() {
                 .key(format!("bench:{name}"))
                 .target(t)
                 .buffer_size(buffer)
-                .batch_size(batch_size().min(buffer))
+                // The refusing reporter keeps the default batch size, so
+                // its one record never fills a batch and wakes no worker.
+                .batch_size(if buffer > 1 {
+                    batch_size()
+                } else {
+                    DEFAULT_BATCH_SIZE
+                })
                 .give_up_after(Duration::from_secs(1))
                 .runtime(analytics.handle().clone())
                 .build()
