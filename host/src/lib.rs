@@ -10,14 +10,16 @@
 //! |---|---|---|
 //! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
-//! | [`source::redis`] | leased claims, acks, lease renewal and takeover, dead-letter list | Redis |
+//! | [`source::redis`] | lists: leased claims, acks, lease renewal and takeover; streams: consumer group, `XAUTOCLAIM`; dead letters | Redis |
+//! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
-//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect; health | tasks |
+//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect, rate limits; health | tasks |
 //! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
 //! | [`telemetry`] | logging setup and metric names | — |
 //! | [`daemon`] | wiring for `run` and `check` | all |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
+//! | [`dlq`] | `pumphouse dlq list/replay/purge` over the dead-letter key | Redis |
 //! | [`plugins_cli`] | `pumphouse plugins new/inspect/test` for plugin authors | files, wasm |
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.
@@ -25,6 +27,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dlq;
 pub mod pipeline;
 pub mod plugins_cli;
 pub mod produce;
@@ -32,4 +35,5 @@ pub mod record;
 pub mod runtime;
 pub mod server;
 pub mod source;
+pub mod spool;
 pub mod telemetry;

@@ -60,6 +60,11 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Inspect, replay or purge dead-lettered records.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+    },
     /// Work with plugin files.
     Plugins {
         #[command(subcommand)]
@@ -142,6 +147,55 @@ enum SchemaArg {
     Generic,
 }
 
+/// Options shared by the `dlq` commands.
+#[derive(clap::Args)]
+struct DlqArgs {
+    /// The daemon's config (for the Redis URL, source and dead-letter key).
+    #[arg(long, short, env = "PUMPHOUSE_CONFIG")]
+    config: PathBuf,
+    /// Dead-letter key to use instead of the config's.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only entries of this pump (`source` for undecodable records).
+    #[arg(long)]
+    pump: Option<String>,
+    /// Only entries whose reason contains this text.
+    #[arg(long)]
+    reason: Option<String>,
+    /// At most this many entries (oldest first).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Show dead-letter entries, oldest first.
+    List {
+        #[command(flatten)]
+        args: DlqArgs,
+        /// Print each entry as its stored JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push the entries' records back into their source keys (every pump
+    /// receives them again) and remove the entries.
+    Replay {
+        #[command(flatten)]
+        args: DlqArgs,
+        /// Push to this key instead of each entry's source key.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Delete entries.
+    Purge {
+        #[command(flatten)]
+        args: DlqArgs,
+        /// Required: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Iam,
@@ -182,6 +236,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             tracing::info!(drained = report.drained, "stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Dlq { command } => dlq(command).await,
         Cmd::Check { config } => {
             let config = Config::load(&config)?;
             let report = pumphouse::daemon::check(&config).await?;
@@ -364,4 +419,70 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
+    use pumphouse::dlq::{Dlq, Selector};
+    let args = match &cmd {
+        DlqCmd::List { args, .. } | DlqCmd::Replay { args, .. } | DlqCmd::Purge { args, .. } => {
+            args
+        }
+    };
+    let config = Config::load(&args.config)?;
+    let sel = Selector {
+        pump: args.pump.clone(),
+        reason: args.reason.clone(),
+        limit: args.limit,
+    };
+    let mut dlq = Dlq::connect(&config.source, args.key.clone()).await?;
+    match cmd {
+        DlqCmd::List { json, .. } => {
+            let entries = dlq.list(&sel).await?;
+            let total = dlq.total().await?;
+            for (i, s) in entries.iter().enumerate() {
+                match (&s.entry, json) {
+                    (_, true) => println!("{}", String::from_utf8_lossy(&s.raw)),
+                    (Some(e), false) => {
+                        let bytes = pumphouse::dlq::record_bytes(e).map_or(0, |b| b.len());
+                        println!(
+                            "{i:>5}  {}  pump={}  source={}  {bytes}B {}  {}",
+                            e.time,
+                            e.pump.as_deref().unwrap_or("source"),
+                            e.source,
+                            e.encoding,
+                            e.reason
+                        );
+                    }
+                    (None, false) => {
+                        println!("{i:>5}  (not a dead-letter entry: {} bytes)", s.raw.len())
+                    }
+                }
+            }
+            if !json {
+                eprintln!("{} of {total} entries in {}", entries.len(), dlq.key());
+            }
+        }
+        DlqCmd::Replay { to, .. } => {
+            let r = dlq.replay(&sel, to.as_deref()).await?;
+            println!(
+                "replayed {} records from {}; {} entries held no record and were left in place",
+                r.replayed,
+                dlq.key(),
+                r.skipped
+            );
+        }
+        DlqCmd::Purge { yes, .. } => {
+            if !yes {
+                let n = dlq.list(&sel).await?.len();
+                eprintln!(
+                    "would delete {n} entries from {}; add --yes to do it",
+                    dlq.key()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let n = dlq.purge(&sel).await?;
+            println!("deleted {n} entries from {}", dlq.key());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,8 +20,9 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default policy when the buffer is full.
 pub const DEFAULT_WHEN_FULL: WhenFull = WhenFull::Drop;
-/// Default target: a list, as the producers write.
-pub const DEFAULT_TARGET: Target = Target::List;
+/// Default target: a list holding the same bytes the producers write,
+/// filled with one `RPUSH` per batch.
+pub const DEFAULT_TARGET: Target = Target::ListBatched;
 /// Default field holding the record bytes in a stream entry.
 pub const DEFAULT_STREAM_FIELD: &str = "record";
 /// Default time Redis may stay unreachable before failing batches are lost.
@@ -54,10 +55,14 @@ pub enum Target {
     /// exactly the commands iam-authz-server and Tyk Gateway send; what
     /// pumphouse and iam-pump read.
     List,
-    /// `RPUSH key record1 … recordN`, one command per batch. The list ends
-    /// up holding the same bytes as with [`Target::List`], for a fraction
-    /// of Redis's CPU, and a batch is all-or-nothing: a connection cut
-    /// mid-batch cannot leave part of it behind to be sent twice.
+    /// `RPUSH key record1 … recordN`, one command per batch (the
+    /// default). The list ends up holding the same bytes, in the same
+    /// order, as with [`Target::List`], so every reader of the list
+    /// (pumphouse, iam-pump, tyk-pump) sees no difference; it costs Redis
+    /// and the workers less CPU, and a batch is all-or-nothing: a
+    /// connection cut mid-batch cannot leave part of it behind to be sent
+    /// twice. A batch is one command: keep `batch_size` times the record
+    /// size well under Redis's `client-query-buffer-limit` (1 GB).
     ListBatched,
     /// `XADD key MAXLEN ~ max_len * <field> record`, a pipeline per batch.
     Stream {

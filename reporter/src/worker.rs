@@ -1,4 +1,5 @@
-//! A worker: takes a due batch, encodes it into one pipeline, sends it,
+//! A worker: takes a due batch, encodes it into one command (`ListBatched`)
+//! or one pipeline, sends it,
 //! and on failure reconnects and retries with backoff until Redis has been
 //! unreachable for `give_up_after`; then the batch is counted as lost.
 
@@ -33,7 +34,10 @@ pub(crate) async fn run<F: Format>(
     let _exit = Exit(Arc::clone(&shared));
     let opts = &shared.opts;
     let mut link = Link::new(client, opts);
+    // Both are reused from batch to batch: after the first batches they
+    // no longer allocate (or page-fault).
     let mut pipe = redis::pipe();
+    let mut batched = Cmd::new();
     let mut scratch = Vec::with_capacity(1024);
     loop {
         // Register for the wake-up before looking: a batch sealed (or a
@@ -55,22 +59,18 @@ pub(crate) async fn run<F: Format>(
             Take::Done => break,
         };
         let n = batch.len();
+        let one_command = opts.target == Target::ListBatched;
         pipe.clear();
-        let mut batched = (opts.target == Target::ListBatched).then(|| {
-            let mut cmd = Cmd::with_capacity(n + 2, n * 512);
-            cmd.arg("RPUSH").arg(opts.key());
-            cmd
-        });
+        batched.clear();
+        batched.arg("RPUSH").arg(opts.key());
         let mut unencodable = 0u64;
         for record in batch.drain(..) {
             scratch.clear();
             match format.encode(&record, &mut scratch) {
-                Ok(()) => match &mut batched {
-                    Some(cmd) => {
-                        cmd.arg(scratch.as_slice());
-                    }
-                    None => push_command(&mut pipe, opts, &scratch),
-                },
+                Ok(()) if one_command => {
+                    batched.arg(scratch.as_slice());
+                }
+                Ok(()) => push_command(&mut pipe, opts, &scratch),
                 Err(e) => {
                     unencodable += 1;
                     if unencodable == 1 {
@@ -78,9 +78,6 @@ pub(crate) async fn run<F: Format>(
                     }
                 }
             }
-        }
-        if let Some(cmd) = batched {
-            pipe.add_command(cmd).ignore();
         }
         if unencodable > 0 {
             shared
@@ -91,7 +88,12 @@ pub(crate) async fn run<F: Format>(
         }
         let encoded = n as u64 - unencodable;
         if encoded > 0 {
-            match link.send(&pipe, &shared).await {
+            let request = if one_command {
+                Request::Command(&batched)
+            } else {
+                Request::Pipeline(&pipe)
+            };
+            match link.send(request, &shared).await {
                 Sent::Ok(took) => {
                     shared.counts.sent.fetch_add(encoded, Relaxed);
                     shared.counts.batches.fetch_add(1, Relaxed);
@@ -143,6 +145,15 @@ fn push_command(pipe: &mut Pipeline, opts: &Options, record: &[u8]) {
     pipe.add_command(cmd).ignore();
 }
 
+/// What a batch is sent as.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    /// One command (`ListBatched`).
+    Command(&'a Cmd),
+    /// A command per record.
+    Pipeline(&'a Pipeline),
+}
+
 enum Sent {
     /// Written; the reply took this long.
     Ok(Duration),
@@ -187,11 +198,11 @@ impl Link {
         }
     }
 
-    /// Sends `pipe`, retrying until it is written or Redis has been
+    /// Sends `request`, retrying until it is written or Redis has been
     /// unreachable for `give_up_after`. Once past that deadline, a batch
     /// that arrives between two reconnection attempts is given up without
     /// an attempt of its own: attempts keep the backoff's pace.
-    async fn send<R>(&mut self, pipe: &Pipeline, shared: &Shared<R>) -> Sent {
+    async fn send<R>(&mut self, request: Request<'_>, shared: &Shared<R>) -> Sent {
         loop {
             if let Some(o) = &self.outage {
                 let now = Instant::now();
@@ -205,7 +216,7 @@ impl Link {
                 }
             }
             let started = Instant::now();
-            match self.attempt(pipe).await {
+            match self.attempt(request).await {
                 Ok(()) => {
                     if let Some(o) = self.outage.take() {
                         tracing::info!(key = shared.opts.key(), down_for = ?o.since.elapsed(), "Redis reachable again; analytics resumed");
@@ -238,7 +249,7 @@ impl Link {
         }
     }
 
-    async fn attempt(&mut self, pipe: &Pipeline) -> Result<(), RedisError> {
+    async fn attempt(&mut self, request: Request<'_>) -> Result<(), RedisError> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
@@ -249,6 +260,9 @@ impl Link {
                 self.conn.insert(c)
             }
         };
-        pipe.query_async::<()>(conn).await
+        match request {
+            Request::Command(cmd) => cmd.query_async::<()>(conn).await,
+            Request::Pipeline(pipe) => pipe.query_async::<()>(conn).await,
+        }
     }
 }

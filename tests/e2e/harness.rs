@@ -91,7 +91,9 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
 pub struct Host {
     child: Option<Child>,
     pub http: String,
-    pub dir: tempfile::TempDir,
+    /// Where the config, log and `out/` live.
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
 }
 
@@ -110,12 +112,24 @@ impl Host {
     /// Like [`Host::start_in`], with extra environment variables for the
     /// host process.
     pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Host {
+        let mut host = Self::start_at_env(dir.path(), config, env);
+        host._tmp = Some(dir);
+        host
+    }
+
+    /// Starts a host in `dir`, which outlives it: a restarted host finds
+    /// its spool and output there.
+    pub fn start_at(dir: &Path, config: &str) -> Host {
+        Self::start_at_env(dir, config, &[])
+    }
+
+    fn start_at_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Host {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let text = format!("{config}\n[server]\nlisten = \"{http}\"\n");
-        let cfg = dir.path().join("pumphouse.toml");
+        let cfg = dir.join("pumphouse.toml");
         std::fs::write(&cfg, text).unwrap();
-        let log = dir.path().join(format!("host-{port}.log"));
+        let log = dir.join(format!("host-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
             .args(["run", "--config"])
             .arg(&cfg)
@@ -128,7 +142,8 @@ impl Host {
         let host = Host {
             child: Some(child),
             http,
-            dir,
+            dir: dir.to_path_buf(),
+            _tmp: None,
             log,
         };
         host.wait_http();
@@ -144,7 +159,7 @@ impl Host {
     }
 
     pub fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
+        self.dir.join("out")
     }
 
     pub fn log_text(&self) -> String {

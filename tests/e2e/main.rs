@@ -6,5 +6,6 @@ mod delivery;
 mod faults;
 mod harness;
 mod plugins_cli;
+mod reliability;
 mod reporter;
 mod sandbox;

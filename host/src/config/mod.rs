@@ -41,6 +41,14 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest batch a claim may take: bounds Lua stack use and Redis latency.
 pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Disk a pump's spool may fill before `when_full` applies.
+pub const DEFAULT_MAX_SPOOL_BYTES: ByteSize = ByteSize::gib(1);
+/// Stream consumer group shared by every pumphouse instance.
+pub const DEFAULT_STREAM_GROUP: &str = "pumphouse";
+/// Stream entry field holding the record (what `pumphouse-reporter` writes).
+pub const DEFAULT_STREAM_FIELD: &str = "record";
+/// Deliveries of a stream entry before it is dead-lettered as poison.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
 
 /// A configuration error, naming the field or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,11 @@ pub struct Config {
     /// are relative to the config file's directory.
     #[serde(default = "default_plugins_dir")]
     pub plugins_dir: PathBuf,
+    /// Directory holding the spools of `buffer = "disk"` pumps, one file per
+    /// pump. Relative paths are relative to the config file's directory.
+    /// Each instance needs its own: a spool file is locked while open.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
     /// Where records come from.
     pub source: SourceConfig,
     /// The HTTP server (health, readiness, metrics).
@@ -85,6 +98,20 @@ pub struct Config {
 
 fn default_plugins_dir() -> PathBuf {
     PathBuf::from("plugins")
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("spool")
+}
+
+/// What the source keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Redis lists filled by `RPUSH` (iam-authz-server, Tyk Gateway).
+    #[default]
+    List,
+    /// Redis streams read through a consumer group.
+    Stream,
 }
 
 /// Producer schema of the records in the source keys.
@@ -113,6 +140,9 @@ pub enum Delivery {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// `list` (default) or `stream`.
+    #[serde(rename = "type", default)]
+    pub kind: SourceKind,
     /// Redis URL, `redis://[user:pass@]host:port/db`.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
@@ -141,6 +171,27 @@ pub struct SourceConfig {
     /// Defaults to `pumphouse:dead-letter:<key>`.
     #[serde(default)]
     pub dead_letter_key: Option<String>,
+    /// Streams: the consumer group every instance joins (created at start
+    /// if missing, reading from the stream's beginning).
+    #[serde(default = "default_stream_group")]
+    pub group: String,
+    /// Streams: the entry field holding the MessagePack record.
+    #[serde(default = "default_stream_field")]
+    pub stream_field: String,
+    /// Streams: deliveries of one entry (its first read plus takeovers after
+    /// an instance died holding it) before it is dead-lettered as poison.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u32,
+}
+
+fn default_stream_group() -> String {
+    DEFAULT_STREAM_GROUP.to_string()
+}
+fn default_stream_field() -> String {
+    DEFAULT_STREAM_FIELD.to_string()
+}
+fn default_max_deliveries() -> u32 {
+    DEFAULT_MAX_DELIVERIES
 }
 
 fn default_redis_url() -> String {
@@ -258,6 +309,27 @@ pub struct PumpConfig {
     /// (Redis stays the buffer while a pump is slow).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight_batches: usize,
+    /// `memory` (default): batches stay claimed in Redis until this pump
+    /// delivered them. `disk`: batches are written to this pump's spool
+    /// (fsynced) and released at once; the pump drains its spool on its
+    /// own, so a slow or failing sink does not hold the other pumps back.
+    #[serde(default)]
+    pub buffer: BufferKind,
+    /// `disk` buffer: spool size limit (record bytes).
+    #[serde(default = "default_max_spool_bytes")]
+    pub max_spool_bytes: ByteSize,
+    /// `disk` buffer: when the spool is full, `block` (default: stop taking
+    /// batches; Redis buffers) or `drop_oldest` (discard the oldest spooled
+    /// batches, counted and logged).
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Largest payload sent to the sink in one call; bigger batches are split
+    /// before sending. Unset: no limit.
+    #[serde(default)]
+    pub max_batch_bytes: Option<ByteSize>,
+    /// Delivery rate limits (token buckets).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// Retry policy for failed writes.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -274,6 +346,44 @@ fn default_timeout() -> Duration {
 }
 fn default_max_in_flight() -> usize {
     DEFAULT_MAX_IN_FLIGHT
+}
+fn default_max_spool_bytes() -> ByteSize {
+    DEFAULT_MAX_SPOOL_BYTES
+}
+
+/// Where a pump keeps batches it has not delivered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferKind {
+    /// Claimed in Redis until delivered.
+    #[default]
+    Memory,
+    /// In the pump's durable spool.
+    Disk,
+}
+
+/// What a full spool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: the source stops claiming and Redis buffers.
+    #[default]
+    Block,
+    /// Discard the oldest spooled batches to make room.
+    DropOldest,
+}
+
+/// `[pumps.rate_limit]`: unset limits do not apply.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Records delivered per second (bursts up to one second's worth).
+    #[serde(default)]
+    pub records_per_second: Option<u32>,
+    /// Payload bytes delivered per second, e.g. `"5MiB"` (bursts up to one
+    /// second's worth).
+    #[serde(default)]
+    pub bytes_per_second: Option<ByteSize>,
 }
 fn empty_table() -> toml::Table {
     toml::Table::new()
@@ -349,6 +459,10 @@ pub struct RetryConfig {
     /// Delay cap.
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub max: Duration,
+    /// Failed attempts at the same records before they are dead-lettered
+    /// ("gave up after N attempts"). Unset: retry until delivered.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 impl Default for RetryConfig {
@@ -356,6 +470,7 @@ impl Default for RetryConfig {
         Self {
             initial: DEFAULT_RETRY_INITIAL,
             max: DEFAULT_RETRY_MAX,
+            max_attempts: None,
         }
     }
 }
@@ -538,6 +653,9 @@ impl Config {
         if self.plugins_dir.is_relative() {
             self.plugins_dir = base.join(&self.plugins_dir);
         }
+        if self.spool_dir.is_relative() {
+            self.spool_dir = base.join(&self.spool_dir);
+        }
         for pump in &mut self.pumps {
             for dir in &mut pump.sandbox.dirs {
                 if dir.host.is_relative() {
@@ -594,6 +712,26 @@ impl Config {
         if s.base_key().is_empty() {
             return Err(invalid("source.key".into(), "must not be empty".into()));
         }
+        if s.kind == SourceKind::Stream {
+            if s.delivery == Delivery::AtMostOnce {
+                return Err(invalid(
+                    "source.delivery".into(),
+                    "at-most-once is for list sources; streams are read through a consumer group and acked".into(),
+                ));
+            }
+            if s.group.is_empty() || s.stream_field.is_empty() {
+                return Err(invalid(
+                    "source.group".into(),
+                    "group and stream_field must not be empty".into(),
+                ));
+            }
+            if s.max_deliveries == 0 {
+                return Err(invalid(
+                    "source.max_deliveries".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         if self.pumps.is_empty() {
             return Err(invalid(
                 "pumps".into(),
@@ -637,6 +775,38 @@ impl Config {
             }
             if pump.retry.initial.is_zero() || pump.retry.max < pump.retry.initial {
                 return Err(invalid(at("retry"), "need 0 < initial <= max".into()));
+            }
+            if pump.retry.max_attempts == Some(0) {
+                return Err(invalid(
+                    at("retry.max_attempts"),
+                    "must be at least 1 (leave it out to retry until delivered)".into(),
+                ));
+            }
+            if pump.buffer == BufferKind::Disk && pump.max_spool_bytes < ByteSize::mib(1) {
+                return Err(invalid(
+                    at("max_spool_bytes"),
+                    "must be at least 1MiB".into(),
+                ));
+            }
+            if pump.max_batch_bytes.is_some_and(|b| b < ByteSize::kib(1)) {
+                return Err(invalid(
+                    at("max_batch_bytes"),
+                    "must be at least 1KiB".into(),
+                ));
+            }
+            if pump.rate_limit.records_per_second == Some(0) {
+                return Err(invalid(
+                    at("rate_limit.records_per_second"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
+            if let Some(b) = pump.rate_limit.bytes_per_second {
+                if b.as_u64() == 0 || b.as_u64() > u64::from(u32::MAX) {
+                    return Err(invalid(
+                        at("rate_limit.bytes_per_second"),
+                        "must be between 1B and 4GiB".into(),
+                    ));
+                }
             }
             if pump.sandbox.max_memory < ByteSize::mib(1) {
                 return Err(invalid(

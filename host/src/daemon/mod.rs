@@ -9,15 +9,17 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, Format, PumpConfig};
+use crate::config::{BufferKind, Config, ConfigError, Format, PumpConfig};
 use crate::pipeline::deadletter::DeadLetters;
 use crate::pipeline::filters::HostFilter;
 use crate::pipeline::lane::{self, Lane, LaneSpec};
+use crate::pipeline::ratelimit::RateLimits;
 use crate::pipeline::status::{PumpStatus, Status};
 use crate::pipeline::{self, RunReport, Settings};
 use crate::record::Schema;
 use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
 use crate::source::redis::{redacted, RedisSource, SourceError};
+use crate::spool::{Spool, SpoolError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,11 @@ pub enum StartError {
     Init(String),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("pump {pump}: {source}")]
+    Spool {
+        pump: String,
+        source: Box<SpoolError>,
+    },
     #[error(transparent)]
     Runtime(#[from] SetupError),
     #[error("{0}")]
@@ -146,14 +153,18 @@ fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
         host_filter: HostFilter::new(&p.config.filters),
         omit_detail: p.config.omit_detailed_recording,
         max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
+        max_batch_bytes: p.config.max_batch_bytes.map(|b| b.as_u64() as usize),
+        rate: RateLimits::new(&p.config.rate_limit),
         sandbox: sandbox_of(&p.config)?,
         retry: p.config.retry.clone(),
         status: Arc::new(PumpStatus::new(&p.config.name, &p.sink)),
     })
 }
 
-/// Builds lane specs and starts (instantiates and inits) every plugin.
+/// Builds lane specs, opens the spools of disk-buffered pumps and starts
+/// (instantiates and inits) every plugin.
 async fn start_lanes(
+    config: &Config,
     pumps: Vec<LoadedPump>,
     dead_letters: &DeadLetters,
 ) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
@@ -162,11 +173,23 @@ async fn start_lanes(
     for p in &pumps {
         let spec = lane_spec(p)?;
         statuses.push(spec.status.clone());
-        lanes.push(
-            Lane::start(spec, dead_letters.clone())
-                .await
-                .map_err(StartError::Init)?,
-        );
+        let mut lane = Lane::start(spec, dead_letters.clone())
+            .await
+            .map_err(StartError::Init)?;
+        if p.config.buffer == BufferKind::Disk {
+            let (dir, name) = (config.spool_dir.clone(), p.config.name.clone());
+            let (max, when_full) = (p.config.max_spool_bytes.as_u64(), p.config.when_full);
+            let spool =
+                tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
+                    .await
+                    .map_err(|e| StartError::Init(format!("spool task failed: {e}")))?
+                    .map_err(|source| StartError::Spool {
+                        pump: p.config.name.clone(),
+                        source: Box::new(source),
+                    })?;
+            lane = lane.with_spool(Arc::new(spool), schema_of(config.source.format));
+        }
+        lanes.push(lane);
     }
     Ok((lanes, statuses))
 }
@@ -253,7 +276,7 @@ pub async fn start(
         _ = shutdown.cancelled() => return Err(StartError::Init("shut down while waiting for redis".into())),
     };
     let dead_letters = DeadLetters::new(source.clone());
-    let (lanes, statuses) = start_lanes(pumps, &dead_letters).await?;
+    let (lanes, statuses) = start_lanes(&config, pumps, &dead_letters).await?;
     status.set_pumps(statuses);
     let settings = Settings {
         schema: schema_of(config.source.format),

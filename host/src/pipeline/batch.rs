@@ -4,15 +4,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::record::{self, DecodeError, Meta, Schema};
+use super::deadletter::DeadRecord;
+use crate::record::{self, Meta, Schema};
 use crate::runtime::bindings::{self as wit, Encoding};
+use crate::source::redis::Claim;
 
 /// Records claimed together, decoded once.
 pub struct Batch {
     /// The source list they came from.
     pub key: Arc<str>,
-    /// Batch list in Redis holding the claim (`None`: at-most-once).
-    pub claim: Option<String>,
+    /// What acknowledges the batch in Redis (`None`: at-most-once, or a
+    /// batch read back from a spool).
+    pub claim: Option<Claim>,
     pub schema: Schema,
     /// Records that decoded, as received.
     pub records: Vec<Vec<u8>>,
@@ -26,10 +29,20 @@ pub struct Batch {
     forms: [OnceLock<Arc<Encoded>>; 4],
 }
 
-/// An undecodable record and why.
+/// A record that cannot go to any pump, and why.
 pub struct Undecodable {
     pub bytes: Vec<u8>,
-    pub error: DecodeError,
+    pub reason: String,
+}
+
+impl Undecodable {
+    pub fn into_dead(self) -> DeadRecord {
+        DeadRecord {
+            bytes: self.bytes,
+            encoding: Encoding::Msgpack,
+            reason: self.reason,
+        }
+    }
 }
 
 /// One encoded form of every record of a batch, back to back.
@@ -58,25 +71,31 @@ impl Form {
 }
 
 impl Batch {
-    /// Decodes claimed records. Pure CPU work: run it off the executor.
+    /// Decodes claimed records; `rejected` are records the source already
+    /// refused (counted as claimed, returned with the undecodable ones).
+    /// Pure CPU work: run it off the executor.
     pub fn decode(
         key: Arc<str>,
-        claim: Option<String>,
+        claim: Option<Claim>,
         schema: Schema,
         items: Vec<Vec<u8>>,
+        rejected: Vec<Undecodable>,
         now_ms: i64,
     ) -> (Batch, Vec<Undecodable>) {
-        let claimed = items.len();
-        let mut records = Vec::with_capacity(claimed);
-        let mut meta = Vec::with_capacity(claimed);
-        let mut bad = Vec::new();
+        let claimed = items.len() + rejected.len();
+        let mut records = Vec::with_capacity(items.len());
+        let mut meta = Vec::with_capacity(items.len());
+        let mut bad = rejected;
         for bytes in items {
             match record::decode(schema, &bytes) {
                 Ok(m) => {
                     meta.push(m);
                     records.push(bytes);
                 }
-                Err(error) => bad.push(Undecodable { bytes, error }),
+                Err(error) => bad.push(Undecodable {
+                    bytes,
+                    reason: format!("undecodable: {error}"),
+                }),
             }
         }
         let batch = Batch {

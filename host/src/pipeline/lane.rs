@@ -3,20 +3,28 @@
 //! instances; a call that fails poisons only this lane's instance.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::batch::{wit_schema, Batch, Encoded, Form};
 use super::deadletter::{DeadLetters, DeadRecord};
 use super::filters::HostFilter;
+use super::ratelimit::RateLimits;
 use super::retry::RetryPolicy;
 use super::status::{PumpState, PumpStatus};
 use crate::config::RetryConfig;
-use crate::record;
+use crate::config::WhenFull;
+use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Encoding, Verdict, WriteError};
 use crate::runtime::{Instance, Plugin, Sandbox};
+use crate::spool::Spool;
 use crate::telemetry;
+
+/// Batches the spool writer takes from its queue into one commit (one
+/// fsync): bounds the commit size while the pump is busy.
+const SPOOL_COMMIT_BATCHES: usize = 32;
 
 /// Everything a lane needs, fixed at start.
 pub struct LaneSpec {
@@ -27,6 +35,9 @@ pub struct LaneSpec {
     pub host_filter: HostFilter,
     pub omit_detail: bool,
     pub max_record_size: Option<u64>,
+    /// Largest payload per sink call; bigger groups are split first.
+    pub max_batch_bytes: Option<usize>,
+    pub rate: Option<RateLimits>,
     pub sandbox: Sandbox,
     pub retry: RetryConfig,
     pub status: Arc<PumpStatus>,
@@ -82,6 +93,8 @@ pub struct Lane {
     filters: Vec<Option<Instance>>,
     retry: RetryPolicy,
     dead_letters: DeadLetters,
+    /// `buffer = "disk"`: the spool, and the schema to decode it with.
+    spool: Option<(Arc<Spool>, Schema)>,
 }
 
 impl Lane {
@@ -96,12 +109,30 @@ impl Lane {
             filters: filters.into_iter().map(Some).collect(),
             retry,
             dead_letters,
+            spool: None,
         })
+    }
+
+    /// Makes this a disk-buffered lane draining `spool`.
+    pub fn with_spool(mut self, spool: Arc<Spool>, schema: Schema) -> Lane {
+        self.spool = Some((spool, schema));
+        self
     }
 
     /// Works through batches until the dispatcher closes the channel; hands
     /// each finished batch to the acker when this was its last lane.
     pub async fn run(
+        self,
+        rx: mpsc::Receiver<Arc<Batch>>,
+        done: mpsc::UnboundedSender<Arc<Batch>>,
+    ) {
+        match self.spool.clone() {
+            Some((spool, schema)) => self.run_disk(spool, schema, rx, done).await,
+            None => self.run_memory(rx, done).await,
+        }
+    }
+
+    async fn run_memory(
         mut self,
         mut rx: mpsc::Receiver<Arc<Batch>>,
         done: mpsc::UnboundedSender<Arc<Batch>>,
@@ -121,6 +152,92 @@ impl Lane {
                 let _ = done.send(batch);
             }
         }
+    }
+
+    /// `buffer = "disk"`: a writer task spools each batch and releases this
+    /// lane's share of it at once; this task delivers from the spool, oldest
+    /// first. On shutdown it stops after the batch in hand; the rest stays
+    /// spooled for the next start.
+    async fn run_disk(
+        mut self,
+        spool: Arc<Spool>,
+        schema: Schema,
+        rx: mpsc::Receiver<Arc<Batch>>,
+        done: mpsc::UnboundedSender<Arc<Batch>>,
+    ) {
+        let wake = Arc::new(Notify::new());
+        let room = Arc::new(Notify::new());
+        let closed = CancellationToken::new();
+        let writer = tokio::spawn(spool_writer(
+            self.spec.name.clone(),
+            spool.clone(),
+            rx,
+            done,
+            wake.clone(),
+            room.clone(),
+            closed.clone(),
+        ));
+        let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let s = spool.clone();
+            let next = tokio::task::spawn_blocking(move || s.oldest()).await;
+            match next {
+                Ok(Ok(Some((seq, spooled)))) => {
+                    delay = Duration::from_millis(100);
+                    let started = Instant::now();
+                    let (batch, bad) = tokio::task::spawn_blocking(move || {
+                        Batch::decode(
+                            spooled.key.into(),
+                            None,
+                            schema,
+                            spooled.records,
+                            Vec::new(),
+                            spooled.claimed_at_ms,
+                        )
+                    })
+                    .await
+                    .expect("decoding does not panic");
+                    if !bad.is_empty() {
+                        // Decoded once before spooling, so this means the
+                        // spool returned different bytes: keep them anyway.
+                        let dead = bad.into_iter().map(|u| u.into_dead()).collect();
+                        self.dead_letters
+                            .write(&batch.key, Some(&self.spec.name), dead)
+                            .await;
+                    }
+                    self.handle(&batch).await;
+                    latency.record(started.elapsed().as_secs_f64());
+                    remove_spooled(&self.spec.name, &spool, seq).await;
+                    room.notify_one();
+                    if closed.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => {
+                    if closed.is_cancelled() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = closed.cancelled() => {}
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        pump = &*self.spec.name,
+                        "cannot read the spool, retrying in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(pump = &*self.spec.name, "spool read task failed: {e}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        let _ = writer.await;
     }
 
     async fn handle(&mut self, batch: &Batch) {
@@ -193,14 +310,17 @@ impl Lane {
                 {
                     Ok(inst) => self.filters[fi] = Some(inst),
                     Err(e) => {
-                        self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name))
-                            .await;
+                        let why = format!("filter {}: {e}", plugin.info.name);
+                        if !self.failed(e.kind(), &why).await {
+                            self.give_up(batch, items, dead, &why);
+                            return Vec::new();
+                        }
                         continue;
                     }
                 }
             }
             let inst = self.filters[fi].as_mut().expect("started above");
-            match inst.process(&wb).await {
+            let (kind, why) = match inst.process(&wb).await {
                 Ok(Ok(verdict)) => match apply_verdict(verdict, items, batch.claimed_at_ms) {
                     Ok(kept) => {
                         self.recovered();
@@ -208,22 +328,21 @@ impl Lane {
                     }
                     Err((back, why)) => {
                         items = back;
-                        self.failed("malformed", &format!("filter {}: {why}", plugin.info.name))
-                            .await;
+                        ("malformed", format!("filter {}: {why}", plugin.info.name))
                     }
                 },
-                Ok(Err(msg)) => {
-                    self.failed(
-                        "filter_error",
-                        &format!("filter {}: {msg}", plugin.info.name),
-                    )
-                    .await
-                }
+                Ok(Err(msg)) => (
+                    "filter_error",
+                    format!("filter {}: {msg}", plugin.info.name),
+                ),
                 Err(e) => {
                     self.filters[fi] = None;
-                    self.failed(e.kind(), &format!("filter {}: {e}", plugin.info.name))
-                        .await;
+                    (e.kind(), format!("filter {}: {e}", plugin.info.name))
                 }
+            };
+            if !self.failed(kind, &why).await {
+                self.give_up(batch, items, dead, &why);
+                return Vec::new();
             }
         }
     }
@@ -236,9 +355,20 @@ impl Lane {
         let written = metrics::counter!(telemetry::PUMP_RECORDS_WRITTEN, "pump" => pump.clone());
         let accepts = self.spec.sink.info.accepts;
         let mut stack = vec![items];
-        while let Some(group) = stack.pop() {
-            let (wb, group) = self.materialize(batch, group, accepts, dead);
+        while let Some(mut group) = stack.pop() {
+            let (wb, kept) = self.materialize(batch, group, accepts, dead);
+            group = kept;
             if group.is_empty() {
+                continue;
+            }
+            if let Some(at) = self
+                .spec
+                .max_batch_bytes
+                .and_then(|max| split_point(&wb.events, max))
+            {
+                // Over max_batch_bytes: send the part that fits first.
+                stack.push(group.split_off(at));
+                stack.push(group);
                 continue;
             }
             if self.sink.is_none() {
@@ -250,10 +380,24 @@ impl Lane {
                 {
                     Ok(inst) => self.sink = Some(inst),
                     Err(e) => {
-                        self.failed(e.kind(), &e.to_string()).await;
-                        stack.push(group);
+                        self.retry_or_give_up(
+                            e.kind(),
+                            &e.to_string(),
+                            group,
+                            &mut stack,
+                            batch,
+                            dead,
+                        )
+                        .await;
                         continue;
                     }
+                }
+            }
+            if let Some(rate) = &self.spec.rate {
+                let waited = rate.wait(group.len(), wb.payloads.len()).await;
+                if !waited.is_zero() {
+                    metrics::counter!(telemetry::PUMP_THROTTLED_MS, "pump" => pump.clone())
+                        .increment(waited.as_millis() as u64);
                 }
             }
             let inst = self.sink.as_mut().expect("started above");
@@ -263,8 +407,8 @@ impl Lane {
                     self.recovered();
                 }
                 Ok(Err(WriteError::Retry(msg))) => {
-                    self.failed("retry", &msg).await;
-                    stack.push(group);
+                    self.retry_or_give_up("retry", &msg, group, &mut stack, batch, dead)
+                        .await;
                 }
                 Ok(Err(WriteError::TooLarge)) => {
                     self.count_error("too_large");
@@ -290,6 +434,10 @@ impl Lane {
                     match split_partial(group, failed) {
                         Ok((ok, retry, rejected)) => {
                             written.increment(ok as u64);
+                            if ok > 0 {
+                                // Progress: attempts count afresh for the rest.
+                                self.retry.reset();
+                            }
                             self.count_error("partial");
                             dead.extend(
                                 rejected
@@ -297,36 +445,85 @@ impl Lane {
                                     .map(|(item, reason)| item.dead(batch, reason)),
                             );
                             if !retry.is_empty() {
-                                self.failed(
-                                    "partial",
-                                    &format!(
-                                        "{} of {n} records failed and will be retried",
-                                        retry.len()
-                                    ),
+                                let why = format!(
+                                    "{} of {n} records failed and will be retried",
+                                    retry.len()
+                                );
+                                self.retry_or_give_up(
+                                    "partial", &why, retry, &mut stack, batch, dead,
                                 )
                                 .await;
-                                stack.push(retry);
                             }
                         }
                         Err((group, why)) => {
-                            self.failed("malformed", &why).await;
-                            stack.push(group);
+                            self.retry_or_give_up(
+                                "malformed",
+                                &why,
+                                group,
+                                &mut stack,
+                                batch,
+                                dead,
+                            )
+                            .await;
                         }
                     }
                 }
                 Ok(Err(WriteError::Fatal(msg))) => {
-                    tracing::error!(pump = %pump, "sink reports a fatal error, batches stay claimed until it is fixed: {msg}");
-                    self.back_off("fatal", &msg, PumpState::Fatal { error: msg.clone() })
-                        .await;
-                    stack.push(group);
+                    tracing::error!(pump = %pump, "sink reports a fatal error; its batches wait until it is fixed: {msg}");
+                    let state = PumpState::Fatal { error: msg.clone() };
+                    if self.back_off("fatal", &msg, state).await {
+                        stack.push(group);
+                    } else {
+                        self.give_up(batch, group, dead, &msg);
+                    }
                 }
                 Err(e) => {
                     self.sink = None;
-                    self.failed(e.kind(), &e.to_string()).await;
-                    stack.push(group);
+                    self.retry_or_give_up(e.kind(), &e.to_string(), group, &mut stack, batch, dead)
+                        .await;
                 }
             }
         }
+    }
+
+    /// After a failed attempt: back off, then either queue `group` again or,
+    /// past `retry.max_attempts`, dead-letter it.
+    async fn retry_or_give_up(
+        &mut self,
+        kind: &'static str,
+        error: &str,
+        group: Vec<Item>,
+        stack: &mut Vec<Vec<Item>>,
+        batch: &Batch,
+        dead: &mut Vec<DeadRecord>,
+    ) {
+        if self.failed(kind, error).await {
+            stack.push(group);
+        } else {
+            self.give_up(batch, group, dead, error);
+        }
+    }
+
+    /// Dead-letters records whose attempts ran out.
+    fn give_up(
+        &mut self,
+        batch: &Batch,
+        items: Vec<Item>,
+        dead: &mut Vec<DeadRecord>,
+        error: &str,
+    ) {
+        let attempts = self.retry.failures;
+        tracing::error!(
+            pump = &*self.spec.name,
+            records = items.len(),
+            attempts,
+            "giving up on records after retry.max_attempts; dead-lettering them: {error}"
+        );
+        metrics::counter!(telemetry::PUMP_RECORDS_GAVE_UP, "pump" => self.spec.name.to_string())
+            .increment(items.len() as u64);
+        let reason = format!("gave up after {attempts} attempts: {error}");
+        dead.extend(items.into_iter().map(|i| i.dead(batch, reason.clone())));
+        self.retry.reset();
     }
 
     /// Builds the WIT batch of `items` in `encoding`; items that cannot be
@@ -407,22 +604,32 @@ impl Lane {
     }
 
     /// Counts and reports a failed attempt, then waits out the backoff.
-    async fn failed(&mut self, kind: &'static str, error: &str) {
+    /// False when `retry.max_attempts` is used up: the caller gives up.
+    async fn failed(&mut self, kind: &'static str, error: &str) -> bool {
         let state = PumpState::Retrying {
             kind: kind.to_string(),
             error: error.to_string(),
         };
-        self.back_off(kind, error, state).await;
+        self.back_off(kind, error, state).await
     }
 
-    /// Counts an error, shows `state` on `/readyz`, and sleeps the policy's
-    /// next delay.
-    async fn back_off(&mut self, kind: &'static str, error: &str, state: PumpState) {
+    /// Counts an error and shows `state` on `/readyz`; then, unless the
+    /// attempts are used up (false), sleeps the policy's next delay.
+    async fn back_off(&mut self, kind: &'static str, error: &str, state: PumpState) -> bool {
         self.count_error(kind);
-        let delay = self.retry.next_delay();
-        tracing::warn!(pump = &*self.spec.name, kind, attempt = self.retry.failures, retry_in = ?delay, "{error}");
         self.spec.status.set(state);
+        let delay = self.retry.next_delay();
+        if self
+            .spec
+            .retry
+            .max_attempts
+            .is_some_and(|max| self.retry.failures >= u64::from(max))
+        {
+            return false;
+        }
+        tracing::warn!(pump = &*self.spec.name, kind, attempt = self.retry.failures, retry_in = ?delay, "{error}");
         tokio::time::sleep(delay).await;
+        true
     }
 
     fn recovered(&mut self) {
@@ -436,6 +643,123 @@ impl Lane {
         self.retry.reset();
         self.spec.status.set(PumpState::Ok);
     }
+}
+
+/// Removes a delivered batch, retrying: leaving it would re-deliver it.
+async fn remove_spooled(pump: &str, spool: &Arc<Spool>, seq: u64) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.remove(seq)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::error!(
+                    pump,
+                    "cannot remove a delivered batch from the spool, retrying in {delay:?}: {e}"
+                )
+            }
+            Err(e) => tracing::error!(pump, "spool task failed: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Spools batches as they arrive (several per commit when they queue up)
+/// and releases this lane's share of each once it is durable.
+async fn spool_writer(
+    pump: Arc<str>,
+    spool: Arc<Spool>,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
+    done: mpsc::UnboundedSender<Arc<Batch>>,
+    wake: Arc<Notify>,
+    room: Arc<Notify>,
+    closed: CancellationToken,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while batches.len() < SPOOL_COMMIT_BATCHES {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let bytes: u64 = batches
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .map(|r| r.len() as u64 + 4)
+            .sum();
+        let mut warned = false;
+        while !spool.has_room(bytes) {
+            match spool.when_full() {
+                WhenFull::Block => {
+                    if !warned {
+                        tracing::warn!(pump = &*pump, "spool full (when_full = \"block\"): waiting for the pump to catch up; Redis buffers meanwhile");
+                        warned = true;
+                    }
+                    room.notified().await;
+                }
+                WhenFull::DropOldest => {
+                    let s = spool.clone();
+                    match tokio::task::spawn_blocking(move || s.make_room(bytes)).await {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => {
+                            tracing::error!(pump = &*pump, "cannot make room in the spool: {e}")
+                        }
+                        Err(e) => tracing::error!(pump = &*pump, "spool task failed: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let s = spool.clone();
+            let owned = batches.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let refs: Vec<(&str, i64, &[Vec<u8>])> = owned
+                    .iter()
+                    .map(|b| (&*b.key, b.claimed_at_ms, b.records.as_slice()))
+                    .collect();
+                s.append(&refs)
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => break,
+                // The batches stay claimed in Redis until spooled.
+                Ok(Err(e)) => tracing::error!(
+                    pump = &*pump,
+                    "cannot write to the spool, retrying in {delay:?}: {e}"
+                ),
+                Err(e) => tracing::error!(pump = &*pump, "spool task failed: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        wake.notify_one();
+        for b in batches {
+            if b.finish_lane() {
+                let _ = done.send(b);
+            }
+        }
+    }
+    closed.cancel();
+}
+
+/// Where to cut a group whose payload exceeds `max` bytes: after the longest
+/// prefix that fits (at least one record). `None` when it all fits.
+fn split_point(events: &[wit::Event], max: usize) -> Option<usize> {
+    if events.len() < 2 {
+        return None;
+    }
+    let mut total = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        total += e.len as usize;
+        if total > max {
+            return Some(i.max(1));
+        }
+    }
+    None
 }
 
 /// Halves a rejected group, or dead-letters it when it is a single record.
@@ -592,6 +916,22 @@ mod tests {
                 owned: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn groups_over_max_batch_bytes_are_cut_after_what_fits() {
+        let ev = |len| wit::Event {
+            id: 0,
+            timestamp: 0,
+            offset: 0,
+            len,
+        };
+        let events: Vec<_> = [400, 400, 400].into_iter().map(ev).collect();
+        assert_eq!(split_point(&events, 1000), Some(2));
+        assert_eq!(split_point(&events, 1200), None);
+        // A first record bigger than the limit still goes alone.
+        assert_eq!(split_point(&events, 100), Some(1));
+        assert_eq!(split_point(&events[..1], 100), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod deadletter;
 pub mod filters;
 pub mod lane;
+pub mod ratelimit;
 pub mod retry;
 pub mod status;
 
@@ -28,7 +29,7 @@ use crate::record::Schema;
 use crate::source::redis::{RawBatch, RedisSource};
 use crate::telemetry;
 use batch::Batch;
-use deadletter::{DeadLetters, DeadRecord};
+use deadletter::DeadLetters;
 use lane::Lane;
 use status::Status;
 
@@ -62,7 +63,12 @@ fn now_ms() -> i64 {
 
 fn spawn_decode(schema: Schema, raw: RawBatch) -> Decoded {
     tokio::task::spawn_blocking(move || {
-        Batch::decode(raw.key, raw.claim, schema, raw.items, now_ms())
+        let rejected = raw
+            .rejected
+            .into_iter()
+            .map(|(bytes, reason)| batch::Undecodable { bytes, reason })
+            .collect();
+        Batch::decode(raw.key, raw.claim, schema, raw.items, rejected, now_ms())
     })
 }
 
@@ -251,14 +257,7 @@ async fn dispatch(
         };
         if !bad.is_empty() {
             metrics::counter!(telemetry::RECORDS_UNDECODABLE).increment(bad.len() as u64);
-            let dead = bad
-                .into_iter()
-                .map(|u| DeadRecord {
-                    bytes: u.bytes,
-                    encoding: crate::runtime::bindings::Encoding::Msgpack,
-                    reason: format!("undecodable: {}", u.error),
-                })
-                .collect();
+            let dead = bad.into_iter().map(batch::Undecodable::into_dead).collect();
             dead_letters.write(&batch.key, None, dead).await;
         }
         let batch = Arc::new(batch);

@@ -57,6 +57,7 @@ mod tests {
         let mut p = RetryPolicy::new(&RetryConfig {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),
+            max_attempts: None,
         });
         let delays: Vec<_> = (0..8).map(|_| p.next_delay()).collect();
         assert!(

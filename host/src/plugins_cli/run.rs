@@ -178,7 +178,14 @@ pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
             first,
             first + chunk.len() - 1
         );
-        let (batch, bad) = Batch::decode(key.clone(), None, t.schema, chunk.to_vec(), now_ms());
+        let (batch, bad) = Batch::decode(
+            key.clone(),
+            None,
+            t.schema,
+            chunk.to_vec(),
+            Vec::new(),
+            now_ms(),
+        );
         if let Some(first) = bad.first() {
             // The host would dead-letter them; here they mean the samples
             // do not match --format, so the run fails.
@@ -187,7 +194,7 @@ pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
                 bad.len(),
                 chunk.len(),
                 schema_name(t.schema),
-                first.error
+                first.reason.trim_start_matches("undecodable: ")
             ));
             out.failed = true;
         }

@@ -28,6 +28,19 @@ pub const SOURCE_BACKLOG: &str = "pumphouse_source_backlog";
 pub const BATCHES_RECLAIMED: &str = "pumphouse_batches_reclaimed_total";
 /// Redis commands that failed, by `op`.
 pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
+/// Milliseconds a pump waited for its rate limit.
+pub const PUMP_THROTTLED_MS: &str = "pumphouse_pump_throttled_milliseconds_total";
+/// Records a pump gave up on after `retry.max_attempts` (dead-lettered).
+pub const PUMP_RECORDS_GAVE_UP: &str = "pumphouse_pump_records_gave_up_total";
+/// Records and bytes waiting in a disk-buffered pump's spool.
+pub const SPOOL_RECORDS: &str = "pumphouse_spool_records";
+pub const SPOOL_BYTES: &str = "pumphouse_spool_bytes";
+/// Records discarded by `when_full = "drop_oldest"`.
+pub const SPOOL_DROPPED_RECORDS: &str = "pumphouse_spool_dropped_records_total";
+/// Spool entries that failed their checksum or could not be read, skipped.
+pub const SPOOL_CORRUPT: &str = "pumphouse_spool_corrupt_total";
+/// Stream entries dead-lettered after `max_deliveries`.
+pub const STREAM_POISON: &str = "pumphouse_stream_poison_total";
 /// Capability uses a plugin's sandbox refused, by `pump` and `capability`
 /// (`http`, `socket`).
 pub const SANDBOX_DENIALS: &str = "pumphouse_sandbox_denials_total";

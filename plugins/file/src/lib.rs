@@ -2,7 +2,7 @@
 //! JSON line. See README.md.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use pumphouse_sdk::{Batch, Config, Encoding, Error, PluginInfo, Sink, WriteError};
 use serde::Deserialize;
@@ -36,11 +36,14 @@ impl Sink for FileSink {
 
     fn init(config: Config) -> Result<Self, Error> {
         let FileConfig { path, fsync } = config.parse()?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| Error::fatal(format!("cannot open {path} for appending: {e}")))?;
+        end_torn_line(&mut file)
+            .map_err(|e| Error::fatal(format!("cannot check the end of {path}: {e}")))?;
         pumphouse_sdk::debug!("appending to {path} (fsync: {fsync})");
         Ok(FileSink {
             path,
@@ -71,6 +74,24 @@ impl Sink for FileSink {
         }
         Ok(())
     }
+}
+
+/// A process killed mid-append can leave a partial last line. Ending it
+/// keeps the next record on a line of its own (the torn record itself is
+/// re-delivered, as its batch was never acknowledged).
+fn end_torn_line(file: &mut File) -> std::io::Result<()> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        pumphouse_sdk::warn!("the file ended in a partial line (an interrupted write); ending it");
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 pumphouse_sdk::export_sink!(FileSink);
@@ -104,6 +125,19 @@ mod tests {
             "{\"Username\":\"alice\",\"TimeStamp\":\"2026-11-21T05:47:41Z\"}\n\
              { \"spaced\" :  true }\n\
              {\"n\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"whole\":1}\n{\"tor").unwrap();
+        let mut sink = FileSink::init(config(&path, false)).unwrap();
+        sink.write(&testing::json_batch(&[json!(2)])).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"whole\":1}\n{\"tor\n2\n"
         );
     }
 

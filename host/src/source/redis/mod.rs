@@ -1,13 +1,18 @@
-//! The Redis list source: leased claims (at-least-once) or destructive
-//! pops (at-most-once), acks, lease renewal and takeover, dead letters.
+//! The Redis source: lists with leased claims (at-least-once) or
+//! destructive pops (at-most-once), or streams read through a consumer
+//! group; acks, lease renewal and takeover, dead letters.
 //!
 //! Key layout for a source list `K` (hash-tagged so a source's keys share
 //! one Cluster slot):
 //! - `{K}:pumphouse:leases`: sorted set of claimed batch keys, scored by
 //!   lease deadline (ms, Redis clock);
 //! - `{K}:pumphouse:batch:<instance>:<n>`: one list per claimed batch.
+//!
+//! A stream source keeps no keys of its own: the consumer group's pending
+//! entries list is the lease table ([`stream`]).
 
 mod scripts;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +22,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
-use crate::config::{Delivery, SourceConfig};
+use crate::config::{Delivery, SourceConfig, SourceKind};
 use crate::telemetry;
 
 /// A Redis operation failed.
@@ -36,16 +41,70 @@ pub enum SourceError {
     },
 }
 
-/// Records taken from one source list in one claim.
+/// What acknowledges a claimed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// List source: the batch list holding the records.
+    List(String),
+    /// Stream source: the entry ids read, tracked under `token`.
+    Stream { token: String, ids: Vec<String> },
+}
+
+impl Claim {
+    /// The key this claim is tracked under for lease renewal.
+    fn token(&self) -> &str {
+        match self {
+            Claim::List(k) => k,
+            Claim::Stream { token, .. } => token,
+        }
+    }
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::List(k) => f.write_str(k),
+            Claim::Stream { token, ids } => {
+                write!(f, "stream claim {token} ({} entries)", ids.len())
+            }
+        }
+    }
+}
+
+/// Records taken from one source key in one claim.
 #[derive(Debug)]
 pub struct RawBatch {
-    /// The source list.
+    /// The source key.
     pub key: Arc<str>,
-    /// The batch list holding the claim; `None` for at-most-once pops.
-    pub claim: Option<String>,
+    /// What acknowledges it; `None` for at-most-once pops.
+    pub claim: Option<Claim>,
     pub items: Vec<Vec<u8>>,
+    /// Records the source refuses to hand to pumps (a stream entry without
+    /// the record field, a poison entry past `max_deliveries`), with the
+    /// reason; acked with the claim after they are dead-lettered.
+    pub rejected: Vec<(Vec<u8>, String)>,
     /// Taken over from an expired lease rather than claimed fresh.
     pub reclaimed: bool,
+}
+
+/// What a claimed batch's renewal needs.
+#[derive(Debug, Clone)]
+enum Tracked {
+    /// A list batch: its lease set.
+    Lease(String),
+    /// Stream entries: idle time is reset with `XCLAIM … JUSTID`.
+    Stream { key: Arc<str>, ids: Vec<String> },
+}
+
+/// How the source keys are read.
+#[derive(Debug, Clone)]
+enum Mode {
+    List,
+    Stream {
+        group: Arc<str>,
+        field: Arc<str>,
+        max_deliveries: u32,
+    },
 }
 
 /// Handle to the source; cheap to clone.
@@ -58,11 +117,15 @@ pub struct RedisSource {
     lease_ms: u64,
     instance: Arc<str>,
     counter: Arc<AtomicU64>,
-    /// Claimed and not yet acked: batch key → lease set. Renewed in the
-    /// background so slow pumps keep their leases.
-    inflight: Arc<Mutex<HashMap<String, String>>>,
+    /// Claimed and not yet acked, by claim token. Renewed in the background
+    /// so slow pumps keep their leases.
+    inflight: Arc<Mutex<HashMap<String, Tracked>>>,
     dead_letter_key: Arc<str>,
+    mode: Mode,
 }
+
+/// The field holding the JSON document in a dead-letter stream entry.
+pub const DEAD_LETTER_FIELD: &str = "entry";
 
 /// The hash tag Redis Cluster would use for `key`: the text inside its first
 /// `{…}` if it has a non-empty one, else the whole key.
@@ -130,7 +193,15 @@ impl RedisSource {
             }
         };
         let instance = format!("{:016x}", rand::random::<u64>());
-        Ok(RedisSource {
+        let mode = match cfg.kind {
+            SourceKind::List => Mode::List,
+            SourceKind::Stream => Mode::Stream {
+                group: cfg.group.as_str().into(),
+                field: cfg.stream_field.as_str().into(),
+                max_deliveries: cfg.max_deliveries,
+            },
+        };
+        let source = RedisSource {
             conn,
             keys: cfg.keys().into_iter().map(Arc::from).collect(),
             delivery: cfg.delivery,
@@ -140,7 +211,19 @@ impl RedisSource {
             counter: Arc::new(AtomicU64::new(0)),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             dead_letter_key: cfg.dead_letter_key().into(),
-        })
+            mode,
+        };
+        if let Mode::Stream { .. } = source.mode {
+            for key in source.keys.iter() {
+                source.ensure_group(key).await?;
+            }
+        }
+        Ok(source)
+    }
+
+    /// This instance's name (its stream consumer name).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The source lists.
@@ -150,6 +233,9 @@ impl RedisSource {
 
     /// Takes the next batch from `key`, or `None` when it is empty.
     pub async fn claim(&self, key: &Arc<str>) -> Result<Option<RawBatch>, SourceError> {
+        if let Mode::Stream { .. } = self.mode {
+            return self.stream_claim(key).await;
+        }
         let mut conn = self.conn.clone();
         let (items, claim) = match self.delivery {
             Delivery::AtMostOnce => {
@@ -170,7 +256,7 @@ impl RedisSource {
                 );
                 let leases = lease_key(key);
                 // Registered before the claim so a renewal can never miss it.
-                self.track(&batch_key, &leases);
+                self.track(&batch_key, Tracked::Lease(leases.clone()));
                 let items: Result<Vec<Vec<u8>>, _> = scripts::CLAIM
                     .key(&**key)
                     .key(&leases)
@@ -180,7 +266,7 @@ impl RedisSource {
                     .invoke_async(&mut conn)
                     .await;
                 match items {
-                    Ok(items) if !items.is_empty() => (items, Some(batch_key)),
+                    Ok(items) if !items.is_empty() => (items, Some(Claim::List(batch_key))),
                     Ok(items) => {
                         self.untrack(&batch_key);
                         (items, None)
@@ -202,6 +288,7 @@ impl RedisSource {
             key: key.clone(),
             claim,
             items,
+            rejected: Vec::new(),
             reclaimed: false,
         }))
     }
@@ -216,6 +303,9 @@ impl RedisSource {
         if self.delivery == Delivery::AtMostOnce {
             return Ok(Vec::new());
         }
+        if let Mode::Stream { .. } = self.mode {
+            return self.stream_take_expired(key, max).await;
+        }
         let mut conn = self.conn.clone();
         let leases = lease_key(key);
         let expired: Vec<String> = scripts::TAKE_EXPIRED
@@ -227,7 +317,7 @@ impl RedisSource {
             .map_err(redis_err("take-expired", key))?;
         let mut out = Vec::with_capacity(expired.len());
         for batch_key in expired {
-            self.track(&batch_key, &leases);
+            self.track(&batch_key, Tracked::Lease(leases.clone()));
             let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
                 .arg(&batch_key)
                 .arg(0)
@@ -235,9 +325,10 @@ impl RedisSource {
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err("LRANGE", &batch_key))?;
+            let claim = Claim::List(batch_key.clone());
             if items.is_empty() {
                 // Nothing left to deliver: drop the stale lease.
-                self.ack(key, &batch_key).await?;
+                self.ack(key, &claim).await?;
                 continue;
             }
             tracing::warn!(key = &**key, batch = %batch_key, records = items.len(), "took over a batch whose lease expired");
@@ -245,8 +336,9 @@ impl RedisSource {
             metrics::counter!(telemetry::RECORDS_CLAIMED).increment(items.len() as u64);
             out.push(RawBatch {
                 key: key.clone(),
-                claim: Some(batch_key),
+                claim: Some(claim),
                 items,
+                rejected: Vec::new(),
                 reclaimed: true,
             });
         }
@@ -254,22 +346,27 @@ impl RedisSource {
     }
 
     /// Acknowledges a claimed batch. Idempotent.
-    pub async fn ack(&self, key: &str, batch_key: &str) -> Result<(), SourceError> {
+    pub async fn ack(&self, key: &str, claim: &Claim) -> Result<(), SourceError> {
         let mut conn = self.conn.clone();
-        let _: i64 = scripts::ACK
-            .key(lease_key(key))
-            .key(batch_key)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_err("ack", batch_key))?;
-        self.untrack(batch_key);
+        match claim {
+            Claim::List(batch_key) => {
+                let _: i64 = scripts::ACK
+                    .key(lease_key(key))
+                    .key(batch_key)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_err("ack", batch_key))?;
+            }
+            Claim::Stream { ids, .. } => self.stream_ack(key, ids).await?,
+        }
+        self.untrack(claim.token());
         Ok(())
     }
 
     /// Forgets a claimed batch without acking it (shutdown gave up on it):
     /// its lease is no longer renewed, so it is re-delivered after expiry.
-    pub fn release(&self, batch_key: &str) {
-        self.untrack(batch_key);
+    pub fn release(&self, claim: &Claim) {
+        self.untrack(claim.token());
     }
 
     /// Forgets every held batch (shutdown gave up); returns how many.
@@ -280,11 +377,11 @@ impl RedisSource {
         n
     }
 
-    fn track(&self, batch_key: &str, leases: &str) {
+    fn track(&self, token: &str, what: Tracked) {
         self.inflight
             .lock()
             .expect("inflight lock")
-            .insert(batch_key.to_string(), leases.to_string());
+            .insert(token.to_string(), what);
     }
 
     fn untrack(&self, batch_key: &str) {
@@ -297,8 +394,18 @@ impl RedisSource {
     /// Extends the leases of every batch this instance holds.
     pub async fn renew_leases(&self) -> Result<(), SourceError> {
         let mut by_set: HashMap<String, Vec<String>> = HashMap::new();
-        for (batch, set) in self.inflight.lock().expect("inflight lock").iter() {
-            by_set.entry(set.clone()).or_default().push(batch.clone());
+        let mut entries: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        for (token, what) in self.inflight.lock().expect("inflight lock").iter() {
+            match what {
+                Tracked::Lease(set) => by_set.entry(set.clone()).or_default().push(token.clone()),
+                Tracked::Stream { key, ids } => entries
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(ids.iter().cloned()),
+            }
+        }
+        for (key, ids) in entries {
+            self.stream_renew(&key, &ids).await?;
         }
         let mut conn = self.conn.clone();
         for (set, batches) in by_set {
@@ -317,8 +424,11 @@ impl RedisSource {
         Ok(())
     }
 
-    /// Records waiting in each source list.
+    /// Records waiting in each source key.
     pub async fn backlog(&self) -> Result<Vec<(Arc<str>, u64)>, SourceError> {
+        if let Mode::Stream { .. } = self.mode {
+            return self.stream_backlog().await;
+        }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for k in self.keys.iter() {
@@ -340,12 +450,29 @@ impl RedisSource {
         )
     }
 
-    /// Appends entries (JSON documents) to the dead-letter list.
+    /// Appends entries (JSON documents) to the dead-letter key: a list for
+    /// list sources, a stream (field `entry`) for stream sources.
     pub async fn dead_letter(&self, entries: &[Vec<u8>]) -> Result<(), SourceError> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn.clone();
+        if let Mode::Stream { .. } = self.mode {
+            let mut pipe = redis::pipe();
+            for e in entries {
+                pipe.cmd("XADD")
+                    .arg(&*self.dead_letter_key)
+                    .arg("*")
+                    .arg(DEAD_LETTER_FIELD)
+                    .arg(e.as_slice())
+                    .ignore();
+            }
+            let () = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("XADD", &self.dead_letter_key))?;
+            return Ok(());
+        }
         let mut cmd = redis::cmd("RPUSH");
         cmd.arg(&*self.dead_letter_key);
         for e in entries {
