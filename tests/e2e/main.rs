@@ -6,4 +6,5 @@ mod delivery;
 mod faults;
 mod harness;
 mod reliability;
+mod reload;
 mod reporter;
