@@ -227,11 +227,12 @@ fn main() -> ExitCode {
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
-            let config = Config::load(&config)?;
+            let path = config;
+            let config = Config::load(&path)?;
             let metrics = pumphouse::telemetry::init_metrics();
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone())?;
-            let started = pumphouse::daemon::start(config, metrics, shutdown).await?;
+            let started = pumphouse::daemon::start(config, Some(path), metrics, shutdown).await?;
             let report = started.done.await?;
             tracing::info!(drained = report.drained, "stopped");
             Ok(ExitCode::SUCCESS)

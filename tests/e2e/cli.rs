@@ -179,6 +179,8 @@ fn the_example_config_parses_and_documents_every_field() {
     for field in [
         "plugins_dir",
         "spool_dir",
+        "watch",
+        "debounce",
         "type",
         "group",
         "stream_field",

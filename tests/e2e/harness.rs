@@ -275,6 +275,12 @@ pub fn wait_lines(path: &Path, n: usize, within: Duration) -> Vec<serde_json::Va
 
 /// A file pump writing to `<host dir>/out/<file>` as `/out/<file>`.
 pub fn file_pump(name: &str, file: &str, extra: &str) -> String {
+    sink_pump(&plugin("file"), name, file, extra, "")
+}
+
+/// A pump of the sink at `plugin` whose config has `path = "/out/<file>"`
+/// plus `config` lines, with `<host dir>/out` mounted as `/out`.
+pub fn sink_pump(plugin: &str, name: &str, file: &str, extra: &str, config: &str) -> String {
     format!(
         r#"
 [[pumps]]
@@ -283,10 +289,10 @@ plugin = "{plugin}"
 {extra}
 [pumps.config]
 path = "/out/{file}"
+{config}
 [pumps.sandbox]
 dirs = [{{ host = "out", guest = "/out" }}]
-"#,
-        plugin = plugin("file")
+"#
     )
 }
 

@@ -7,5 +7,6 @@ mod faults;
 mod harness;
 mod plugins_cli;
 mod reliability;
+mod reload;
 mod reporter;
 mod sandbox;

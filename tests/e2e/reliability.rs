@@ -58,20 +58,7 @@ type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
 /// A pump of the `faulty` fixture writing to `/out/<file>`.
 fn faulty_pump(name: &str, file: &str, extra: &str, config: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "{name}"
-plugin = "{plugin}"
-{extra}
-[pumps.config]
-path = "/out/{file}"
-{config}
-[pumps.sandbox]
-dirs = [{{ host = "out", guest = "/out" }}]
-"#,
-        plugin = fixture("faulty")
-    )
+    sink_pump(&fixture("faulty"), name, file, extra, config)
 }
 
 fn dead_letters(conn: &mut redis::Connection) -> Vec<pumphouse::pipeline::deadletter::Entry> {

@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// How long shutdown waits for in-flight batches.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Quiet time after a file change before a reload.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Per-call time limit for a plugin.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Linear memory a plugin instance may grow to.
@@ -71,7 +73,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory the `plugin` names of pumps are resolved in. Relative paths
@@ -91,6 +93,9 @@ pub struct Config {
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Hot reload of pumps.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// The pumps; every pump receives every record.
     #[serde(default)]
     pub pumps: Vec<PumpConfig>,
@@ -137,7 +142,7 @@ pub enum Delivery {
 }
 
 /// `[source]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// `list` (default) or `stream`.
@@ -237,7 +242,7 @@ impl SourceConfig {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `host:port` for `/healthz`, `/readyz` and `/metrics`; `port 0` picks
@@ -259,7 +264,7 @@ fn default_listen() -> String {
 }
 
 /// `[shutdown]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long SIGTERM/SIGINT waits for in-flight batches; what is not
@@ -280,8 +285,37 @@ fn default_drain_timeout() -> Duration {
     DEFAULT_DRAIN_TIMEOUT
 }
 
+/// `[reload]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the config file or a `.wasm` in `plugins_dir` changes
+    /// (SIGHUP and `POST /admin/reload` always work).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last file change before reloading.
+    #[serde(default = "default_debounce", with = "humantime_serde")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_debounce() -> Duration {
+    DEFAULT_DEBOUNCE
+}
+
 /// `[[pumps]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PumpConfig {
     /// Unique name; used in logs, metrics and dead-letter entries.
@@ -374,7 +408,7 @@ pub enum WhenFull {
 }
 
 /// `[pumps.rate_limit]`: unset limits do not apply.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Records delivered per second (bursts up to one second's worth).
@@ -390,7 +424,7 @@ fn empty_table() -> toml::Table {
 }
 
 /// One entry of `filters_chain`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterPluginConfig {
     /// Filter plugin file name in `plugins_dir` (or a path).
@@ -402,7 +436,7 @@ pub struct FilterPluginConfig {
 
 /// `[pumps.filters]`: allow and skip lists. An empty allow list allows
 /// everything; a record must pass every list that is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostFilters {
     /// iam: keep only these usernames.
@@ -450,7 +484,7 @@ impl HostFilters {
 }
 
 /// `[pumps.retry]`: capped exponential backoff with jitter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// First delay.
@@ -491,7 +525,7 @@ pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 100;
 pub const DEFAULT_LOG_BURST: u32 = 500;
 
 /// `[pumps.sandbox]`: deny by default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Linear memory limit per plugin instance, e.g. `"64MiB"`.
@@ -599,7 +633,7 @@ impl SandboxConfig {
 }
 
 /// One preopened directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirConfig {
     /// Directory on the host; created if missing. Relative paths are

@@ -1,25 +1,31 @@
-//! Wiring: config → plugins → Redis → lanes → pipeline, plus `check`.
+//! Wiring: config → plugins → Redis → lanes → pipeline, plus `check` and
+//! hot reload ([`reload`]).
+
+pub mod reload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BufferKind, Config, ConfigError, Format, PumpConfig};
+use crate::config::{Config, ConfigError, Format, PumpConfig};
 use crate::pipeline::deadletter::DeadLetters;
 use crate::pipeline::filters::HostFilter;
-use crate::pipeline::lane::{self, Lane, LaneSpec};
+use crate::pipeline::lane::{self, LaneSpec};
+use crate::pipeline::lanes::LaneSet;
 use crate::pipeline::ratelimit::RateLimits;
 use crate::pipeline::status::{PumpStatus, Status};
+
 use crate::pipeline::{self, RunReport, Settings};
 use crate::record::Schema;
 use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
 use crate::source::redis::{redacted, RedisSource, SourceError};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::SpoolError;
+use reload::Reloader;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,37 +79,64 @@ pub struct LoadedPump {
     pub filters: Vec<Arc<Plugin>>,
 }
 
-/// Compiles every plugin the config names (each file once) and checks that
-/// sinks are sinks and filters are filters.
-pub async fn load_pumps(config: &Config, runtime: &Runtime) -> Result<Vec<LoadedPump>, StartError> {
-    let mut cache: HashMap<PathBuf, Arc<Plugin>> = HashMap::new();
+/// Compiled plugins by path, kept across reloads: a file whose bytes did
+/// not change is not compiled again.
+#[derive(Default)]
+pub struct PluginCache {
+    plugins: HashMap<PathBuf, Arc<Plugin>>,
+}
+
+impl PluginCache {
+    async fn get(&mut self, runtime: &Runtime, path: &Path) -> Result<Arc<Plugin>, StartError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let sha = hex_sha256(&bytes);
+        if let Some(p) = self.plugins.get(path).filter(|p| p.sha256 == sha) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(runtime.load(path).await?);
+        tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, kind = %p.kind, sha256 = %p.sha256, "plugin loaded");
+        self.plugins.insert(path.to_path_buf(), p.clone());
+        Ok(p)
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Compiles every plugin the config names (unchanged files come from
+/// `cache`) and checks that sinks are sinks and filters are filters.
+pub async fn load_pumps(
+    config: &Config,
+    runtime: &Runtime,
+    cache: &mut PluginCache,
+) -> Result<Vec<LoadedPump>, StartError> {
     let mut pumps = Vec::new();
     for pump in &config.pumps {
-        let mut get = async |name: &str,
-                             want: Kind,
-                             role: &'static str|
-               -> Result<Arc<Plugin>, StartError> {
-            let path = config.plugin_path(name);
-            let plugin = match cache.get(&path) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Arc::new(runtime.load(&path).await?);
-                    tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, kind = %p.kind, "plugin loaded");
-                    cache.insert(path.clone(), p.clone());
-                    p
+        let mut get =
+            async |name: &str, want: Kind, role: &'static str| -> Result<Arc<Plugin>, StartError> {
+                let path = config.plugin_path(name);
+                let plugin = cache.get(runtime, &path).await?;
+                if plugin.kind != want {
+                    return Err(StartError::WrongKind {
+                        pump: pump.name.clone(),
+                        path,
+                        found: plugin.kind,
+                        want,
+                        role,
+                    });
                 }
+                Ok(plugin)
             };
-            if plugin.kind != want {
-                return Err(StartError::WrongKind {
-                    pump: pump.name.clone(),
-                    path,
-                    found: plugin.kind,
-                    want,
-                    role,
-                });
-            }
-            Ok(plugin)
-        };
         let sink = get(&pump.plugin, Kind::Sink, "`plugin`").await?;
         let mut filters = Vec::new();
         for f in &pump.filters_chain {
@@ -139,7 +172,7 @@ fn json_config(table: &toml::Table) -> String {
 }
 
 /// The lane settings of a loaded pump.
-fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
+pub(crate) fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
     Ok(LaneSpec {
         name: Arc::from(p.config.name.as_str()),
         sink: p.sink.clone(),
@@ -161,39 +194,6 @@ fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
     })
 }
 
-/// Builds lane specs, opens the spools of disk-buffered pumps and starts
-/// (instantiates and inits) every plugin.
-async fn start_lanes(
-    config: &Config,
-    pumps: Vec<LoadedPump>,
-    dead_letters: &DeadLetters,
-) -> Result<(Vec<Lane>, Vec<Arc<PumpStatus>>), StartError> {
-    let mut lanes = Vec::new();
-    let mut statuses = Vec::new();
-    for p in &pumps {
-        let spec = lane_spec(p)?;
-        statuses.push(spec.status.clone());
-        let mut lane = Lane::start(spec, dead_letters.clone())
-            .await
-            .map_err(StartError::Init)?;
-        if p.config.buffer == BufferKind::Disk {
-            let (dir, name) = (config.spool_dir.clone(), p.config.name.clone());
-            let (max, when_full) = (p.config.max_spool_bytes.as_u64(), p.config.when_full);
-            let spool =
-                tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
-                    .await
-                    .map_err(|e| StartError::Init(format!("spool task failed: {e}")))?
-                    .map_err(|source| StartError::Spool {
-                        pump: p.config.name.clone(),
-                        source: Box::new(source),
-                    })?;
-            lane = lane.with_spool(Arc::new(spool), schema_of(config.source.format));
-        }
-        lanes.push(lane);
-    }
-    Ok((lanes, statuses))
-}
-
 /// Outcome of `check`.
 pub struct CheckReport {
     pub lines: Vec<String>,
@@ -205,7 +205,7 @@ pub struct CheckReport {
 /// but does not fail the check: the daemon waits for Redis at start.
 pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
     let runtime = Runtime::new(true)?;
-    let pumps = load_pumps(config, &runtime).await?;
+    let pumps = load_pumps(config, &runtime, &mut PluginCache::default()).await?;
     let mut lines = Vec::new();
     for p in &pumps {
         lane::start_instances(&lane_spec(p)?)
@@ -248,43 +248,59 @@ pub struct Started {
 }
 
 /// Starts the daemon: loads plugins, binds HTTP, connects Redis (waiting for
-/// it), starts lanes and runs the pipeline until `shutdown`.
+/// it), starts lanes and runs the pipeline until `shutdown`. With
+/// `config_path`, the config file and the plugins directory are watched
+/// and pumps reload on change, on SIGHUP and on `POST /admin/reload`.
 pub async fn start(
     config: Config,
+    config_path: Option<PathBuf>,
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<Started, StartError> {
     let runtime = Runtime::new(true)?;
-    let pumps = load_pumps(&config, &runtime).await?;
-    let max_in_flight = pumps
-        .iter()
-        .map(|p| p.config.max_in_flight_batches)
-        .collect();
+    let mut cache = PluginCache::default();
+    // Compile before anything else: a broken plugin fails the start fast.
+    load_pumps(&config, &runtime, &mut cache).await?;
     let status = Arc::new(Status::default());
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let admin = config_path.as_ref().map(|_| reload_tx.clone());
     let (http, _server) = crate::server::serve(
         &config.server.listen,
         status.clone(),
         metrics.clone(),
+        admin,
         shutdown.clone(),
     )
     .await
     .map_err(StartError::Listen)?;
-    tracing::info!(%http, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%http, "serving /healthz, /readyz, /metrics and /admin");
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
     let source = tokio::select! {
         s = RedisSource::connect(&config.source, Duration::MAX) => s?,
         _ = shutdown.cancelled() => return Err(StartError::Init("shut down while waiting for redis".into())),
     };
-    let dead_letters = DeadLetters::new(source.clone());
-    let (lanes, statuses) = start_lanes(&config, pumps, &dead_letters).await?;
-    status.set_pumps(statuses);
+    let schema = schema_of(config.source.format);
+    let (lanes, finished) = LaneSet::new(schema);
+    let mut reloader = Reloader::new(
+        runtime,
+        cache,
+        lanes.clone(),
+        status.clone(),
+        DeadLetters::new(source.clone()),
+        config.clone(),
+    );
+    reloader.apply(config.clone(), true).await?;
     let settings = Settings {
-        schema: schema_of(config.source.format),
+        schema,
         poll_interval: config.source.poll_interval,
         lease: config.source.lease,
         drain_timeout: config.shutdown.drain_timeout,
-        max_in_flight,
     };
-    let done = tokio::spawn(pipeline::run(source, lanes, settings, status, shutdown));
+    if let Some(path) = config_path {
+        reload::spawn(reloader, path, reload_rx, shutdown.clone())?;
+    }
+    let done = tokio::spawn(pipeline::run(
+        source, lanes, finished, settings, status, shutdown,
+    ));
     Ok(Started { http, done })
 }

@@ -94,7 +94,8 @@ pub async fn run(
 
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let daemon = crate::daemon::start(config.clone(), metrics.clone(), shutdown.clone()).await?;
+    let daemon =
+        crate::daemon::start(config.clone(), None, metrics.clone(), shutdown.clone()).await?;
     let client = redis::Client::open(redis.url())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     // Done when the list is empty and no claim is outstanding.

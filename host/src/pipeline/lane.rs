@@ -113,6 +113,11 @@ impl Lane {
         })
     }
 
+    /// The pump's name.
+    pub fn name(&self) -> Arc<str> {
+        self.spec.name.clone()
+    }
+
     /// Makes this a disk-buffered lane draining `spool`.
     pub fn with_spool(mut self, spool: Arc<Spool>, schema: Schema) -> Lane {
         self.spool = Some((spool, schema));
@@ -281,6 +286,7 @@ impl Lane {
             self.deliver(batch, items, &mut dead).await;
         }
         if !dead.is_empty() {
+            self.spec.status.add_dead_lettered(dead.len() as u64);
             self.dead_letters.write(&batch.key, Some(&pump), dead).await;
         }
     }
@@ -404,6 +410,7 @@ impl Lane {
             match inst.write(&wb).await {
                 Ok(Ok(())) => {
                     written.increment(group.len() as u64);
+                    self.spec.status.add_written(group.len() as u64);
                     self.recovered();
                 }
                 Ok(Err(WriteError::Retry(msg))) => {
@@ -427,6 +434,7 @@ impl Lane {
                 Ok(Err(WriteError::Partial(failed))) if failed.is_empty() => {
                     // "These records failed: none" is a success.
                     written.increment(group.len() as u64);
+                    self.spec.status.add_written(group.len() as u64);
                     self.recovered();
                 }
                 Ok(Err(WriteError::Partial(failed))) => {
@@ -434,6 +442,7 @@ impl Lane {
                     match split_partial(group, failed) {
                         Ok((ok, retry, rejected)) => {
                             written.increment(ok as u64);
+                            self.spec.status.add_written(ok as u64);
                             if ok > 0 {
                                 // Progress: attempts count afresh for the rest.
                                 self.retry.reset();
@@ -600,6 +609,7 @@ impl Lane {
     }
 
     fn count_error(&self, kind: &'static str) {
+        self.spec.status.add_error();
         metrics::counter!(telemetry::PUMP_ERRORS, "pump" => self.spec.name.to_string(), "kind" => kind).increment(1);
     }
 

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod deadletter;
 pub mod filters;
 pub mod lane;
+pub mod lanes;
 pub mod ratelimit;
 pub mod retry;
 pub mod status;
@@ -30,7 +31,7 @@ use crate::source::redis::{RawBatch, RedisSource};
 use crate::telemetry;
 use batch::Batch;
 use deadletter::DeadLetters;
-use lane::Lane;
+use lanes::{Finished, LaneSet};
 use status::Status;
 
 /// Decoded batches waiting for the dispatcher; small, so claims run only a
@@ -45,7 +46,6 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub lease: Duration,
     pub drain_timeout: Duration,
-    pub max_in_flight: Vec<usize>,
 }
 
 /// Counts of a finished run, for the demo's summary and logs.
@@ -73,15 +73,16 @@ fn spawn_decode(schema: Schema, raw: RawBatch) -> Decoded {
 }
 
 /// Runs until `shutdown` fires and in-flight work drains (or times out).
+/// `lanes` may change while it runs (hot reload).
 pub async fn run(
     source: RedisSource,
-    lanes: Vec<Lane>,
+    lanes: Arc<LaneSet>,
+    finished: Finished,
     settings: Settings,
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) -> RunReport {
     let (decode_tx, decode_rx) = mpsc::channel::<Decoded>(DECODE_QUEUE);
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
     let dead_letters = DeadLetters::new(source.clone());
 
     // Background upkeep runs until the very end: leases must keep being
@@ -113,21 +114,13 @@ pub async fn run(
     )));
     drop(decode_tx);
 
-    let mut lane_txs = Vec::new();
-    let mut lane_tasks = Vec::new();
-    for (lane, cap) in lanes.into_iter().zip(settings.max_in_flight.iter()) {
-        let (tx, rx) = mpsc::channel(*cap);
-        lane_txs.push(tx);
-        lane_tasks.push(tokio::spawn(lane.run(rx, done_tx.clone())));
-    }
     let dispatcher = tokio::spawn(dispatch(
         source.clone(),
         decode_rx,
-        lane_txs,
-        done_tx,
+        lanes.clone(),
         dead_letters,
     ));
-    let acker = tokio::spawn(ack_loop(source.clone(), done_rx));
+    let acker = tokio::spawn(ack_loop(source.clone(), finished));
 
     shutdown.cancelled().await;
     tracing::info!(
@@ -139,9 +132,7 @@ pub async fn run(
             let _ = c.await;
         }
         let _ = dispatcher.await;
-        for l in lane_tasks {
-            let _ = l.await;
-        }
+        lanes.close_and_join().await;
         let _ = acker.await;
     };
     let drained = tokio::time::timeout(settings.drain_timeout, drain)
@@ -241,10 +232,12 @@ async fn takeover_loop(
 async fn dispatch(
     source: RedisSource,
     mut rx: mpsc::Receiver<Decoded>,
-    lanes: Vec<mpsc::Sender<Arc<Batch>>>,
-    done: mpsc::UnboundedSender<Arc<Batch>>,
+    lanes: Arc<LaneSet>,
     dead_letters: DeadLetters,
 ) {
+    let Some(done) = lanes.finished_sender() else {
+        return;
+    };
     while let Some(handle) = rx.recv().await {
         let (batch, bad) = match handle.await {
             Ok(r) => r,
@@ -261,13 +254,15 @@ async fn dispatch(
             dead_letters.write(&batch.key, None, dead).await;
         }
         let batch = Arc::new(batch);
+        // One snapshot per batch: it reaches one version of each pump.
+        let lanes = lanes.snapshot();
         if batch.is_empty() || lanes.is_empty() {
             let _ = done.send(batch);
             continue;
         }
         batch.remaining.store(lanes.len(), Ordering::Release);
-        for lane in &lanes {
-            if lane.send(batch.clone()).await.is_err() {
+        for lane in lanes.iter() {
+            if lane.tx.send(batch.clone()).await.is_err() {
                 // A lane is gone, so this batch can never be acked here. Stop
                 // renewing its lease so it is re-delivered after expiry.
                 tracing::error!(

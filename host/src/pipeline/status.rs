@@ -1,6 +1,6 @@
 //! Live health of the source and each pump, read by `/readyz`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -27,10 +27,26 @@ pub struct PumpStatus {
     pub plugin_name: String,
     pub plugin_version: String,
     pub sha256: String,
+    /// When the plugin file was compiled (RFC 3339).
+    pub loaded_at: String,
     #[serde(flatten)]
     state: Mutex<PumpState>,
     #[serde(skip)]
     since: Mutex<Option<SystemTime>>,
+    #[serde(skip)]
+    written: AtomicU64,
+    #[serde(skip)]
+    errors: AtomicU64,
+    #[serde(skip)]
+    dead_lettered: AtomicU64,
+}
+
+/// Per-pump counters since this version of the pump started.
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    pub written: u64,
+    pub errors: u64,
+    pub dead_lettered: u64,
 }
 
 impl PumpStatus {
@@ -41,8 +57,32 @@ impl PumpStatus {
             plugin_name: plugin.info.name.clone(),
             plugin_version: plugin.info.version.clone(),
             sha256: plugin.sha256.clone(),
+            loaded_at: rfc3339(plugin.loaded_at),
             state: Mutex::new(PumpState::Ok),
             since: Mutex::new(None),
+            written: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_dead_lettered(&self, n: u64) {
+        self.dead_lettered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            written: self.written.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
         }
     }
 
@@ -59,12 +99,30 @@ impl PumpStatus {
     }
 }
 
+/// RFC 3339 text of a time, for status documents.
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The outcome of the last config reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadInfo {
+    pub at: String,
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// What changed (`ok`) or why nothing did (`error`).
+    pub detail: String,
+}
+
 /// Health of the whole daemon.
 #[derive(Debug, Default)]
 pub struct Status {
     redis_ok: AtomicBool,
     started: AtomicBool,
     pumps: RwLock<Vec<Arc<PumpStatus>>>,
+    reload: Mutex<Option<ReloadInfo>>,
 }
 
 impl Status {
@@ -80,6 +138,14 @@ impl Status {
 
     pub fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    pub fn set_reload(&self, info: ReloadInfo) {
+        *self.reload.lock().expect("status lock") = Some(info);
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadInfo> {
+        self.reload.lock().expect("status lock").clone()
     }
 
     pub fn set_redis(&self, ok: bool) -> bool {

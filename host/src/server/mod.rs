@@ -1,24 +1,30 @@
 //! The HTTP surface: `/healthz` (the process is alive), `/readyz` (Redis
-//! reachable and every pump delivering), `/metrics` (Prometheus).
+//! reachable and every pump delivering), `/metrics` (Prometheus), and the
+//! admin endpoints `GET /admin/pumps` and `POST /admin/reload`, which
+//! answer loopback clients only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::status::Status;
+
+use crate::daemon::reload::ReloadRequest;
 
 #[derive(Clone)]
 struct AppState {
     status: Arc<Status>,
     metrics: Option<PrometheusHandle>,
+    reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
 /// Binds `listen` and serves until `shutdown`. Returns the bound address
@@ -27,6 +33,7 @@ pub async fn serve(
     listen: &str,
     status: Arc<Status>,
     metrics: Option<PrometheusHandle>,
+    reload: Option<mpsc::Sender<ReloadRequest>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -50,11 +57,20 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(AppState { status, metrics });
+        .route("/admin/pumps", get(admin_pumps))
+        .route("/admin/reload", post(admin_reload))
+        .with_state(AppState {
+            status,
+            metrics,
+            reload,
+        });
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
     });
     Ok((addr, task))
 }
@@ -67,6 +83,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         "started": s.status.started(),
         "redis": if s.status.redis_ok() { "ok" } else { "unreachable" },
         "pumps": pumps,
+        "last_reload": s.status.last_reload(),
     });
     let code = if ready {
         StatusCode::OK
@@ -87,6 +104,74 @@ async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             [("content-type", "text/plain")],
             "metrics recorder not installed\n".to_string(),
+        ),
+    }
+}
+
+fn forbidden() -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error": "admin endpoints answer loopback clients only"})),
+    )
+}
+
+/// Pumps with plugin, version, file hash, load time, state and counters.
+async fn admin_pumps(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(s): State<AppState>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !peer.ip().is_loopback() {
+        return forbidden();
+    }
+    let pumps: Vec<_> = s
+        .status
+        .pumps()
+        .iter()
+        .map(|p| {
+            let mut v = json!(&**p);
+            v["counters"] = json!(p.counters());
+            v
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        Json(json!({"pumps": pumps, "last_reload": s.status.last_reload()})),
+    )
+}
+
+/// Reloads the config now; answers with what changed or why nothing did.
+async fn admin_reload(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(s): State<AppState>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !peer.ip().is_loopback() {
+        return forbidden();
+    }
+    let Some(tx) = s.reload else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "this daemon was started without a config file to reload"})),
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "shutting down"})),
+        );
+    }
+    match answer.await {
+        Ok(Ok(summary)) => (
+            StatusCode::OK,
+            Json(json!({"result": "ok", "detail": summary})),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"result": "error", "detail": e})),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "shutting down"})),
         ),
     }
 }

@@ -1,0 +1,191 @@
+//! The set of running lanes, swappable while batches flow (hot reload).
+//!
+//! The dispatcher takes a snapshot of the set for each batch, so a batch
+//! goes to exactly one version of each pump. A lane dropped from the set
+//! keeps its queue: it finishes the batches it was handed on its old
+//! instances, then ends. A replacement lane for the same pump starts only
+//! after its predecessor ended, so the two never deliver side by side (and
+//! a disk-buffered pump's spool has one reader).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::batch::Batch;
+use super::lane::Lane;
+use super::status::{PumpState, PumpStatus};
+use crate::config::WhenFull;
+use crate::record::Schema;
+use crate::spool::Spool;
+
+/// Where a disk-buffered lane's spool comes from.
+pub enum SpoolSource {
+    /// Opened already (at start, so a locked spool fails the start).
+    Opened(Arc<Spool>),
+    /// Opened by the lane's task once its predecessor ended (reload).
+    Open {
+        dir: PathBuf,
+        max_bytes: u64,
+        when_full: WhenFull,
+    },
+}
+
+/// A lane as the dispatcher sees it.
+#[derive(Clone)]
+pub struct LaneHandle {
+    pub name: Arc<str>,
+    pub tx: mpsc::Sender<Arc<Batch>>,
+}
+
+/// The running lanes.
+pub struct LaneSet {
+    current: RwLock<Arc<Vec<LaneHandle>>>,
+    /// Every lane task not yet joined, newest per pump under its name.
+    tasks: Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
+    retired: Mutex<Vec<JoinHandle<()>>>,
+    /// Where lanes hand finished batches; dropped at close so the acker
+    /// ends once the last lane has.
+    done: Mutex<Option<mpsc::UnboundedSender<Arc<Batch>>>>,
+    schema: Schema,
+}
+
+/// The receiving end of finished batches, for the acker.
+pub type Finished = mpsc::UnboundedReceiver<Arc<Batch>>;
+
+impl LaneSet {
+    pub fn new(schema: Schema) -> (Arc<LaneSet>, Finished) {
+        let (done, finished) = mpsc::unbounded_channel();
+        let set = LaneSet {
+            current: RwLock::new(Arc::new(Vec::new())),
+            tasks: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            done: Mutex::new(Some(done)),
+            schema,
+        };
+        (Arc::new(set), finished)
+    }
+
+    /// A sender for finished batches (`None` once closed).
+    pub fn finished_sender(&self) -> Option<mpsc::UnboundedSender<Arc<Batch>>> {
+        self.done.lock().expect("lane set lock").clone()
+    }
+
+    /// The lanes a batch is dispatched to now.
+    pub fn snapshot(&self) -> Arc<Vec<LaneHandle>> {
+        self.current.read().expect("lane set lock").clone()
+    }
+
+    /// The handle of a running pump, to keep it across a reload.
+    pub fn handle(&self, name: &str) -> Option<LaneHandle> {
+        self.snapshot().iter().find(|h| &*h.name == name).cloned()
+    }
+
+    /// Starts `lane` with a queue of `cap` batches. If a lane of the same
+    /// pump is running, the new one starts once that one has finished.
+    pub fn spawn(
+        &self,
+        lane: Lane,
+        cap: usize,
+        spool: Option<SpoolSource>,
+        status: Arc<PumpStatus>,
+    ) -> LaneHandle {
+        let name = lane.name();
+        let (tx, rx) = mpsc::channel(cap);
+        let before = self.tasks.lock().expect("lane set lock").remove(&name);
+        let done = self.finished_sender();
+        let schema = self.schema;
+        let pump = name.clone();
+        let task = tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            let lane = match spool {
+                None => lane,
+                Some(SpoolSource::Opened(s)) => lane.with_spool(s, schema),
+                Some(SpoolSource::Open {
+                    dir,
+                    max_bytes,
+                    when_full,
+                }) => {
+                    let s = open_spool(&pump, dir, max_bytes, when_full, &status).await;
+                    lane.with_spool(s, schema)
+                }
+            };
+            if let Some(done) = done {
+                lane.run(rx, done).await;
+            }
+        });
+        self.tasks
+            .lock()
+            .expect("lane set lock")
+            .insert(name.clone(), task);
+        LaneHandle { name, tx }
+    }
+
+    /// Makes `lanes` the set batches go to. Lanes left out finish their
+    /// queues and end.
+    pub fn install(&self, lanes: Vec<LaneHandle>) {
+        let keep: Vec<Arc<str>> = lanes.iter().map(|l| l.name.clone()).collect();
+        *self.current.write().expect("lane set lock") = Arc::new(lanes);
+        // Tasks of pumps no longer configured are joined at shutdown.
+        let mut tasks = self.tasks.lock().expect("lane set lock");
+        let gone: Vec<Arc<str>> = tasks
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        let mut retired = self.retired.lock().expect("lane set lock");
+        for k in gone {
+            if let Some(t) = tasks.remove(&k) {
+                retired.push(t);
+            }
+        }
+        retired.retain(|t| !t.is_finished());
+    }
+
+    /// Closes every lane's queue and waits for all lane tasks to finish.
+    pub async fn close_and_join(&self) {
+        self.install(Vec::new());
+        self.done.lock().expect("lane set lock").take();
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut retired = self.retired.lock().expect("lane set lock");
+            let mut tasks = self.tasks.lock().expect("lane set lock");
+            retired
+                .drain(..)
+                .chain(tasks.drain().map(|(_, t)| t))
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens a spool for a lane started by a reload, retrying while the file
+/// is unavailable (the pump shows as failing meanwhile).
+async fn open_spool(
+    pump: &Arc<str>,
+    dir: PathBuf,
+    max_bytes: u64,
+    when_full: WhenFull,
+    status: &PumpStatus,
+) -> Arc<Spool> {
+    loop {
+        let (d, p) = (dir.clone(), pump.clone());
+        match tokio::task::spawn_blocking(move || Spool::open(&d, &p, max_bytes, when_full)).await {
+            Ok(Ok(s)) => return Arc::new(s),
+            Ok(Err(e)) => {
+                tracing::error!(pump = &**pump, "cannot open the spool, retrying in 5s: {e}");
+                status.set(PumpState::Fatal {
+                    error: e.to_string(),
+                });
+            }
+            Err(e) => tracing::error!(pump = &**pump, "spool task failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
