@@ -693,7 +693,10 @@ fn a_damaged_spool_is_set_aside_and_the_host_keeps_running() {
     bytes[..n].fill(0xa5);
     std::fs::write(&spool, bytes).unwrap();
     let host = Host::start_at(dir.path(), &config);
-    assert!(host.metric("pumphouse_spool_corrupt_total{pump=\"spooled\"}") >= 1.0);
+    // The spool opens once Redis is connected, after /healthz answers.
+    wait_for(Duration::from_secs(30), "the damage counted", || {
+        (host.metric("pumphouse_spool_corrupt_total{pump=\"spooled\"}") >= 1.0).then_some(())
+    });
     let aside = std::fs::read_dir(dir.path().join("spool"))
         .unwrap()
         .filter_map(|e| e.ok())
