@@ -1,22 +1,9 @@
 //! The command line: `check`, `plugins inspect`, `produce`, and the example
 //! config.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
-
-fn pumphouse(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,19 @@ pub fn fixture(name: &str) -> String {
         .to_string()
 }
 
+/// Runs the `pumphouse` binary: exit code, stdout, stderr.
+pub fn pumphouse(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -7,18 +7,6 @@ use std::process::Command;
 
 use crate::harness::*;
 
-fn pumphouse(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Sample iam records: as concatenated MessagePack and as JSON lines.
 fn samples(dir: &Path, n: u64) -> (String, String) {
     let mut sampler = pumphouse::produce::Sampler::new(5);
