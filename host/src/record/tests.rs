@@ -143,3 +143,51 @@ fn omitting_fields_keeps_other_bytes_exact() {
     omit_fields(&bytes, &[], &mut same).unwrap();
     assert_eq!(same, bytes);
 }
+
+/// The scanning decoder accepts and rejects what the full parse does.
+#[test]
+fn scanning_decode_agrees_with_the_full_parse() {
+    let mut s = Sampler::new(7);
+    let mut samples: Vec<Vec<u8>> = (0..50)
+        .flat_map(|i| {
+            [
+                encode_iam(&s.iam(i, 1_763_700_000)),
+                encode_tyk(&s.tyk(i, 1_763_700_000)),
+            ]
+        })
+        .collect();
+    // Every truncation and a few corruptions of one record of each kind.
+    let (a, b) = (samples[0].clone(), samples[1].clone());
+    for r in [a, b] {
+        for cut in 0..r.len() {
+            samples.push(r[..cut].to_vec());
+        }
+        for at in (0..r.len()).step_by(7) {
+            for byte in [0xc1u8, 0xdf, 0xdd, 0x00, 0xff, 0xd9] {
+                let mut c = r.clone();
+                c[at] = byte;
+                samples.push(c);
+            }
+        }
+    }
+    for r in &samples {
+        for schema in [Schema::Iam, Schema::Tyk, Schema::Generic] {
+            let full = top_level_map(r).map(|_| ());
+            let fast = decode(schema, r);
+            let semantic = matches!(
+                fast,
+                Err(DecodeError::FieldType { .. } | DecodeError::BadTime { .. })
+            );
+            match &full {
+                Err(_) => assert!(
+                    fast.is_err(),
+                    "{schema:?} {r:02x?}: full {full:?}, fast {fast:?}"
+                ),
+                Ok(()) => assert!(
+                    fast.is_ok() || semantic,
+                    "{schema:?} {r:02x?}: fast {fast:?}"
+                ),
+            }
+        }
+    }
+}
