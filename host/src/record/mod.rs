@@ -86,9 +86,12 @@ pub enum DecodeError {
 ///
 /// The hot path of the host (once per record): it walks the MessagePack
 /// structure without building values ([`skip_value`]) and parses only the
-/// few top-level values the host uses. It accepts and rejects exactly what
-/// a full parse would; input that is not a map takes the full parse, for
-/// its error message.
+/// few top-level values the host uses. It accepts and rejects what a full
+/// parse (rmpv) would, with one exception: rmpv refuses nesting deeper than
+/// 1024 levels and this walk does not, so such a record reaches MessagePack
+/// pumps untouched, and a JSON pump, whose re-encoding uses rmpv,
+/// dead-letters it. Input that is not a map takes the full parse, for its
+/// error message.
 pub fn decode(schema: Schema, bytes: &[u8]) -> Result<Meta, DecodeError> {
     let mut meta = Meta {
         id: xxhash_rust::xxh3::xxh3_64(bytes),
@@ -305,14 +308,16 @@ pub fn omit_fields(bytes: &[u8], omit: &[&str], out: &mut Vec<u8>) -> Result<(),
     let mut kept = 0u32;
     for _ in 0..len {
         let start = bytes.len() - cursor.len();
-        let key = rmpv::decode::read_value_ref(&mut cursor)
-            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
-        rmpv::decode::read_value_ref(&mut cursor)
-            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
+        let key = match str_bytes(&mut cursor)? {
+            Some(k) => std::str::from_utf8(k).ok(),
+            None => {
+                skip_value(&mut cursor)?;
+                None
+            }
+        };
+        skip_value(&mut cursor)?;
         let end = bytes.len() - cursor.len();
-        let drop =
-            matches!(&key, ValueRef::String(s) if s.as_str().is_some_and(|k| omit.contains(&k)));
-        if !drop {
+        if !key.is_some_and(|k| omit.contains(&k)) {
             kept += 1;
             spans.push(start..end);
         }
