@@ -59,6 +59,10 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Append `<first seq> <count> <unix µs>` to this file for every
+        /// pipeline, timed just before it is sent (for latency measurements).
+        #[arg(long)]
+        push_log: Option<std::path::PathBuf>,
     },
     /// Inspect, replay or purge dead-lettered records.
     Dlq {
@@ -265,6 +269,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             first_seq,
             seed,
             quiet,
+            push_log,
         } => {
             let format = match format {
                 FormatArg::Iam => Format::Iam,
@@ -284,6 +289,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 first_seq,
                 seed,
                 progress: !quiet,
+                push_log,
             })
             .await?;
             eprintln!(

@@ -344,3 +344,34 @@ fn at_most_once_delivery_pops_and_delivers() {
         .unwrap();
     assert_eq!(leases, 0, "at-most-once takes no leases");
 }
+
+/// A Redis that refuses `SORT` (an ACL without it) still gets leased
+/// claims: the source falls back to the Lua claim, once, and says so.
+#[test]
+fn claims_fall_back_to_lua_when_redis_refuses_sort() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-sort")
+        .query(&mut conn)
+        .unwrap();
+    let records = push_iam(&mut conn, 3000, 5);
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", "batch_size = 500"),
+        file_pump("file", "iam.jsonl", "")
+    ));
+    let lines = wait_lines(&host.out().join("iam.jsonl"), 3000, Duration::from_secs(60));
+    assert_iam_lines(&lines, &records);
+    wait_for(Duration::from_secs(10), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    let log = host.log_text();
+    assert_eq!(
+        log.matches("refused the SORT claim").count(),
+        1,
+        "one warning expected:\n{log}"
+    );
+}

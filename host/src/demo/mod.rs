@@ -89,6 +89,7 @@ pub async fn run(
         first_seq: 0,
         seed: 42,
         progress: true,
+        push_log: None,
     })
     .await?;
 

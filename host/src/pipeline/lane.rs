@@ -118,6 +118,19 @@ impl Lane {
         self.spec.name.clone()
     }
 
+    /// The form the lane's first plugin (its first filter, else its sink)
+    /// reads batches in.
+    pub fn first_form(&self) -> Form {
+        let encoding = match self.spec.filters.first() {
+            Some((plugin, _)) => plugin.info.accepts,
+            None => self.spec.sink.info.accepts,
+        };
+        Form {
+            encoding,
+            omit_detail: self.spec.omit_detail,
+        }
+    }
+
     /// Makes this a disk-buffered lane draining `spool`.
     pub fn with_spool(mut self, spool: Arc<Spool>, schema: Schema) -> Lane {
         self.spool = Some((spool, schema));

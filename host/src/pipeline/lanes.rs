@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::batch::Batch;
+use super::batch::{Batch, Form};
 use super::lane::Lane;
 use super::status::{PumpState, PumpStatus};
 use crate::config::WhenFull;
@@ -39,6 +39,9 @@ pub enum SpoolSource {
 pub struct LaneHandle {
     pub name: Arc<str>,
     pub tx: mpsc::Sender<Arc<Batch>>,
+    /// The form its first plugin reads batches in (`None`: a disk lane,
+    /// which reads them back from its spool).
+    pub form: Option<Form>,
 }
 
 /// The running lanes.
@@ -74,6 +77,19 @@ impl LaneSet {
         self.done.lock().expect("lane set lock").clone()
     }
 
+    /// The encoded forms the current lanes will ask batches for, each once:
+    /// made while decoding, on the blocking pool, several batches in
+    /// parallel, instead of in the first lane that asks for them.
+    pub fn wanted_forms(&self) -> Vec<Form> {
+        let mut forms: Vec<Form> = Vec::new();
+        for f in self.snapshot().iter().filter_map(|l| l.form) {
+            if !forms.contains(&f) {
+                forms.push(f);
+            }
+        }
+        forms
+    }
+
     /// The lanes a batch is dispatched to now.
     pub fn snapshot(&self) -> Arc<Vec<LaneHandle>> {
         self.current.read().expect("lane set lock").clone()
@@ -94,6 +110,7 @@ impl LaneSet {
         status: Arc<PumpStatus>,
     ) -> LaneHandle {
         let name = lane.name();
+        let form = spool.is_none().then(|| lane.first_form());
         let (tx, rx) = mpsc::channel(cap);
         let before = self.tasks.lock().expect("lane set lock").remove(&name);
         let done = self.finished_sender();
@@ -123,7 +140,7 @@ impl LaneSet {
             .lock()
             .expect("lane set lock")
             .insert(name.clone(), task);
-        LaneHandle { name, tx }
+        LaneHandle { name, tx, form }
     }
 
     /// Makes `lanes` the set batches go to. Lanes left out finish their

@@ -61,14 +61,33 @@ fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
-fn spawn_decode(schema: Schema, raw: RawBatch) -> Decoded {
+/// What decoding a claimed batch needs: the schema, and the lanes whose
+/// encoded forms are made along with it.
+#[derive(Clone)]
+struct Decode {
+    schema: Schema,
+    lanes: Arc<LaneSet>,
+}
+
+/// Decodes a claimed batch on the blocking pool and makes the encoded
+/// forms the lanes will want, so batches are decoded and encoded in
+/// parallel while lanes deliver earlier ones.
+fn spawn_decode(d: &Decode, raw: RawBatch) -> Decoded {
+    let schema = d.schema;
+    let forms = d.lanes.wanted_forms();
     tokio::task::spawn_blocking(move || {
         let rejected = raw
             .rejected
             .into_iter()
             .map(|(bytes, reason)| batch::Undecodable { bytes, reason })
             .collect();
-        Batch::decode(raw.key, raw.claim, schema, raw.items, rejected, now_ms())
+        let (batch, bad) = Batch::decode(raw.key, raw.claim, schema, raw.items, rejected, now_ms());
+        if !batch.is_empty() {
+            for f in forms {
+                batch.form(f);
+            }
+        }
+        (batch, bad)
     })
 }
 
@@ -93,12 +112,16 @@ pub async fn run(
         tokio::spawn(watch_health(source.clone(), status.clone(), upkeep.clone())),
     ];
 
+    let decode = Decode {
+        schema: settings.schema,
+        lanes: lanes.clone(),
+    };
     let mut claimers = Vec::new();
     for key in source.keys().to_vec() {
         claimers.push(tokio::spawn(claim_loop(
             source.clone(),
             key,
-            settings.schema,
+            decode.clone(),
             settings.poll_interval,
             decode_tx.clone(),
             status.clone(),
@@ -107,7 +130,7 @@ pub async fn run(
     }
     claimers.push(tokio::spawn(takeover_loop(
         source.clone(),
-        settings.schema,
+        decode.clone(),
         settings.lease,
         decode_tx.clone(),
         shutdown.clone(),
@@ -154,7 +177,7 @@ pub async fn run(
 async fn claim_loop(
     source: RedisSource,
     key: Arc<str>,
-    schema: Schema,
+    decode: Decode,
     poll: Duration,
     decode_tx: mpsc::Sender<Decoded>,
     status: Arc<Status>,
@@ -171,7 +194,7 @@ async fn claim_loop(
         let wait = match source.claim(&key).await {
             Ok(Some(raw)) => {
                 error_delay = Duration::ZERO;
-                permit.send(spawn_decode(schema, raw));
+                permit.send(spawn_decode(&decode, raw));
                 continue;
             }
             Ok(None) => {
@@ -200,7 +223,7 @@ async fn claim_loop(
 /// Takes over batches whose lease expired (their instance died).
 async fn takeover_loop(
     source: RedisSource,
-    schema: Schema,
+    decode: Decode,
     lease: Duration,
     decode_tx: mpsc::Sender<Decoded>,
     shutdown: CancellationToken,
@@ -217,7 +240,7 @@ async fn takeover_loop(
             match source.take_expired(&key, TAKEOVER_MAX).await {
                 Ok(batches) => {
                     for raw in batches {
-                        if decode_tx.send(spawn_decode(schema, raw)).await.is_err() {
+                        if decode_tx.send(spawn_decode(&decode, raw)).await.is_err() {
                             return;
                         }
                     }

@@ -30,6 +30,10 @@ pub struct ProduceOptions {
     pub first_seq: u64,
     pub seed: u64,
     pub progress: bool,
+    /// Appends `<first seq> <count> <unix µs>` per pipeline, timed just
+    /// before the pipeline is sent: the push time of its records, for
+    /// end-to-end latency measurements (`scripts/bench latency`).
+    pub push_log: Option<std::path::PathBuf>,
 }
 
 /// Encodes record `seq` in `format`.
@@ -66,6 +70,15 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
         Some(r) => (r as usize / 20).clamp(1, PIPELINE),
         None => PIPELINE,
     };
+    let mut push_log = match &o.push_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        )),
+        None => None,
+    };
     let mut sent = 0u64;
     while sent < o.count {
         let n = chunk.min((o.count - sent) as usize);
@@ -83,6 +96,11 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
                 .arg(sample(o.format, &mut sampler, seq, now))
                 .ignore();
         }
+        if let Some(log) = &mut push_log {
+            use std::io::Write;
+            let us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+            writeln!(log, "{} {n} {us}", o.first_seq + sent)?;
+        }
         pipe.query_async::<()>(&mut conn).await?;
         sent += n as u64;
         bar.set_position(sent);
@@ -94,5 +112,9 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
         }
     }
     bar.finish();
+    if let Some(mut log) = push_log {
+        use std::io::Write;
+        log.flush()?;
+    }
     Ok(sent)
 }

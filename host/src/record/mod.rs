@@ -83,31 +83,76 @@ pub enum DecodeError {
 }
 
 /// Parses one record and extracts its [`Meta`].
+///
+/// The hot path of the host (once per record): it walks the MessagePack
+/// structure without building values ([`skip_value`]) and parses only the
+/// few top-level values the host uses. It accepts and rejects what a full
+/// parse (rmpv) would, with one exception: rmpv refuses nesting deeper than
+/// 1024 levels and this walk does not, so such a record reaches MessagePack
+/// pumps untouched, and a JSON pump, whose re-encoding uses rmpv,
+/// dead-letters it. Input that is not a map takes the full parse, for its
+/// error message.
 pub fn decode(schema: Schema, bytes: &[u8]) -> Result<Meta, DecodeError> {
-    let entries = top_level_map(bytes)?;
     let mut meta = Meta {
         id: xxhash_rust::xxh3::xxh3_64(bytes),
         ..Meta::default()
     };
-    if schema == Schema::Generic {
-        return Ok(meta);
-    }
-    for (key, value) in &entries {
-        let ValueRef::String(k) = key else { continue };
-        let Some(k) = k.as_str() else { continue };
-        match (schema, k) {
-            (_, "TimeStamp") => {
-                meta.timestamp_ms = time::parse_time(value)
+    let mut cur = bytes;
+    let len = match cur.first() {
+        Some(&b @ 0x80..=0x8f) => {
+            cur = &cur[1..];
+            u32::from(b & 0x0f)
+        }
+        Some(0xde) if cur.len() >= 3 => {
+            let n = u16::from_be_bytes([cur[1], cur[2]]);
+            cur = &cur[3..];
+            u32::from(n)
+        }
+        Some(0xdf) if cur.len() >= 5 => {
+            let n = u32::from_be_bytes([cur[1], cur[2], cur[3], cur[4]]);
+            cur = &cur[5..];
+            n
+        }
+        _ => {
+            top_level_map(bytes)?;
+            return Ok(meta);
+        }
+    };
+    for _ in 0..len {
+        let key = match str_bytes(&mut cur)? {
+            Some(k) if schema != Schema::Generic => k,
+            _ => {
+                // A non-string key (or no fields to read): skip the key, if
+                // it was not a string, and the value.
+                skip_value(&mut cur)?;
+                continue;
+            }
+        };
+        let wanted = matches!(
+            (schema, key),
+            (_, b"TimeStamp")
+                | (Schema::Iam, b"Username")
+                | (Schema::Tyk, b"OrgID" | b"APIID" | b"ResponseCode")
+        );
+        if !wanted {
+            skip_value(&mut cur)?;
+            continue;
+        }
+        let value = rmpv::decode::read_value_ref(&mut cur)
+            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
+        match key {
+            b"TimeStamp" => {
+                meta.timestamp_ms = time::parse_time(&value)
                     .map_err(|message| DecodeError::BadTime {
                         field: "TimeStamp",
                         message,
                     })?
                     .map(|t| t.unix_ms())
             }
-            (Schema::Iam, "Username") => meta.username = opt_string("Username", value)?,
-            (Schema::Tyk, "OrgID") => meta.org_id = opt_string("OrgID", value)?,
-            (Schema::Tyk, "APIID") => meta.api_id = opt_string("APIID", value)?,
-            (Schema::Tyk, "ResponseCode") => {
+            b"Username" => meta.username = opt_string("Username", &value)?,
+            b"OrgID" => meta.org_id = opt_string("OrgID", &value)?,
+            b"APIID" => meta.api_id = opt_string("APIID", &value)?,
+            _ => {
                 meta.response_code = match value {
                     ValueRef::Nil => None,
                     ValueRef::Integer(i) => i.as_i64(),
@@ -115,15 +160,98 @@ pub fn decode(schema: Schema, bytes: &[u8]) -> Result<Meta, DecodeError> {
                         return Err(DecodeError::FieldType {
                             field: "ResponseCode",
                             expected: "an integer",
-                            found: kind(other),
+                            found: kind(&other),
                         })
                     }
                 }
             }
-            _ => {}
         }
     }
+    if !cur.is_empty() {
+        return Err(DecodeError::Trailing(cur.len()));
+    }
     Ok(meta)
+}
+
+fn truncated() -> DecodeError {
+    DecodeError::Msgpack("unexpected end of data".into())
+}
+
+fn take<'a>(cur: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    if cur.len() < n {
+        return Err(truncated());
+    }
+    let (head, rest) = cur.split_at(n);
+    *cur = rest;
+    Ok(head)
+}
+
+fn be(bytes: &[u8]) -> usize {
+    bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b))
+}
+
+/// Reads a string key's bytes (valid UTF-8 or not, like a full parse);
+/// `None`, consuming nothing, when the next value is not a string.
+fn str_bytes<'a>(cur: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
+    let Some(&m) = cur.first() else {
+        return Err(truncated());
+    };
+    let (hdr, len) = match m {
+        0xa0..=0xbf => (1, usize::from(m & 0x1f)),
+        0xd9 => (2, be(cur.get(1..2).ok_or_else(truncated)?)),
+        0xda => (3, be(cur.get(1..3).ok_or_else(truncated)?)),
+        0xdb => (5, be(cur.get(1..5).ok_or_else(truncated)?)),
+        _ => return Ok(None),
+    };
+    let mut rest = &cur[hdr..];
+    let s = take(&mut rest, len)?;
+    *cur = rest;
+    Ok(Some(s))
+}
+
+/// Skips one complete MessagePack value (any nesting) without building it:
+/// a count of values still to skip replaces recursion, so depth costs no
+/// stack. Fails on truncation.
+fn skip_value(cur: &mut &[u8]) -> Result<(), DecodeError> {
+    let mut pending: usize = 1;
+    while pending > 0 {
+        pending -= 1;
+        let m = take(cur, 1)?[0];
+        let (skip, more) = match m {
+            // 0xc1 is reserved; rmpv (the full parse) reads it as nil.
+            0x00..=0x7f | 0xe0..=0xff | 0xc0..=0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(m & 0x0f)),
+            0x90..=0x9f => (0, usize::from(m & 0x0f)),
+            0xa0..=0xbf => (usize::from(m & 0x1f), 0),
+            0xc4 | 0xd9 => (be(take(cur, 1)?), 0),
+            0xc5 | 0xda => (be(take(cur, 2)?), 0),
+            0xc6 | 0xdb => (be(take(cur, 4)?), 0),
+            0xc7 => (be(take(cur, 1)?) + 1, 0),
+            0xc8 => (be(take(cur, 2)?) + 1, 0),
+            0xc9 => (be(take(cur, 4)?) + 1, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, be(take(cur, 2)?)),
+            0xdd => (0, be(take(cur, 4)?)),
+            0xde => (0, 2 * be(take(cur, 2)?)),
+            0xdf => (0, 2 * be(take(cur, 4)?)),
+        };
+        take(cur, skip)?;
+        pending += more;
+        // Every value takes at least a byte: a count beyond what is left is
+        // truncated input (and must not make us loop over a huge count).
+        if pending > cur.len() {
+            return Err(truncated());
+        }
+    }
+    Ok(())
 }
 
 /// Parses the top-level map, requiring that it spans all of `bytes`.
@@ -180,14 +308,16 @@ pub fn omit_fields(bytes: &[u8], omit: &[&str], out: &mut Vec<u8>) -> Result<(),
     let mut kept = 0u32;
     for _ in 0..len {
         let start = bytes.len() - cursor.len();
-        let key = rmpv::decode::read_value_ref(&mut cursor)
-            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
-        rmpv::decode::read_value_ref(&mut cursor)
-            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
+        let key = match str_bytes(&mut cursor)? {
+            Some(k) => std::str::from_utf8(k).ok(),
+            None => {
+                skip_value(&mut cursor)?;
+                None
+            }
+        };
+        skip_value(&mut cursor)?;
         let end = bytes.len() - cursor.len();
-        let drop =
-            matches!(&key, ValueRef::String(s) if s.as_str().is_some_and(|k| omit.contains(&k)));
-        if !drop {
+        if !key.is_some_and(|k| omit.contains(&k)) {
             kept += 1;
             spans.push(start..end);
         }

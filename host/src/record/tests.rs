@@ -143,3 +143,130 @@ fn omitting_fields_keeps_other_bytes_exact() {
     omit_fields(&bytes, &[], &mut same).unwrap();
     assert_eq!(same, bytes);
 }
+
+/// The scanning decoder accepts and rejects what the full parse does.
+#[test]
+fn scanning_decode_agrees_with_the_full_parse() {
+    let mut s = Sampler::new(7);
+    let mut samples: Vec<Vec<u8>> = (0..50)
+        .flat_map(|i| {
+            [
+                encode_iam(&s.iam(i, 1_763_700_000)),
+                encode_tyk(&s.tyk(i, 1_763_700_000)),
+            ]
+        })
+        .collect();
+    // Every truncation and a few corruptions of one record of each kind.
+    let (a, b) = (samples[0].clone(), samples[1].clone());
+    for r in [a, b] {
+        for cut in 0..r.len() {
+            samples.push(r[..cut].to_vec());
+        }
+        for at in (0..r.len()).step_by(7) {
+            for byte in [0xc1u8, 0xdf, 0xdd, 0x00, 0xff, 0xd9] {
+                let mut c = r.clone();
+                c[at] = byte;
+                samples.push(c);
+            }
+        }
+    }
+    for r in &samples {
+        for schema in [Schema::Iam, Schema::Tyk, Schema::Generic] {
+            let full = top_level_map(r).map(|_| ());
+            let fast = decode(schema, r);
+            let semantic = matches!(
+                fast,
+                Err(DecodeError::FieldType { .. } | DecodeError::BadTime { .. })
+            );
+            match &full {
+                Err(_) => assert!(
+                    fast.is_err(),
+                    "{schema:?} {r:02x?}: full {full:?}, fast {fast:?}"
+                ),
+                Ok(()) => assert!(
+                    fast.is_ok() || semantic,
+                    "{schema:?} {r:02x?}: fast {fast:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// The streaming JSON encoder writes exactly what the serde version does.
+#[test]
+fn streaming_json_matches_the_serde_version() {
+    let mut s = Sampler::new(3);
+    let mut samples: Vec<(Schema, Vec<u8>)> = Vec::new();
+    for i in 0..100 {
+        samples.push((Schema::Iam, encode_iam(&s.iam(i, 1_763_700_000))));
+        samples.push((Schema::Tyk, encode_tyk(&s.tyk(i, 1_763_700_000))));
+    }
+    // Strings that need escaping, invalid UTF-8, non-string keys, numbers,
+    // binary, extensions, nil, nesting.
+    let mut odd = Vec::new();
+    rmp::encode::write_map_len(&mut odd, 12).unwrap();
+    rmp::encode::write_str(
+        &mut odd,
+        "quote\"back\\slash\u{1}\u{1f}\n\r\t\u{8}\u{c}\u{7f}é😀 long enough to use the word path",
+    )
+    .unwrap();
+    rmp::encode::write_str(&mut odd, "\"\"\"\"\"\"\"\"\\\\\\\\\\\\\\\\ab\u{0}").unwrap();
+    rmp::encode::write_uint(&mut odd, 7).unwrap();
+    rmp::encode::write_sint(&mut odd, -123456789).unwrap();
+    rmp::encode::write_str(&mut odd, "f").unwrap();
+    rmp::encode::write_f64(&mut odd, 1.5e300).unwrap();
+    rmp::encode::write_str(&mut odd, "g").unwrap();
+    rmp::encode::write_f32(&mut odd, f32::NAN).unwrap();
+    rmp::encode::write_str(&mut odd, "bin").unwrap();
+    rmp::encode::write_bin(&mut odd, &[0, 1, 2, 255]).unwrap();
+    rmp::encode::write_str(&mut odd, "bad").unwrap();
+    odd.extend_from_slice(&[0xa3, 0xff, b'a', 0xfe]);
+    odd.extend_from_slice(&[0xa3, 0xc3, 0x28, b'x']);
+    rmp::encode::write_nil(&mut odd).unwrap();
+    rmp::encode::write_str(&mut odd, "TimeStamp").unwrap();
+    rmp::encode::write_str(&mut odd, "not a time").unwrap();
+    rmp::encode::write_str(&mut odd, "ExpireAt").unwrap();
+    rmp::encode::write_nil(&mut odd).unwrap();
+    rmp::encode::write_str(&mut odd, "ext").unwrap();
+    write_timestamp_ext(&mut odd, 1_763_700_000, 5);
+    rmp::encode::write_str(&mut odd, "other ext").unwrap();
+    rmp::encode::write_ext_meta(&mut odd, 3, 5).unwrap();
+    odd.extend_from_slice(&[1, 2, 3, 4, 5]);
+    rmp::encode::write_str(&mut odd, "nested").unwrap();
+    rmp::encode::write_array_len(&mut odd, 3).unwrap();
+    rmp::encode::write_map_len(&mut odd, 1).unwrap();
+    rmp::encode::write_uint(&mut odd, 1).unwrap();
+    rmp::encode::write_bool(&mut odd, true).unwrap();
+    rmp::encode::write_array_len(&mut odd, 0).unwrap();
+    rmp::encode::write_bool(&mut odd, false).unwrap();
+    for schema in [Schema::Iam, Schema::Tyk, Schema::Generic] {
+        samples.push((schema, odd.clone()));
+    }
+    let omits: [&[&str]; 3] = [
+        &[],
+        Schema::Iam.detail_fields(),
+        Schema::Tyk.detail_fields(),
+    ];
+    for (schema, r) in &samples {
+        for omit in omits {
+            let (mut fast, mut tree) = (b"prefix".to_vec(), b"prefix".to_vec());
+            let a = write_json(*schema, r, omit, &mut fast);
+            let b = json::write_json_tree(*schema, r, omit, &mut tree);
+            assert_eq!(a.is_ok(), b.is_ok(), "{a:?} {b:?}");
+            if a.is_ok() {
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&tree)
+                );
+            } else {
+                assert_eq!(fast, b"prefix");
+            }
+        }
+        // Truncated records fail in both, leaving nothing behind.
+        for cut in [1, r.len() / 2, r.len() - 1] {
+            let mut fast = Vec::new();
+            assert!(write_json(*schema, &r[..cut], &[], &mut fast).is_err());
+            assert!(fast.is_empty());
+        }
+    }
+}

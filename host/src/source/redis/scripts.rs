@@ -30,6 +30,20 @@ return items
     )
 });
 
+/// Leases a batch list that a `SORT … STORE` in the same `MULTI` just
+/// filled, for ARGV[1] ms; does nothing when the source was empty (then
+/// `SORT` stored nothing). Only the deadline needs Lua (Redis's clock): the
+/// records themselves never pass through the interpreter, which is what
+/// makes this claim cheaper than [`CLAIM`] (see `RedisSource::claim`).
+/// KEYS: lease set, batch list.
+pub const LEASE_IF_CLAIMED: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), KEYS[2])
+return 1
+"#;
+
 /// Takes over up to ARGV[2] batches whose lease expired, extending each by
 /// ARGV[1] ms, and returns their keys. Atomic, so two instances never take
 /// over the same batch at once.
