@@ -246,11 +246,25 @@ impl Drop for Host {
 
 /// A tiny HTTP/1.1 GET: status code and body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request("GET", addr, path, Duration::from_secs(5))
+}
+
+/// A tiny HTTP/1.1 POST without a body (admin calls may take a while).
+pub fn http_post(addr: &str, path: &str) -> (u16, String) {
+    http_request("POST", addr, path, Duration::from_secs(60)).unwrap()
+}
+
+fn http_request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
@@ -264,6 +278,15 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// Sample iam records `range` (seq = index) from generator `seed`, encoded
+/// as the producer does.
+pub fn iam_bytes(seed: u64, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    let mut sampler = pumphouse::produce::Sampler::new(seed);
+    range
+        .map(|i| pumphouse::produce::encode_iam(&sampler.iam(i, T0)))
+        .collect()
 }
 
 /// Lines of a JSON Lines file, parsed.

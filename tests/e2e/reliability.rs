@@ -39,9 +39,7 @@ fn coverage(path: &Path, n: u64) -> (usize, usize) {
 }
 
 fn iam_bytes(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
-    let mut sampler = pumphouse::produce::Sampler::new(7);
-    seqs.map(|i| pumphouse::produce::encode_iam(&sampler.iam(i, T0)))
-        .collect()
+    crate::harness::iam_bytes(7, seqs)
 }
 
 /// A file sink taking `delay_ms` per batch (the `trap` fixture, never
@@ -381,18 +379,13 @@ fn poison_records_are_dead_lettered_exactly_and_dlq_replays_them() {
 
     // The dlq commands: list, replay one pump's entries, purge the rest.
     let cfg = host.dir.join("pumphouse.toml");
+    let cfg = cfg.display().to_string();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pumphouse"))
-            .arg("dlq")
-            .args(args)
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
+        let mut all = vec!["dlq"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &cfg]);
+        let (code, out, _) = pumphouse(&all);
+        (code, out)
     };
     let (code, listed) = run(&["list", "--pump", "bisect"]);
     assert_eq!(code, 0);

@@ -71,26 +71,6 @@ fn last_reload(host: &Host) -> serde_json::Value {
     admin_pumps(host)["last_reload"].clone()
 }
 
-/// A tiny HTTP/1.1 POST: status code and body.
-fn http_post(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 fn seqs(path: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
@@ -99,10 +79,7 @@ fn seqs(path: &Path) -> Vec<u64> {
 }
 
 fn iam_bytes(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
-    let mut s = pumphouse::produce::Sampler::new(11);
-    range
-        .map(|i| pumphouse::produce::encode_iam(&s.iam(i, T0)))
-        .collect()
+    crate::harness::iam_bytes(11, range)
 }
 
 #[test]
