@@ -14,6 +14,10 @@ pub(crate) struct Captured {
     pub(crate) logs: Vec<(Level, String)>,
     pub(crate) counters: BTreeMap<(String, Labels), u64>,
     pub(crate) gauges: BTreeMap<(String, Labels), f64>,
+    pub(crate) histograms: BTreeMap<(String, Labels), Vec<f64>>,
+    pub(crate) kv: BTreeMap<String, Vec<u8>>,
+    /// Set by `testing::fail_kv`: every kv call fails with this.
+    pub(crate) kv_failure: Option<String>,
 }
 
 thread_local! {
@@ -54,5 +58,15 @@ pub(crate) fn counter_add(name: &str, value: u64, labels: &[Label]) {
 pub(crate) fn gauge_set(name: &str, value: f64, labels: &[Label]) {
     with(|c| {
         c.gauges.insert(key(name, owned(labels)), value);
+    });
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn histogram_observe(name: &str, values: &[f64], labels: &[Label]) {
+    with(|c| {
+        c.histograms
+            .entry(key(name, owned(labels)))
+            .or_default()
+            .extend_from_slice(values);
     });
 }

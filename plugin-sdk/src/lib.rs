@@ -48,6 +48,7 @@ mod timestamp;
 mod value;
 
 pub mod http;
+pub mod kv;
 pub mod log;
 pub mod metrics;
 pub mod testing;

@@ -132,7 +132,25 @@ pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     capture::with(|c| c.gauges.get(&key).copied())
 }
 
-/// Forgets the captured logs and metrics and the
+/// Every observation of the histogram `name` with exactly these labels,
+/// in order.
+pub fn histogram(name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let key = capture::key(name, owned(labels));
+    capture::with(|c| c.histograms.get(&key).cloned().unwrap_or_default())
+}
+
+/// The value of `key` in this thread's [`kv`](crate::kv) store.
+pub fn kv_value(key: &str) -> Option<Vec<u8>> {
+    capture::with(|c| c.kv.get(key).cloned())
+}
+
+/// Makes every [`kv`](crate::kv) call on this thread fail with `error`
+/// (`None` heals it), to test how a plugin rides out a Redis outage.
+pub fn fail_kv(error: Option<&str>) {
+    capture::with(|c| c.kv_failure = error.map(str::to_owned));
+}
+
+/// Forgets the captured logs, metrics and kv state and the
 /// [`mock_http`] responder of this thread.
 pub fn reset() {
     capture::with(|c| *c = Default::default());

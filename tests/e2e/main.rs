@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts its own redis-server on a free port and
 //! drives the real `pumphouse` binary with real `.wasm` plugins.
 
+mod aggregate;
 mod cli;
 mod delivery;
 mod faults;

@@ -250,6 +250,15 @@ impl Recorder {
         self.got.lock().unwrap().clone()
     }
 
+    /// The bodies POSTed to `path`, in arrival order.
+    pub(crate) fn bodies_at(&self, path: &str) -> Vec<Vec<u8>> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.body)
+            .collect()
+    }
+
     /// Lines POSTed to `path`, over all requests.
     pub(crate) fn lines_at(&self, path: &str) -> usize {
         self.received()

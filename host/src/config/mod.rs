@@ -367,6 +367,11 @@ pub struct PumpConfig {
     /// Retry policy for failed writes.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// When set, the sink also gets an empty batch after this long without
+    /// records (and again at this interval while none come), so plugins
+    /// that buffer or aggregate can flush on time. Unset: no ticks.
+    #[serde(default, with = "humantime_serde")]
+    pub tick_interval: Option<Duration>,
     /// What the plugin may touch.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -800,6 +805,15 @@ impl Config {
             }
             if pump.timeout < Duration::from_millis(10) {
                 return Err(invalid(at("timeout"), "must be at least 10ms".into()));
+            }
+            if pump
+                .tick_interval
+                .is_some_and(|t| t < Duration::from_millis(100))
+            {
+                return Err(invalid(
+                    at("tick_interval"),
+                    "must be at least 100ms".into(),
+                ));
             }
             if pump.max_in_flight_batches == 0 {
                 return Err(invalid(

@@ -77,6 +77,8 @@ pub struct LoadedPump {
     pub config: PumpConfig,
     pub sink: Arc<Plugin>,
     pub filters: Vec<Arc<Plugin>>,
+    /// The pump's namespace of the plugin state store.
+    pub kv: crate::runtime::kv::Kv,
 }
 
 /// Compiled plugins by path, kept across reloads: a file whose bytes did
@@ -146,12 +148,13 @@ pub async fn load_pumps(
             config: pump.clone(),
             sink,
             filters,
+            kv: runtime.kv_for(&pump.name),
         });
     }
     Ok(pumps)
 }
 
-fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, StartError> {
+fn sandbox_of(pump: &PumpConfig, kv: &crate::runtime::kv::Kv) -> Result<Sandbox, StartError> {
     let mut dirs = Vec::new();
     for d in &pump.sandbox.dirs {
         if !d.read_only {
@@ -163,8 +166,10 @@ fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, StartError> {
         }
         dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
     }
-    Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout)
-        .map_err(|e| StartError::Init(format!("pump {}: sandbox: {e}", pump.name)))
+    let mut sandbox = Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout)
+        .map_err(|e| StartError::Init(format!("pump {}: sandbox: {e}", pump.name)))?;
+    sandbox.kv = kv.clone();
+    Ok(sandbox)
 }
 
 fn json_config(table: &toml::Table) -> String {
@@ -188,9 +193,10 @@ pub(crate) fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
         max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
         max_batch_bytes: p.config.max_batch_bytes.map(|b| b.as_u64() as usize),
         rate: RateLimits::new(&p.config.rate_limit),
-        sandbox: sandbox_of(&p.config)?,
+        sandbox: sandbox_of(&p.config, &p.kv)?,
         retry: p.config.retry.clone(),
         status: Arc::new(PumpStatus::new(&p.config.name, &p.sink)),
+        tick: p.config.tick_interval,
     })
 }
 
@@ -257,7 +263,10 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<Started, StartError> {
-    let runtime = Runtime::new(true)?;
+    // Plugin state lives in the source's Redis, beside the records.
+    let kv = crate::runtime::kv::KvStore::redis(&config.source.redis_url)
+        .map_err(|e| StartError::Init(format!("source.redis_url: {e}")))?;
+    let runtime = Runtime::new(true)?.with_kv_store(kv);
     let mut cache = PluginCache::default();
     // Compile before anything else: a broken plugin fails the start fast.
     load_pumps(&config, &runtime, &mut cache).await?;

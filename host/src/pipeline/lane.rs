@@ -41,6 +41,8 @@ pub struct LaneSpec {
     pub sandbox: Sandbox,
     pub retry: RetryConfig,
     pub status: Arc<PumpStatus>,
+    /// Send the sink an empty batch after this long without records.
+    pub tick: Option<Duration>,
 }
 
 /// A record on its way through the lane.
@@ -95,6 +97,8 @@ pub struct Lane {
     dead_letters: DeadLetters,
     /// `buffer = "disk"`: the spool, and the schema to decode it with.
     spool: Option<(Arc<Spool>, Schema)>,
+    /// The schema of the last batch, for tick batches.
+    schema: Schema,
 }
 
 impl Lane {
@@ -110,6 +114,7 @@ impl Lane {
             retry,
             dead_letters,
             spool: None,
+            schema: Schema::Generic,
         })
     }
 
@@ -134,6 +139,7 @@ impl Lane {
     /// Makes this a disk-buffered lane draining `spool`.
     pub fn with_spool(mut self, spool: Arc<Spool>, schema: Schema) -> Lane {
         self.spool = Some((spool, schema));
+        self.schema = schema;
         self
     }
 
@@ -158,7 +164,18 @@ impl Lane {
         let depth =
             metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
         let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
-        while let Some(batch) = rx.recv().await {
+        loop {
+            let next = match self.spec.tick {
+                None => rx.recv().await,
+                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.tick().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(batch) = next else { break };
             depth.set(rx.len() as f64 + 1.0);
             let started = Instant::now();
             self.handle(&batch).await;
@@ -239,6 +256,7 @@ impl Lane {
                     tokio::select! {
                         _ = wake.notified() => {}
                         _ = closed.cancelled() => {}
+                        _ = idle(self.spec.tick) => self.tick().await,
                     }
                 }
                 Ok(Err(e)) => {
@@ -258,7 +276,46 @@ impl Lane {
         let _ = writer.await;
     }
 
+    /// Sends the sink an empty batch: the pump's records have paused for
+    /// `tick_interval`. A failed tick is counted and logged, never retried:
+    /// the next tick comes soon enough.
+    async fn tick(&mut self) {
+        if self.sink.is_none() {
+            match self
+                .spec
+                .sink
+                .start(&self.spec.name, &self.spec.sandbox, &self.spec.sink_config)
+                .await
+            {
+                Ok(inst) => self.sink = Some(inst),
+                Err(e) => {
+                    self.count_error(e.kind());
+                    tracing::warn!(pump = &*self.spec.name, "tick skipped: {e}");
+                    return;
+                }
+            }
+        }
+        let empty = wit::Batch {
+            schema: wit_schema(self.schema),
+            encoding: self.spec.sink.info.accepts,
+            payloads: Vec::new(),
+            events: Vec::new(),
+        };
+        let inst = self.sink.as_mut().expect("started above");
+        let error = match inst.write(&empty).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("{e:?}"),
+            Err(e) => {
+                self.sink = None;
+                e.to_string()
+            }
+        };
+        self.count_error("tick");
+        tracing::warn!(pump = &*self.spec.name, "tick failed: {error}");
+    }
+
     async fn handle(&mut self, batch: &Batch) {
+        self.schema = batch.schema;
         let pump = self.spec.name.to_string();
         let mut dead = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
@@ -665,6 +722,14 @@ impl Lane {
         }
         self.retry.reset();
         self.spec.status.set(PumpState::Ok);
+    }
+}
+
+/// Resolves after `tick` when set; never otherwise.
+async fn idle(tick: Option<Duration>) {
+    match tick {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Host-side bindings generated from `wit/pump.wit`.
 //!
-//! The two plugin worlds share their imports (`host`, `types`), so the
+//! The two plugin worlds share their imports (`host`, `kv`, `types`), so the
 //! filter world maps both onto the sink world's generated code: one set of
 //! types, one `host` implementation, one `add_to_linker`.
 
@@ -9,6 +9,10 @@ pub mod sink {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "pump-sink",
+        imports: {
+            "pumphouse:plugin/kv.get": async,
+            "pumphouse:plugin/kv.commit": async,
+        },
         exports: { default: async },
     });
 }
@@ -22,6 +26,7 @@ pub mod filter {
         with: {
             "pumphouse:plugin/types": super::sink::pumphouse::plugin::types,
             "pumphouse:plugin/host": super::sink::pumphouse::plugin::host,
+            "pumphouse:plugin/kv": super::sink::pumphouse::plugin::kv,
         },
     });
 }

@@ -14,6 +14,7 @@ pub mod allow;
 pub mod bindings;
 mod host;
 pub mod http;
+pub mod kv;
 pub mod loglimit;
 mod sockets;
 
@@ -29,7 +30,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use self::allow::{OutboundRule, RuleError, SocketRule};
+use self::host::SeriesBudget;
 use self::http::{HttpHooks, OutboundPolicy};
+use self::kv::{Kv, KvStore};
 use self::loglimit::LogLimiter;
 use crate::config::{SandboxConfig, EPOCH_TICK};
 use bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
@@ -125,6 +128,11 @@ pub struct Sandbox {
     pub outbound: Arc<OutboundPolicy>,
     /// The pump's log budget, shared by all of its instances.
     pub logs: Arc<LogLimiter>,
+    /// The pump's namespace of the `kv` store.
+    pub kv: Kv,
+    /// The pump's budget of distinct metric series, shared by all of its
+    /// instances.
+    pub series: Arc<SeriesBudget>,
 }
 
 impl Default for Sandbox {
@@ -137,6 +145,8 @@ impl Default for Sandbox {
             sockets: Vec::new(),
             outbound: Arc::new(OutboundPolicy::default()),
             logs: Arc::new(LogLimiter::unlimited("")),
+            kv: Kv::new(KvStore::memory(), ""),
+            series: Arc::new(SeriesBudget::default()),
         }
     }
 }
@@ -177,6 +187,8 @@ impl Sandbox {
                 timeout: config.http_timeout,
             }),
             logs: Arc::new(LogLimiter::new(pump, rate, burst)),
+            kv: Kv::new(KvStore::memory(), pump),
+            series: Arc::new(SeriesBudget::default()),
         })
     }
 }
@@ -191,6 +203,8 @@ pub struct PluginState {
     limits: StoreLimits,
     pump: Arc<str>,
     logs: Arc<LogLimiter>,
+    kv: Kv,
+    series: Arc<SeriesBudget>,
 }
 
 impl WasiView for PluginState {
@@ -217,6 +231,7 @@ impl WasiHttpView for PluginState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    kv: Arc<KvStore>,
 }
 
 impl Runtime {
@@ -260,7 +275,19 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            kv: KvStore::memory(),
         })
+    }
+
+    /// Keeps plugin `kv` state in `store` instead of process memory.
+    pub fn with_kv_store(mut self, store: Arc<KvStore>) -> Runtime {
+        self.kv = store;
+        self
+    }
+
+    /// `pump`'s namespace of the plugin state store.
+    pub fn kv_for(&self, pump: &str) -> Kv {
+        Kv::new(self.kv.clone(), pump)
     }
 
     /// Compiles a plugin file (on the blocking pool: compiling is CPU-heavy),
@@ -450,6 +477,8 @@ impl Plugin {
                 .build(),
             pump,
             logs: sandbox.logs.clone(),
+            kv: sandbox.kv.clone(),
+            series: sandbox.series.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -46,6 +46,7 @@ pub const STREAM_POISON: &str = "pumphouse_stream_poison_total";
 /// Capability uses a plugin's sandbox refused, by `pump` and `capability`
 /// (`http`, `socket`).
 pub const SANDBOX_DENIALS: &str = "pumphouse_sandbox_denials_total";
+pub const PLUGIN_KV_ERRORS: &str = "pumphouse_kv_errors_total";
 /// Plugin log lines dropped by the pump's log rate limit, by `pump`.
 pub const PLUGIN_LOG_SUPPRESSED: &str = "pumphouse_plugin_log_suppressed_total";
 
@@ -67,6 +68,16 @@ pub fn init_logging(json: bool) {
     };
 }
 
+/// Every metric a plugin emits is named with this prefix.
+pub const PLUGIN_METRIC_PREFIX: &str = "pumphouse_plugin_";
+
+/// Buckets of plugin histograms: latencies in milliseconds are what
+/// analytics plugins observe (the WIT's `histogram-observe` lists them).
+pub const PLUGIN_HISTOGRAM_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0,
+];
+
 /// Installs the Prometheus recorder and returns the handle `/metrics`
 /// renders. Returns `None` when a recorder is already installed.
 pub fn init_metrics() -> Option<PrometheusHandle> {
@@ -76,6 +87,11 @@ pub fn init_metrics() -> Option<PrometheusHandle> {
             &[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ],
+        )
+        .ok()?
+        .set_buckets_for_metric(
+            Matcher::Prefix(PLUGIN_METRIC_PREFIX.to_string()),
+            PLUGIN_HISTOGRAM_BUCKETS,
         )
         .ok()?
         .build_recorder();
@@ -118,6 +134,10 @@ fn describe() {
     describe_counter!(
         SANDBOX_DENIALS,
         "Capability uses a plugin's sandbox refused, by capability"
+    );
+    describe_counter!(
+        PLUGIN_KV_ERRORS,
+        "Plugin key-value calls that failed, by operation"
     );
     describe_counter!(
         PLUGIN_LOG_SUPPRESSED,

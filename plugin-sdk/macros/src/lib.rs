@@ -82,6 +82,7 @@ mod __pumphouse_export {{
         with: {{
             "pumphouse:plugin/types@0.1.0": {sdk}::types,
             "pumphouse:plugin/host@0.1.0": {sdk}::host,
+            "pumphouse:plugin/kv@0.1.0": {sdk}::kv,
         }},
     }});
 
