@@ -99,7 +99,9 @@ impl Settings {
         let raw: Raw = config.parse()?;
         let window = duration("window", &raw.window)?;
         let day = Duration::from_secs(86_400);
-        if window < Duration::from_secs(1) || window > day || day.as_secs() % window.as_secs() != 0
+        if window < Duration::from_secs(1)
+            || window > day
+            || !day.as_secs().is_multiple_of(window.as_secs())
         {
             return Err(Error::fatal(format!(
                 "window: {:?} must be between 1s and 24h and divide a day evenly (1m, 5m, 1h, ...)",
