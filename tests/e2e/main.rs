@@ -11,3 +11,5 @@ mod reliability;
 mod reload;
 mod reporter;
 mod sandbox;
+mod sinks_csv;
+mod sinks_redis;
