@@ -291,7 +291,13 @@ mod tests {
 
     /// Records the requests and answers each with the next of `answers`
     /// (the last one repeats).
-    fn serve(answers: Vec<(u16, &'static str)>) -> Rc<RefCell<Vec<(String, Vec<Value>)>>> {
+    /// The requests a mock saw: URL and rows.
+    type Seen = Rc<RefCell<Vec<(String, Vec<Value>)>>>;
+
+    /// What a mock answers, and the check on the error it should give.
+    type Case = ((u16, &'static str), fn(&WriteError) -> bool);
+
+    fn serve(answers: Vec<(u16, &'static str)>) -> Seen {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();
         let mut answers = answers.into_iter().peekable();
@@ -412,7 +418,7 @@ mod tests {
     #[test]
     fn errors_map_onto_write_errors() {
         let batch = testing::json_batch_of(Schema::Iam, &[iam("a")]);
-        let cases: Vec<((u16, &'static str), fn(&WriteError) -> bool)> = vec![
+        let cases: Vec<Case> = vec![
             ((500, "Code: 53, e.displayText() = Type mismatch"), |e| {
                 matches!(e, WriteError::InvalidBatch(_))
             }),

@@ -299,11 +299,14 @@ mod tests {
         InfluxSink::init(Config::from(config)).unwrap()
     }
 
+    /// The requests a mock saw: URL, authorization header and body.
+    type Seen = Rc<RefCell<Vec<(String, Option<String>, String)>>>;
+
+    /// What a mock answers, and the check on the error it should give.
+    type Case = (u16, &'static str, fn(&WriteError) -> bool);
+
     /// Records `(url, authorization, body)` and answers `status`/`body`.
-    fn serve(
-        status: u16,
-        body: &'static str,
-    ) -> Rc<RefCell<Vec<(String, Option<String>, String)>>> {
+    fn serve(status: u16, body: &'static str) -> Seen {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();
         testing::mock_http(move |req| {
@@ -413,7 +416,7 @@ mod tests {
     #[test]
     fn answers_map_onto_write_errors() {
         let batch = testing::json_batch_of(Schema::Iam, &[iam("a")]);
-        let cases: Vec<(u16, &'static str, fn(&WriteError) -> bool)> = vec![
+        let cases: Vec<Case> = vec![
             (400, r#"{"error":"field type conflict"}"#, |e| {
                 matches!(e, WriteError::InvalidBatch(_))
             }),

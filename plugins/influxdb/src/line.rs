@@ -144,14 +144,11 @@ pub const TYK_FIELDS: &[(&str, &str)] = &[
     ("tags", "Tags"),
 ];
 
+/// `(key, source)` pairs of a default mapping.
+pub type Mapping = &'static [(&'static str, &'static str)];
+
 /// The default measurement, tags and fields of a schema.
-pub fn defaults(
-    schema: Schema,
-) -> Option<(
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static [(&'static str, &'static str)],
-)> {
+pub fn defaults(schema: Schema) -> Option<(&'static str, Mapping, Mapping)> {
     match schema {
         Schema::Iam => Some(("iam", IAM_TAGS, IAM_FIELDS)),
         Schema::Tyk => Some(("tyk", TYK_TAGS, TYK_FIELDS)),
