@@ -10,3 +10,6 @@ mod reliability;
 mod reload;
 mod reporter;
 mod sandbox;
+mod sink_servers;
+mod sinks_clickhouse;
+mod sinks_influxdb;
