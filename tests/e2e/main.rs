@@ -11,5 +11,8 @@ mod reliability;
 mod reload;
 mod reporter;
 mod sandbox;
+mod sink_servers;
+mod sinks_clickhouse;
 mod sinks_csv;
+mod sinks_influxdb;
 mod sinks_redis;

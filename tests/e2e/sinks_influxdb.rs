@@ -1,0 +1,321 @@
+//! The `influxdb` sink against a real influxd 1.x with authentication on:
+//! points come back field by field, a server crash loses and duplicates
+//! nothing, a type conflict dead-letters the one record behind it.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::harness::*;
+use crate::sink_servers::*;
+
+const IAM_KEY: &str = "analytics-iam-system-analytics";
+const TYK_KEY: &str = "analytics-tyk-system-analytics";
+const PASSWORD_VAR: &str = "PUMPHOUSE_TEST_INFLUX_PASSWORD";
+const USER: &str = "pump";
+const PASSWORD: &str = "pump-s3cret";
+const WAIT: Duration = Duration::from_secs(120);
+
+/// An influxd of its own: ports, meta, data and WAL in a temp dir.
+struct Influx {
+    process: ServerProcess,
+    http: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Influx {
+    /// `None` (after a loud SKIPPED line) when influxd is not installed.
+    fn start() -> Option<Influx> {
+        let binary = find_binary(&["influxd"])?;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let http = format!("127.0.0.1:{}", free_port());
+        let rpc = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("influxdb.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"reporting-disabled = true
+bind-address = "{rpc}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "{http}"
+  auth-enabled = true
+  log-enabled = false
+  max-row-limit = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+"#
+            ),
+        )
+        .unwrap();
+        let args = vec![
+            "run".to_string(),
+            "-config".to_string(),
+            config.display().to_string(),
+        ];
+        let mut influx = Influx {
+            process: ServerProcess::new(binary, args, dir.path().join("influxd.log")),
+            http,
+            _dir: dir,
+        };
+        influx.process.spawn();
+        influx.wait_ready();
+        // With no users yet, influxd lets the first admin be created.
+        influx.query(&format!(
+            "CREATE USER {USER} WITH PASSWORD '{PASSWORD}' WITH ALL PRIVILEGES"
+        ));
+        influx.query("CREATE DATABASE pumps");
+        Some(influx)
+    }
+
+    fn wait_ready(&self) {
+        wait_for(WAIT, "influxd to answer /ping", || {
+            http("GET", &self.http, "/ping", &[], b"")
+                .ok()
+                .filter(|(code, _)| *code == 204)
+        });
+    }
+
+    fn restart(&mut self) {
+        self.process.spawn();
+        self.wait_ready();
+    }
+
+    /// Runs `q` with the admin's credentials; panics unless it succeeds.
+    fn query(&self, q: &str) -> Value {
+        let path = format!(
+            "/query?db=pumps&epoch=ns&u={USER}&p={PASSWORD}&q={}",
+            url_encode(q)
+        );
+        let (code, body) = http("POST", &self.http, &path, &[], b"").unwrap();
+        assert_eq!(code, 200, "{q}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["results"][0].get("error").is_none(), "{q}: {body}");
+        v
+    }
+
+    /// The points of `measurement`, each as a column → value map.
+    fn points(&self, measurement: &str) -> Vec<Map<String, Value>> {
+        let v = self.query(&format!("SELECT * FROM \"{measurement}\""));
+        let Some(series) = v["results"][0]["series"].as_array() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for s in series {
+            let columns: Vec<&str> = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            for values in s["values"].as_array().unwrap() {
+                let row = columns
+                    .iter()
+                    .zip(values.as_array().unwrap())
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(c, v)| (c.to_string(), v.clone()))
+                    .collect();
+                out.push(row);
+            }
+        }
+        out
+    }
+
+    fn count(&self, measurement: &str) -> usize {
+        self.points(measurement).len()
+    }
+}
+
+fn start_host(redis: &RedisServer, format: &str, influx: &Influx) -> Host {
+    let config = format!(
+        r#"{source}
+[[pumps]]
+name = "influxdb"
+plugin = "{plugin}"
+retry = {{ initial = "50ms", max = "500ms" }}
+[pumps.config]
+url = "http://{http}"
+database = "pumps"
+id_tag = "_id"
+username = "{USER}"
+password = "$${{{PASSWORD_VAR}}}"
+[pumps.sandbox]
+allowed_outbound_hosts = ["http://{http}"]
+env = ["{PASSWORD_VAR}"]
+"#,
+        source = source(redis, format, "batch_size = 50"),
+        plugin = plugin("influxdb"),
+        http = influx.http,
+    );
+    Host::start_in_env(
+        tempfile::tempdir().unwrap(),
+        &config,
+        &[(PASSWORD_VAR, PASSWORD)],
+    )
+}
+
+fn nanos(secs: i64, nanos: u32) -> i64 {
+    secs * 1_000_000_000 + i64::from(nanos)
+}
+
+#[test]
+fn iam_records_reach_influxdb_field_by_field_across_a_server_restart() {
+    let Some(mut influx) = Influx::start() else {
+        return;
+    };
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let mut records = iam_records(31, 0..300);
+    push(
+        &mut conn,
+        IAM_KEY,
+        &records
+            .iter()
+            .map(pumphouse::produce::encode_iam)
+            .collect::<Vec<_>>(),
+    );
+    let host = start_host(&redis, "iam", &influx);
+    wait_for(WAIT, "the first 300 points", || {
+        (influx.count("iam") == 300).then_some(())
+    });
+
+    // A crash: the records produced meanwhile wait in Redis, retried.
+    influx.process.kill();
+    let later = iam_records(32, 300..600);
+    push(
+        &mut conn,
+        IAM_KEY,
+        &later
+            .iter()
+            .map(pumphouse::produce::encode_iam)
+            .collect::<Vec<_>>(),
+    );
+    records.extend(later);
+    let retries = "pumphouse_pump_errors_total{pump=\"influxdb\",kind=\"retry\"}";
+    wait_for(WAIT, "writes failing while influxd is down", || {
+        (host.metric(retries) >= 1.0).then_some(())
+    });
+    influx.restart();
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+
+    // Every record is one point (series + time), so a re-delivery would
+    // overwrite, never add: exactly 600.
+    let points = influx.points("iam");
+    assert_eq!(points.len(), 600);
+    let mut by_seq: Vec<Option<&Map<String, Value>>> = vec![None; 600];
+    let mut ids = std::collections::HashSet::new();
+    for p in &points {
+        let seq = iam_seq(&serde_json::json!({"Request": p["request"]})) as usize;
+        assert!(by_seq[seq].is_none(), "seq {seq} stored twice");
+        by_seq[seq] = Some(p);
+        assert!(ids.insert(p["_id"].as_str().unwrap().to_owned()));
+    }
+    for (seq, r) in records.iter().enumerate() {
+        let p = by_seq[seq].unwrap_or_else(|| panic!("seq {seq} missing"));
+        assert_eq!(p["time"], nanos(r.timestamp, 0), "seq {seq}");
+        // Tags
+        assert_eq!(p["username"], r.username.as_str(), "seq {seq}");
+        assert_eq!(p["effect"], r.effect.as_str(), "seq {seq}");
+        // Fields
+        assert_eq!(p["conclusion"], r.conclusion.as_str(), "seq {seq}");
+        assert_eq!(p["request"], r.request.as_str(), "seq {seq}");
+        assert_eq!(p["policies"], r.policies.as_str(), "seq {seq}");
+        assert_eq!(p["deciders"], r.deciders.as_str(), "seq {seq}");
+        assert_eq!(p.len(), 8, "seq {seq}: {p:?}");
+    }
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
+}
+
+#[test]
+fn tyk_records_reach_influxdb_field_by_field_and_a_type_conflict_is_dead_lettered_alone() {
+    let Some(influx) = Influx::start() else {
+        return;
+    };
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let records = tyk_records(41, 0..200);
+    let mut bytes: Vec<_> = records.iter().map(pumphouse::produce::encode_tyk).collect();
+    // `path` is a string field; a number there conflicts with its type.
+    let poison = tyk_records(42, 999..1000);
+    bytes.insert(120, tyk_with_numeric_path(&poison[0]));
+    push(&mut conn, TYK_KEY, &bytes);
+    let host = start_host(&redis, "tyk", &influx);
+
+    let dead = wait_for(WAIT, "the conflicting record dead-lettered", || {
+        let d = dead_letters(&mut conn, TYK_KEY);
+        (!d.is_empty()).then_some(d)
+    });
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].pump.as_deref(), Some("influxdb"));
+    assert!(
+        dead[0].reason.contains("type conflict"),
+        "{}",
+        dead[0].reason
+    );
+
+    let points = influx.points("tyk");
+    assert_eq!(points.len(), 200);
+    let mut by_seq: Vec<Option<&Map<String, Value>>> = vec![None; 200];
+    for p in &points {
+        let seq = tyk_seq(p["path"].as_str().unwrap()) as usize;
+        assert!(by_seq[seq].is_none(), "seq {seq} stored twice");
+        by_seq[seq] = Some(p);
+    }
+    for (seq, r) in records.iter().enumerate() {
+        let p = by_seq[seq].unwrap_or_else(|| panic!("seq {seq} missing"));
+        assert_eq!(p["time"], nanos(r.timestamp.0, r.timestamp.1), "seq {seq}");
+        let text = [
+            // Tags (all text in InfluxDB)
+            ("api_id", r.api_id.clone()),
+            ("api_name", r.api_name.clone()),
+            ("api_version", r.api_version.clone()),
+            ("method", r.method.clone()),
+            ("org_id", r.org_id.clone()),
+            ("response_code", r.response_code.to_string()),
+            // String fields
+            ("path", r.path.clone()),
+            ("host", r.host.clone()),
+            ("api_key", r.api_key.clone()),
+            ("ip_address", r.ip_address.clone()),
+            ("user_agent", r.user_agent.clone()),
+            ("country", r.geo_country.clone()),
+            ("tags", serde_json::to_string(&r.tags).unwrap()),
+        ];
+        for (key, expected) in text {
+            assert_eq!(p[key], expected.as_str(), "seq {seq} {key}");
+        }
+        let ints = [
+            ("content_length", r.content_length),
+            ("request_time", r.request_time),
+            ("latency_total", r.latency[0]),
+            ("latency_upstream", r.latency[1]),
+            ("latency_gateway", r.latency[2]),
+            ("bytes_in", r.network[2]),
+            ("bytes_out", r.network[3]),
+        ];
+        for (key, expected) in ints {
+            assert_eq!(p[key], expected, "seq {seq} {key}");
+        }
+        assert_eq!(p["track_path"], r.track_path, "seq {seq}");
+        assert!(p["_id"].as_str().is_some_and(|id| !id.is_empty()));
+    }
+    assert_eq!(
+        host.metric("pumphouse_records_dead_lettered_total{pump=\"influxdb\"}"),
+        1.0
+    );
+}
