@@ -229,7 +229,8 @@ mod tests {
 
     #[test]
     fn whole_request_statuses() {
-        let cases: [(u16, fn(&WriteError) -> bool); 6] = [
+        type Expect = fn(&WriteError) -> bool;
+        let cases: [(u16, Expect); 6] = [
             (413, |e| *e == WriteError::TooLarge),
             (429, |e| matches!(e, WriteError::Retry(_))),
             (503, |e| matches!(e, WriteError::Retry(_))),

@@ -236,7 +236,8 @@ mod tests {
 
     #[test]
     fn statuses_map_onto_write_errors() {
-        let cases: [(u16, fn(&WriteError) -> bool); 8] = [
+        type Expect = fn(&WriteError) -> bool;
+        let cases: [(u16, Expect); 8] = [
             (429, |e| matches!(e, WriteError::Retry(_))),
             (503, |e| matches!(e, WriteError::Retry(_))),
             (500, |e| matches!(e, WriteError::Retry(_))),
