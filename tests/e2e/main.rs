@@ -10,3 +10,4 @@ mod reliability;
 mod reload;
 mod reporter;
 mod sandbox;
+mod sinks_http;
