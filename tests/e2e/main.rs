@@ -14,5 +14,6 @@ mod sandbox;
 mod sink_servers;
 mod sinks_clickhouse;
 mod sinks_csv;
+mod sinks_http;
 mod sinks_influxdb;
 mod sinks_redis;
