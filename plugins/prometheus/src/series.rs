@@ -162,11 +162,6 @@ impl Metric {
         }
         tally
     }
-
-    /// Label sets admitted so far.
-    pub fn series_count(&self) -> usize {
-        self.seen.len()
-    }
 }
 
 fn text<'r>(row: &'r Row<'_>, slot: usize) -> Option<&'r str> {
@@ -313,7 +308,7 @@ mod tests {
         assert_eq!(keys(&t), [(vec!["b", "200"], 1), (vec![OTHER, OTHER], 2)]);
         assert_eq!(t.capped, 2);
         assert_eq!(t.series[1].1.values, [5.0, 7.0]);
-        assert_eq!(plan.metrics[0].series_count(), 2);
+        assert_eq!(plan.metrics[0].seen.len(), 2);
     }
 
     #[test]
