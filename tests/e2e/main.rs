@@ -11,3 +11,4 @@ mod reliability;
 mod reload;
 mod reporter;
 mod sandbox;
+mod sinks_prometheus;
