@@ -16,4 +16,5 @@ mod sinks_clickhouse;
 mod sinks_csv;
 mod sinks_http;
 mod sinks_influxdb;
+mod sinks_prometheus;
 mod sinks_redis;
