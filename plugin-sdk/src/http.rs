@@ -46,6 +46,21 @@ use serde::Serialize;
 
 use crate::{Error, WriteError};
 
+/// Percent-encodes `text` for a URL's query or path: every byte but the
+/// RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+///
+/// ```
+/// assert_eq!(pumphouse_sdk::http::percent_encode("INSERT INTO t"), "INSERT%20INTO%20t");
+/// ```
+pub fn percent_encode(text: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+}
+
 /// Response bodies larger than this fail unless the request raises it.
 pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
 

@@ -40,9 +40,10 @@ pub use serde_json;
 
 mod batch;
 mod capture;
-mod config;
+pub mod config;
 mod error;
 mod msgpack;
+mod path;
 mod records;
 mod timestamp;
 mod value;
@@ -56,6 +57,7 @@ pub mod testing;
 pub use batch::{Record, Records};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
+pub use path::FieldPath;
 pub use records::{City, Country, Geo, IamRecord, Latency, Location, Network, TykRecord};
 pub use timestamp::{Timestamp, MSGPACK_TIMESTAMP_EXT};
 

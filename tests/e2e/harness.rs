@@ -244,30 +244,52 @@ impl Drop for Host {
     }
 }
 
-/// A tiny HTTP/1.1 GET: status code and body.
+/// A GET to the host: status code and body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    http_request("GET", addr, path, Duration::from_secs(5))
+    http_request("GET", addr, path, &[], b"", Duration::from_secs(5))
 }
 
-/// A tiny HTTP/1.1 POST without a body (admin calls may take a while).
+/// A POST without a body (admin calls may take a while).
 pub fn http_post(addr: &str, path: &str) -> (u16, String) {
-    http_request("POST", addr, path, Duration::from_secs(60)).unwrap()
+    http_request("POST", addr, path, &[], b"", Duration::from_secs(60)).unwrap()
 }
 
-fn http_request(
+/// One request to a test server, waiting up to 30 s for the answer.
+pub fn http(
     method: &str,
     addr: &str,
     path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    http_request(method, addr, path, headers, body, Duration::from_secs(30))
+}
+
+/// One HTTP/1.0 request (so the answer is never chunked and the server
+/// closes the connection after it): status and body.
+pub fn http_request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
     let code = text
         .split_whitespace()
         .nth(1)
@@ -278,6 +300,19 @@ fn http_request(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// Percent-encodes a query parameter.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Sample iam records `range` (seq = index) from generator `seed`, encoded

@@ -99,7 +99,7 @@ impl Prometheus {
 
     /// An instant PromQL query: each result's labels and value.
     fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        let (code, body) = get(
+        let (code, body) = http_get(
             &self.addr,
             &format!("/api/v1/query?query={}", url_encode(promql)),
         )
@@ -143,34 +143,6 @@ impl Drop for Prometheus {
             );
         }
     }
-}
-
-/// An HTTP/1.0 GET, so the answer is never chunked: status and body.
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((code, body.to_string()))
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The samples of `name` in a `/metrics` text: labels and value.

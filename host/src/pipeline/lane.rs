@@ -18,7 +18,7 @@ use crate::config::RetryConfig;
 use crate::config::WhenFull;
 use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Encoding, Verdict, WriteError};
-use crate::runtime::{Instance, Plugin, Sandbox};
+use crate::runtime::{CallError, Instance, Plugin, Sandbox};
 use crate::spool::Spool;
 use crate::telemetry;
 
@@ -276,24 +276,27 @@ impl Lane {
         let _ = writer.await;
     }
 
+    /// Starts a sink instance if the last one was discarded (or none ran).
+    async fn start_sink(&mut self) -> Result<(), CallError> {
+        if self.sink.is_none() {
+            let spec = &self.spec;
+            self.sink = Some(
+                spec.sink
+                    .start(&spec.name, &spec.sandbox, &spec.sink_config)
+                    .await?,
+            );
+        }
+        Ok(())
+    }
+
     /// Sends the sink an empty batch: the pump's records have paused for
     /// `tick_interval`. A failed tick is counted and logged, never retried:
     /// the next tick comes soon enough.
     async fn tick(&mut self) {
-        if self.sink.is_none() {
-            match self
-                .spec
-                .sink
-                .start(&self.spec.name, &self.spec.sandbox, &self.spec.sink_config)
-                .await
-            {
-                Ok(inst) => self.sink = Some(inst),
-                Err(e) => {
-                    self.count_error(e.kind());
-                    tracing::warn!(pump = &*self.spec.name, "tick skipped: {e}");
-                    return;
-                }
-            }
+        if let Err(e) = self.start_sink().await {
+            self.count_error(e.kind());
+            tracing::warn!(pump = &*self.spec.name, "tick skipped: {e}");
+            return;
         }
         let empty = wit::Batch {
             schema: wit_schema(self.schema),
@@ -447,27 +450,10 @@ impl Lane {
                 stack.push(group);
                 continue;
             }
-            if self.sink.is_none() {
-                match self
-                    .spec
-                    .sink
-                    .start(&self.spec.name, &self.spec.sandbox, &self.spec.sink_config)
-                    .await
-                {
-                    Ok(inst) => self.sink = Some(inst),
-                    Err(e) => {
-                        self.retry_or_give_up(
-                            e.kind(),
-                            &e.to_string(),
-                            group,
-                            &mut stack,
-                            batch,
-                            dead,
-                        )
-                        .await;
-                        continue;
-                    }
-                }
+            if let Err(e) = self.start_sink().await {
+                self.retry_or_give_up(e.kind(), &e.to_string(), group, &mut stack, batch, dead)
+                    .await;
+                continue;
             }
             if let Some(rate) = &self.spec.rate {
                 let waited = rate.wait(group.len(), wb.payloads.len()).await;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use pumphouse_sdk::config::{expand_env, parse_duration};
 use pumphouse_sdk::{Error, Schema};
 use serde::Deserialize;
 
@@ -196,52 +197,16 @@ impl Settings {
     }
 }
 
-/// `30s`, `5m`, `1h`, `2d`, or a plain number of seconds.
-pub fn duration(key: &str, text: &str) -> Result<Duration, Error> {
+/// A duration with a unit (`30s`, `5m`, `1h`, `2d`), or a plain number of
+/// seconds.
+fn duration(key: &str, text: &str) -> Result<Duration, Error> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        Error::fatal(format!(
-            "{key}: {text:?} is not a duration like 30s, 5m or 1h"
-        ))
-    })?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => {
-            return Err(Error::fatal(format!(
-                "{key}: {text:?} has an unknown unit; use s, m, h or d"
-            )))
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(secs) = t.parse() {
+            return Ok(Duration::from_secs(secs));
         }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
-/// Replaces `${NAME}` with the environment variable `NAME` (the pump must
-/// list it in `sandbox.env`); a missing variable is an error naming it.
-pub fn expand_env(key: &str, text: &str) -> Result<String, Error> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| Error::fatal(format!("{key}: unclosed ${{ in {text:?}")))?;
-        let name = &after[..end];
-        let value = std::env::var(name).map_err(|_| {
-            Error::fatal(format!(
-                "{key}: environment variable {name} is not set (list it in the pump's sandbox.env)"
-            ))
-        })?;
-        out.push_str(&value);
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
-    Ok(out)
+    parse_duration(t).map_err(|e| Error::fatal(format!("{key}: {e}")))
 }
 
 #[cfg(test)]

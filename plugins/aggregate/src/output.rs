@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pumphouse_sdk::http::Request;
+use pumphouse_sdk::http::{percent_encode, Request};
 use pumphouse_sdk::Error;
 
 use crate::config::Output;
@@ -59,19 +59,6 @@ pub fn send(output: &Output, rows: &[Row]) -> Result<(), Error> {
         .send()?
         .error_for_status()?;
     Ok(())
-}
-
-/// Percent-encodes a query-string value (RFC 3986 unreserved kept).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ mod rows;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use pumphouse_sdk::config::expand_env;
+use pumphouse_sdk::http::percent_encode;
 use pumphouse_sdk::http::Request;
 use pumphouse_sdk::{
     Batch, Config, Encoding, Error, FailedEvent, PluginInfo, Schema, Sink, WriteError,
@@ -96,7 +98,8 @@ impl Sink for ClickHouseSink {
         if c.database.is_empty() {
             return Err(fatal("database: empty".into()));
         }
-        let password = resolve_env("password", &c.password)?;
+        let password =
+            expand_env("password", &c.password).map_err(|e| e.context("invalid config"))?;
         let format = |pairs: Vec<(&str, &str)>| {
             RowFormat::new(pairs, &c.time_fields, c.timestamp).map_err(fatal)
         };
@@ -232,32 +235,6 @@ fn insert_url(c: &ClickHouseConfig) -> String {
         url.push_str("&date_time_input_format=best_effort");
     }
     url
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `${NAME}` is read from the environment the pump's `sandbox.env` grants,
-/// so the secret stays out of the config text; anything else is literal.
-fn resolve_env(key: &str, value: &str) -> Result<String, Error> {
-    let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
-        return Ok(value.to_owned());
-    };
-    std::env::var(name).map_err(|_| {
-        Error::fatal(format!(
-            "invalid config: {key}: environment variable {name} is not set; list it in the pump's sandbox.env"
-        ))
-    })
 }
 
 pumphouse_sdk::export_sink!(ClickHouseSink);
@@ -550,10 +527,10 @@ mod tests {
     fn passwords_come_from_the_environment() {
         std::env::set_var("PUMP_CH_TEST_PASSWORD", "from-env");
         assert_eq!(
-            resolve_env("password", "${PUMP_CH_TEST_PASSWORD}").unwrap(),
+            expand_env("password", "${PUMP_CH_TEST_PASSWORD}").unwrap(),
             "from-env"
         );
-        assert_eq!(resolve_env("password", "lit${x").unwrap(), "lit${x");
+        assert!(expand_env("password", "lit${x").is_err());
     }
 
     #[test]

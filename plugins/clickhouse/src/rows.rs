@@ -2,7 +2,7 @@
 //! No I/O here, so every rule is unit-tested natively.
 
 use pumphouse_sdk::serde_json::{self, Map, Value};
-use pumphouse_sdk::{Record, Schema, Timestamp};
+use pumphouse_sdk::{FieldPath, Record, Schema, Timestamp};
 use serde::Deserialize;
 
 /// Where a column's value comes from.
@@ -14,7 +14,7 @@ pub enum Source {
     /// `@time`: the record's time as the host derived it (milliseconds).
     Time,
     /// A dotted path into the record, e.g. `Geo.Country.ISOCode`.
-    Path(Vec<String>),
+    Path(FieldPath),
 }
 
 impl Source {
@@ -26,10 +26,9 @@ impl Source {
             t if t.starts_with('@') => Err(format!(
                 "columns.{column}: unknown source {t:?} (use @id, @time or a field path)"
             )),
-            t if t.is_empty() || t.split('.').any(str::is_empty) => Err(format!(
-                "columns.{column}: {t:?} is not a field path like `Geo.Country.ISOCode`"
-            )),
-            t => Ok(Source::Path(t.split('.').map(str::to_owned).collect())),
+            t => FieldPath::parse(t)
+                .map(Source::Path)
+                .map_err(|e| format!("columns.{column}: {e}")),
         }
     }
 }
@@ -189,7 +188,7 @@ impl RowFormat {
             let found = match &column.source {
                 Source::Id => Some(Value::from(record.id())),
                 Source::Time => Some(self.time_format.render(record.time())),
-                Source::Path(path) => match lookup(&fields, path) {
+                Source::Path(path) => match path.get_in(&fields) {
                     None | Some(Value::Null) => None,
                     Some(v) if column.is_time => Some(self.time(v, &column.name)?),
                     Some(Value::Object(o)) => {
@@ -214,13 +213,6 @@ impl RowFormat {
         };
         Ok(self.time_format.render(t))
     }
-}
-
-/// Walks a dotted path through nested objects.
-fn lookup<'v>(fields: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
-    let (first, rest) = path.split_first()?;
-    rest.iter()
-        .try_fold(fields.get(first)?, |v, key| v.as_object()?.get(key))
 }
 
 #[cfg(test)]

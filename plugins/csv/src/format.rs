@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use pumphouse_sdk::serde_json::Value;
-use pumphouse_sdk::{Error, Schema};
+use pumphouse_sdk::{Error, FieldPath, Schema};
 
 /// The iam columns when `columns` is not set: the whole record.
 pub const IAM_COLUMNS: &[&str] = &[
@@ -52,7 +52,7 @@ pub const TYK_COLUMNS: &[&str] = &[
 pub struct Column {
     pub header: String,
     /// Map keys (or array indices) from the record down to the value.
-    pub path: Vec<String>,
+    pub path: FieldPath,
 }
 
 impl Column {
@@ -62,15 +62,9 @@ impl Column {
     }
 
     pub fn named(path: &str, header: &str) -> Result<Column, String> {
-        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-        if segments.iter().any(String::is_empty) {
-            return Err(format!(
-                "{path:?} is not a field path (keys joined by dots, e.g. \"Geo.Country.ISOCode\")"
-            ));
-        }
         Ok(Column {
             header: header.to_owned(),
-            path: segments,
+            path: FieldPath::parse(path)?,
         })
     }
 
@@ -132,11 +126,7 @@ impl Column {
 
     /// The value at this column's path, if the record has one.
     pub fn lookup<'v>(&self, record: &'v Value) -> Option<&'v Value> {
-        self.path.iter().try_fold(record, |v, key| match v {
-            Value::Object(map) => map.get(key),
-            Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+        self.path.get(record)
     }
 }
 
@@ -338,7 +328,7 @@ mod tests {
         .unwrap();
         assert_eq!(cols[0], Column::named("Username", "Username").unwrap());
         assert_eq!(cols[1].header, "country");
-        assert_eq!(cols[1].path, vec!["Geo", "Country", "ISOCode"]);
+        assert_eq!(cols[1].path.segments(), ["Geo", "Country", "ISOCode"]);
         assert_eq!(cols[2].header, "Tags");
         for (bad, needle) in [
             (json!(["a", 3]), "columns[1]"),
@@ -360,7 +350,9 @@ mod tests {
         assert_eq!(iam.len(), 8);
         assert_eq!(iam[0].header, "TimeStamp");
         let tyk = Column::defaults(Schema::Tyk).unwrap();
-        assert!(tyk.iter().any(|c| c.path == ["Latency", "Total"]));
+        assert!(tyk
+            .iter()
+            .any(|c| c.path.segments() == ["Latency", "Total"]));
         assert!(Column::defaults(Schema::Generic).is_none());
     }
 

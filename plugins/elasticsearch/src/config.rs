@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use pumphouse_sdk::config::{expand_env_with as resolve_env, parse_duration};
 use pumphouse_sdk::{Config, Error};
 use serde::Deserialize;
 
@@ -109,82 +110,10 @@ impl EsConfig {
     }
 }
 
-/// Replaces every `${NAME}` in `text` with the variable's value, so secrets
-/// stay in the environment rather than in the config file. `$${` stands for
-/// a literal `${`.
-pub fn resolve_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if let Some(after) = tail.strip_prefix("$${") {
-            out.push_str("${");
-            rest = after;
-        } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| "unterminated ${ in the value".to_string())?;
-            let name = &after[..end];
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-                && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-            if !valid {
-                return Err(format!("${{{name}}} is not a variable name"));
-            }
-            let value = env(name).ok_or_else(|| {
-                format!(
-                    "environment variable {name} is not set (list it in the pump's sandbox.env)"
-                )
-            })?;
-            out.push_str(&value);
-            rest = &after[end + 1..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Reads `"250ms"`, `"5s"`, `"2m"` (a whole number and a unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let bad = || format!("{text:?} is not a duration like \"500ms\", \"5s\" or \"1m\"");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(bad()),
-    }
-}
-
 /// Standard base64 with padding, for the basic auth header.
 fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]
@@ -258,7 +187,7 @@ mod tests {
                 json!({"url": "http://h", "api_key": "k", "username": "u", "password": "p"}),
                 "api_key: set either",
             ),
-            (json!({"url": "http://h", "timeout": "1h"}), "timeout:"),
+            (json!({"url": "http://h", "timeout": "1y"}), "timeout:"),
             (
                 json!({"url": "http://h", "idx": "x"}),
                 "unknown field `idx`",

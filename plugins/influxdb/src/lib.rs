@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
+use pumphouse_sdk::config::expand_env;
+use pumphouse_sdk::http::percent_encode;
 use pumphouse_sdk::http::Request;
 use pumphouse_sdk::{
     Batch, Config, Encoding, Error, FailedEvent, PluginInfo, Schema, Sink, WriteError,
@@ -92,7 +94,8 @@ impl Sink for InfluxSink {
         if c.database.is_empty() {
             return Err(fatal("database: empty".into()));
         }
-        let password = resolve_env("password", &c.password)?;
+        let password =
+            expand_env("password", &c.password).map_err(|e| e.context("invalid config"))?;
         let iam = format_for(&c, Schema::Iam).map_err(fatal)?;
         let tyk = format_for(&c, Schema::Tyk).map_err(fatal)?;
         // Configured parts were checked above; what generic records lack
@@ -251,32 +254,6 @@ fn format_for(c: &InfluxConfig, schema: Schema) -> Result<LineFormat, String> {
         Some(key) => format.with_id_tag(key),
         None => Ok(format),
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `${NAME}` is read from the environment the pump's `sandbox.env` grants,
-/// so the secret stays out of the config text; anything else is literal.
-fn resolve_env(key: &str, value: &str) -> Result<String, Error> {
-    let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
-        return Ok(value.to_owned());
-    };
-    std::env::var(name).map_err(|_| {
-        Error::fatal(format!(
-            "invalid config: {key}: environment variable {name} is not set; list it in the pump's sandbox.env"
-        ))
-    })
 }
 
 pumphouse_sdk::export_sink!(InfluxSink);

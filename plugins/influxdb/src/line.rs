@@ -2,7 +2,7 @@
 //! point. No I/O here, so escaping and typing are unit-tested natively.
 
 use pumphouse_sdk::serde_json::{Map, Value};
-use pumphouse_sdk::{Record, Schema, Timestamp};
+use pumphouse_sdk::{FieldPath, Record, Schema, Timestamp};
 use serde::Deserialize;
 
 /// Where a tag's, field's or the time's value comes from.
@@ -13,7 +13,7 @@ pub enum Source {
     /// `@time`: the record's time as the host derived it (milliseconds).
     Time,
     /// A dotted path into the record, e.g. `Latency.Total`.
-    Path(Vec<String>),
+    Path(FieldPath),
 }
 
 impl Source {
@@ -25,10 +25,9 @@ impl Source {
             t if t.starts_with('@') => Err(format!(
                 "{what}: unknown source {t:?} (use @id, @time or a field path)"
             )),
-            t if t.is_empty() || t.split('.').any(str::is_empty) => Err(format!(
-                "{what}: {t:?} is not a field path like `Latency.Total`"
-            )),
-            t => Ok(Source::Path(t.split('.').map(str::to_owned).collect())),
+            t => FieldPath::parse(t)
+                .map(Source::Path)
+                .map_err(|e| format!("{what}: {e}")),
         }
     }
 }
@@ -270,14 +269,7 @@ fn resolve(source: &Source, map: &Map<String, Value>, record: &Record<'_>) -> Va
     match source {
         Source::Id => Value::from(record.id().to_string()),
         Source::Time => Value::from(record.time().to_rfc3339()),
-        Source::Path(path) => path
-            .split_first()
-            .and_then(|(first, rest)| {
-                rest.iter()
-                    .try_fold(map.get(first)?, |v, key| v.as_object()?.get(key))
-            })
-            .cloned()
-            .unwrap_or(Value::Null),
+        Source::Path(path) => path.get_in(map).cloned().unwrap_or(Value::Null),
     }
 }
 
