@@ -2,11 +2,8 @@
 //! in a temp dir, killed on drop and restartable on the same ports and
 //! data; the harness's `http` sets them up and queries them back.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// The first of `candidates` (absolute paths or names on `PATH`) that
 /// exists; `None` after a loud `SKIPPED` line, so a machine without the

@@ -3,8 +3,7 @@
 //! PromQL with counts equal to what the produced records add up to.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -92,7 +91,7 @@ impl Prometheus {
             _dir: dir,
         };
         wait_for(WAIT, "prometheus ready", || {
-            matches!(get(&prom.addr, "/-/ready"), Ok((200, _))).then_some(())
+            matches!(http_get(&prom.addr, "/-/ready"), Ok((200, _))).then_some(())
         });
         Some(prom)
     }
