@@ -84,8 +84,9 @@ pub enum Output {
 pub struct Settings {
     pub window_ms: i64,
     pub grace_ms: i64,
-    /// `None`: the schema's default groupings.
-    pub group_by: Option<Vec<Vec<String>>>,
+    /// The groupings for iam, Tyk and generic records, resolved once from
+    /// `group_by` or the schema's defaults.
+    groups: [Vec<Vec<String>>; 3],
     /// `None`: the schema's default (`RequestTime` for Tyk, none for iam).
     pub latency_field: Option<String>,
     pub error_status_from: i64,
@@ -158,7 +159,11 @@ impl Settings {
         Ok(Settings {
             window_ms: window.as_millis() as i64,
             grace_ms: grace.as_millis() as i64,
-            group_by: raw.group_by,
+            groups: [Schema::Iam, Schema::Tyk, Schema::Generic].map(|schema| {
+                raw.group_by
+                    .clone()
+                    .unwrap_or_else(|| default_groups(schema))
+            }),
             latency_field: raw.latency_field,
             error_status_from: raw.error_status_from,
             dedup_ttl,
@@ -168,23 +173,13 @@ impl Settings {
     }
 
     /// The groupings for records of `schema`.
-    pub fn groupings(&self, schema: Schema) -> Vec<Vec<String>> {
-        if let Some(g) = &self.group_by {
-            return g.clone();
-        }
-        let lists: &[&[&str]] = match schema {
-            Schema::Tyk => &[
-                &["OrgID", "APIID"],
-                &["OrgID", "APIID", "ResponseCode"],
-                &["OrgID", "APIKey"],
-            ],
-            Schema::Iam => &[&["Username"], &["Effect"], &["Username", "Effect"]],
-            Schema::Generic => &[],
+    pub fn groupings(&self, schema: Schema) -> &[Vec<String>] {
+        let i = match schema {
+            Schema::Iam => 0,
+            Schema::Tyk => 1,
+            Schema::Generic => 2,
         };
-        lists
-            .iter()
-            .map(|l| l.iter().map(|s| s.to_string()).collect())
-            .collect()
+        &self.groups[i]
     }
 
     /// The latency field for records of `schema`, if any.
@@ -195,6 +190,23 @@ impl Settings {
             _ => None,
         }
     }
+}
+
+/// The groupings a schema gets when `group_by` is not set.
+fn default_groups(schema: Schema) -> Vec<Vec<String>> {
+    let lists: &[&[&str]] = match schema {
+        Schema::Tyk => &[
+            &["OrgID", "APIID"],
+            &["OrgID", "APIID", "ResponseCode"],
+            &["OrgID", "APIKey"],
+        ],
+        Schema::Iam => &[&["Username"], &["Effect"], &["Username", "Effect"]],
+        Schema::Generic => &[],
+    };
+    lists
+        .iter()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .collect()
 }
 
 /// A duration with a unit (`30s`, `5m`, `1h`, `2d`), or a plain number of

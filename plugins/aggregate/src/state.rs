@@ -78,15 +78,24 @@ impl State {
             .and_then(|f| (r.field)(f))
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|v| v.is_finite());
+        // Groupings share fields (OrgID is in all of Tyk's): read each once.
+        let mut read: Vec<(&str, String)> = Vec::new();
         let window = self.windows.entry(start).or_default();
         for fields in s.groupings(r.schema) {
             let values: Vec<String> = fields
                 .iter()
-                .map(|f| (r.field)(f).unwrap_or_default())
+                .map(|f| match read.iter().find(|(k, _)| k == f) {
+                    Some((_, v)) => v.clone(),
+                    None => {
+                        let v = (r.field)(f).unwrap_or_default();
+                        read.push((f, v.clone()));
+                        v
+                    }
+                })
                 .collect();
-            let mut key = state_key(&fields, &values);
+            let mut key = state_key(fields, &values);
             if !window.contains_key(&key) && window.len() >= s.max_keys {
-                key = state_key(&fields, &vec![OTHER.to_string(); fields.len()]);
+                key = state_key(fields, &vec![OTHER.to_string(); fields.len()]);
             }
             let c = window.entry(key).or_default();
             c.hits += 1;
