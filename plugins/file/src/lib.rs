@@ -2,7 +2,7 @@
 //! JSON line. See README.md.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use pumphouse_sdk::{Batch, Config, Encoding, Error, PluginInfo, Sink, WriteError};
 use serde::Deserialize;
@@ -16,12 +16,15 @@ struct FileConfig {
     fsync: bool,
 }
 
-/// Appends each record's JSON payload plus `\n`, one buffered write per
-/// batch.
+/// Appends each record's JSON payload plus `\n`, one positional write per
+/// batch at the end of the file.
 pub struct FileSink {
     path: String,
     fsync: bool,
     file: File,
+    /// Where a batch whose write failed started: its retry goes there,
+    /// over its own partial copy.
+    failed_at: Option<u64>,
     buf: Vec<u8>,
 }
 
@@ -36,10 +39,14 @@ impl Sink for FileSink {
 
     fn init(config: Config) -> Result<Self, Error> {
         let FileConfig { path, fsync } = config.parse()?;
+        // Not `append`: an appending file is written through a WASI output
+        // stream in 4 KiB calls, each a thread hand-off in the host; one
+        // positional write per batch is a single call.
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
-            .append(true)
+            .write(true)
+            .truncate(false)
             .open(&path)
             .map_err(|e| Error::fatal(format!("cannot open {path} for appending: {e}")))?;
         end_torn_line(&mut file)
@@ -49,6 +56,7 @@ impl Sink for FileSink {
             path,
             fsync,
             file,
+            failed_at: None,
             buf: Vec::new(),
         })
     }
@@ -67,8 +75,17 @@ impl Sink for FileSink {
             self.buf.push(b'\n');
         }
         let retry = |e: std::io::Error| WriteError::Retry(format!("{}: {e}", self.path));
-        self.file.write_all(&self.buf).map_err(retry)?;
-        self.file.flush().map_err(retry)?;
+        // The end is read for every batch, not kept: after a reload the
+        // pump's previous instance may have written more since this one
+        // started (the host runs them one after the other).
+        let at = match self.failed_at.take() {
+            Some(at) => at,
+            None => self.file.metadata().map_err(retry)?.len(),
+        };
+        if let Err(e) = write_all_at(&self.file, &self.buf, at) {
+            self.failed_at = Some(at);
+            return Err(retry(e));
+        }
         if self.fsync {
             self.file.sync_data().map_err(retry)?;
         }
@@ -79,7 +96,7 @@ impl Sink for FileSink {
 /// A process killed mid-append can leave a partial last line. Ending it
 /// keeps the next record on a line of its own (the torn record itself is
 /// re-delivered, as its batch was never acknowledged).
-fn end_torn_line(file: &mut File) -> std::io::Result<()> {
+fn end_torn_line(file: &mut File) -> io::Result<()> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok(());
@@ -92,6 +109,37 @@ fn end_torn_line(file: &mut File) -> std::io::Result<()> {
         file.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// Writes all of `buf` at `offset`.
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write_at(file, buf, offset)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pwrite`: std's positional write for WASI is not stable yet, so the
+/// plugin calls wasi-libc's, which is one `descriptor.write` on the host.
+#[cfg(target_os = "wasi")]
+fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::FileTooLarge)?;
+    // SAFETY: `buf` is valid for `buf.len()` bytes and the fd is open for
+    // as long as `file` is borrowed.
+    let n = unsafe { libc::pwrite(file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(file, buf, offset)
 }
 
 pumphouse_sdk::export_sink!(FileSink);
