@@ -57,7 +57,7 @@ pub mod testing;
 pub use batch::{Record, Records};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
-pub use path::FieldPath;
+pub use path::{FieldPath, FieldSource};
 pub use records::{City, Country, Geo, IamRecord, Latency, Location, Network, TykRecord};
 pub use timestamp::{Timestamp, MSGPACK_TIMESTAMP_EXT};
 

@@ -54,6 +54,43 @@ fn step<'v>(v: &'v Value, key: &String) -> Option<&'v Value> {
     }
 }
 
+/// Where a configured value comes from: the record's id, its time, or one
+/// of its fields. Sinks read `@id`, `@time` or a dotted path from their
+/// config (a column, a tag, a field).
+///
+/// ```
+/// use pumphouse_sdk::{FieldPath, FieldSource};
+/// assert_eq!(FieldSource::parse("@id"), Ok(FieldSource::Id));
+/// assert_eq!(
+///     FieldSource::parse("Latency.Total"),
+///     Ok(FieldSource::Path(FieldPath::parse("Latency.Total").unwrap()))
+/// );
+/// assert!(FieldSource::parse("@nope").unwrap_err().contains("unknown source"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldSource {
+    /// `@id`: the record's stable id (the same on re-delivery).
+    Id,
+    /// `@time`: the record's time as the host derived it.
+    Time,
+    /// A dotted path into the record.
+    Path(FieldPath),
+}
+
+impl FieldSource {
+    /// Parses `@id`, `@time` or a field path.
+    pub fn parse(text: &str) -> Result<FieldSource, String> {
+        match text {
+            "@id" => Ok(FieldSource::Id),
+            "@time" => Ok(FieldSource::Time),
+            t if t.starts_with('@') => Err(format!(
+                "unknown source {t:?} (use @id, @time or a field path)"
+            )),
+            t => FieldPath::parse(t).map(FieldSource::Path),
+        }
+    }
+}
+
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.join("."))

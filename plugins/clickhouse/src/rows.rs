@@ -2,36 +2,11 @@
 //! No I/O here, so every rule is unit-tested natively.
 
 use pumphouse_sdk::serde_json::{self, Map, Value};
-use pumphouse_sdk::{FieldPath, Record, Schema, Timestamp};
+use pumphouse_sdk::{Record, Schema, Timestamp};
 use serde::Deserialize;
 
-/// Where a column's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// `@id`: the record's stable id (the same on re-delivery), so a
-    /// ReplacingMergeTree keyed by it can fold duplicates.
-    Id,
-    /// `@time`: the record's time as the host derived it (milliseconds).
-    Time,
-    /// A dotted path into the record, e.g. `Geo.Country.ISOCode`.
-    Path(FieldPath),
-}
-
-impl Source {
-    /// Parses a `columns` value; `column` only names the key in errors.
-    pub fn parse(column: &str, text: &str) -> Result<Source, String> {
-        match text {
-            "@id" => Ok(Source::Id),
-            "@time" => Ok(Source::Time),
-            t if t.starts_with('@') => Err(format!(
-                "columns.{column}: unknown source {t:?} (use @id, @time or a field path)"
-            )),
-            t => FieldPath::parse(t)
-                .map(Source::Path)
-                .map_err(|e| format!("columns.{column}: {e}")),
-        }
-    }
-}
+/// Where a column's value comes from: `@id`, `@time` or a field path.
+pub use pumphouse_sdk::FieldSource as Source;
 
 /// How time fields are written. ClickHouse 18.16 reads a `DateTime` from
 /// `YYYY-MM-DD hh:mm:ss` text (in the column's or server's time zone) or
@@ -154,7 +129,7 @@ impl RowFormat {
             if name.is_empty() {
                 return Err("columns: a column name is empty".into());
             }
-            let source = Source::parse(name, text)?;
+            let source = Source::parse(text).map_err(|e| format!("columns.{name}: {e}"))?;
             let is_time = match &source {
                 Source::Time => true,
                 Source::Id => false,

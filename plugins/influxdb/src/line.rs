@@ -2,34 +2,16 @@
 //! point. No I/O here, so escaping and typing are unit-tested natively.
 
 use pumphouse_sdk::serde_json::{Map, Value};
-use pumphouse_sdk::{FieldPath, Record, Schema, Timestamp};
+use pumphouse_sdk::{Record, Schema, Timestamp};
 use serde::Deserialize;
 
-/// Where a tag's, field's or the time's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// `@id`: the record's stable id (the same on re-delivery).
-    Id,
-    /// `@time`: the record's time as the host derived it (milliseconds).
-    Time,
-    /// A dotted path into the record, e.g. `Latency.Total`.
-    Path(FieldPath),
-}
+/// Where a tag's, field's or the time's value comes from: `@id`, `@time`
+/// or a field path.
+pub use pumphouse_sdk::FieldSource as Source;
 
-impl Source {
-    /// Parses a source; `what` names the config key in errors.
-    pub fn parse(what: &str, text: &str) -> Result<Source, String> {
-        match text {
-            "@id" => Ok(Source::Id),
-            "@time" => Ok(Source::Time),
-            t if t.starts_with('@') => Err(format!(
-                "{what}: unknown source {t:?} (use @id, @time or a field path)"
-            )),
-            t => FieldPath::parse(t)
-                .map(Source::Path)
-                .map_err(|e| format!("{what}: {e}")),
-        }
-    }
+/// Parses a source; `what` names the config key in errors.
+fn source_of(what: &str, text: &str) -> Result<Source, String> {
+    Source::parse(text).map_err(|e| format!("{what}: {e}"))
 }
 
 /// The unit of the timestamps sent, and the `precision` of `/write`.
@@ -171,7 +153,7 @@ impl LineFormat {
             let what = format!("tags.{key}");
             tag_list.push((
                 escape_name(&what, key, KEY_SPECIALS)?,
-                Source::parse(&what, source)?,
+                source_of(&what, source)?,
             ));
         }
         tag_list.sort_by(|a, b| a.0.cmp(&b.0));
@@ -179,7 +161,7 @@ impl LineFormat {
         for (key, source) in fields {
             let what = format!("fields.{key}");
             let escaped = escape_name(&what, key, KEY_SPECIALS)?;
-            field_list.push((key.to_owned(), escaped, Source::parse(&what, source)?));
+            field_list.push((key.to_owned(), escaped, source_of(&what, source)?));
         }
         if field_list.is_empty() {
             return Err("fields: a point needs at least one field".into());
@@ -188,7 +170,7 @@ impl LineFormat {
             measurement,
             tags: tag_list,
             fields: field_list,
-            time: Source::parse("timestamp", time)?,
+            time: source_of("timestamp", time)?,
             precision,
             integers,
         })
