@@ -438,7 +438,12 @@ impl Plugin {
     async fn instantiate(&self, pump: &str, sandbox: &Sandbox) -> Result<Instance, CallError> {
         let pump: Arc<str> = Arc::from(pump);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr();
+        // File calls run on the thread already running the plugin instead
+        // of a hop to the blocking pool and back: each hop is two thread
+        // wake-ups, and a busy machine makes them wait for a core.
+        wasi.inherit_stdout()
+            .inherit_stderr()
+            .allow_blocking_current_thread(true);
         for name in &sandbox.env {
             match std::env::var(name) {
                 Ok(value) => {
