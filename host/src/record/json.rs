@@ -52,7 +52,7 @@ fn write_top(
     let mut first = true;
     for _ in 0..len {
         let key = read_key(&mut cur)?;
-        if omit.contains(&key.as_ref()) {
+        if is_one_of(&key, omit) {
             super::skip_value(&mut cur)?;
             continue;
         }
@@ -62,10 +62,10 @@ fn write_top(
         first = false;
         write_str(out, &key);
         out.push(b':');
-        if schema.time_fields().contains(&key.as_ref()) {
+        if is_one_of(&key, schema.time_fields()) {
             let v = rmpv::decode::read_value_ref(&mut cur).map_err(msgpack_err)?;
             match time::parse_time(&v) {
-                Ok(Some(t)) => write_str(out, &t.to_rfc3339()),
+                Ok(Some(t)) => t.write_rfc3339_json(out),
                 Ok(None) => out.extend_from_slice(b"null"),
                 Err(_) => serde_json::to_writer(&mut *out, &Json(&v)).map_err(msgpack_err)?,
             }
@@ -108,23 +108,22 @@ fn container_len(cur: &mut &[u8], want: Container) -> Option<usize> {
     Some(len)
 }
 
-/// A map key as text: strings as they are (invalid UTF-8 replaced), other
-/// keys as their JSON text.
-fn read_key<'a>(cur: &mut &'a [u8]) -> Result<std::borrow::Cow<'a, str>, DecodeError> {
+/// A map key's bytes: a string key's as they are (checked as UTF-8 when
+/// written), other keys' JSON text.
+fn read_key<'a>(cur: &mut &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
     if let Some(k) = super::str_bytes(cur)? {
-        return Ok(utf8(k));
+        return Ok(std::borrow::Cow::Borrowed(k));
     }
     let v = rmpv::decode::read_value_ref(cur).map_err(msgpack_err)?;
-    Ok(std::borrow::Cow::Owned(key_text(&v).into_owned()))
+    Ok(std::borrow::Cow::Owned(
+        key_text(&v).into_owned().into_bytes(),
+    ))
 }
 
-/// Text of a string's bytes, invalid UTF-8 replaced (as `from_utf8_lossy`,
-/// whose chunked scan is slower than `from_utf8` on the valid common case).
-fn utf8(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(b) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(b),
-    }
+/// True if `key` is one of `names`. Bytes that are not UTF-8 match no
+/// name, as their replacement text would not either.
+fn is_one_of(key: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|n| n.as_bytes() == key)
 }
 
 /// rmpv's nesting limit, kept so both encoders refuse the same records.
@@ -152,7 +151,7 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
         }
         0xa0..=0xbf | 0xd9..=0xdb => {
             let s = super::str_bytes(cur)?.expect("a string marker");
-            write_str(out, &utf8(s));
+            write_str(out, s);
         }
         0x80..=0x8f | 0xde | 0xdf => {
             let Some(n) = container_len(cur, Container::Map) else {
@@ -183,8 +182,21 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
             }
             out.push(b']');
         }
-        // Numbers, binary, extensions: rare or small; serde_json's own
-        // formatting keeps the output identical.
+        // Integers, the common number: the digits serde_json would write.
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xcf | 0xd0..=0xd3 => {
+            let (n, used) = int(cur)?;
+            *cur = &cur[used..];
+            let mut digits = itoa::Buffer::new();
+            out.extend_from_slice(
+                match n {
+                    Int::Signed(v) => digits.format(v),
+                    Int::Unsigned(v) => digits.format(v),
+                }
+                .as_bytes(),
+            );
+        }
+        // Floats, binary, extensions: rare; serde_json's own formatting
+        // keeps the output identical.
         _ => {
             let v = rmpv::decode::read_value_ref(cur).map_err(msgpack_err)?;
             serde_json::to_writer(&mut *out, &Json(&v)).map_err(msgpack_err)?;
@@ -193,62 +205,118 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
     Ok(())
 }
 
-/// True if any of the 8 bytes is `"`, `\\` or a control character.
+enum Int {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// The MessagePack integer at the start of `cur` (whose marker is an
+/// integer's) and its size, as serde_json would be handed it: `i64`
+/// where it fits, else `u64`.
+fn int(cur: &[u8]) -> Result<(Int, usize), DecodeError> {
+    let m = cur[0];
+    let body = |n: usize| {
+        cur.get(1..1 + n)
+            .ok_or_else(|| DecodeError::Msgpack("unexpected end of data".into()))
+    };
+    let be = |b: &[u8]| b.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x));
+    Ok(match m {
+        0x00..=0x7f => (Int::Signed(i64::from(m)), 1),
+        0xe0..=0xff => (Int::Signed(i64::from(m as i8)), 1),
+        0xcc..=0xcf => {
+            let n = 1 << (m - 0xcc);
+            let v = be(body(n)?);
+            match i64::try_from(v) {
+                Ok(v) => (Int::Signed(v), 1 + n),
+                Err(_) => (Int::Unsigned(v), 1 + n),
+            }
+        }
+        _ => {
+            // 0xd0..=0xd3: int 8, 16, 32, 64, sign-extended.
+            let n = 1 << (m - 0xd0);
+            let v = be(body(n)?);
+            let shift = 64 - 8 * n as u32;
+            (Int::Signed(((v << shift) as i64) >> shift), 1 + n)
+        }
+    })
+}
+
+/// Marks (high bit set) the bytes of `w` that are `"`, `\\` or a control
+/// character. Bytes above a marked one may be marked wrongly (a borrow
+/// carries over), but the lowest mark is always exact, which is all the
+/// scan needs.
 #[inline]
-fn needs_escape(w: u64) -> bool {
+fn escape_marks(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space) != 0
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space
 }
 
-/// A JSON string, escaped exactly as serde_json escapes it.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let b = s.as_bytes();
+/// A MessagePack string's bytes as a JSON string, escaped exactly as
+/// serde_json escapes it, invalid UTF-8 replaced as `from_utf8_lossy`
+/// replaces it. One pass, eight bytes at a time, finds both the bytes to
+/// escape and any non-ASCII byte; only a string that has one is checked
+/// as UTF-8 (analytics text is nearly always ASCII).
+fn write_str(out: &mut Vec<u8>, b: &[u8]) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let at = out.len();
     out.reserve(b.len() + 2);
     out.push(b'"');
     let mut start = 0;
     let mut i = 0;
+    let mut seen = 0u64;
     while i < b.len() {
-        if i + 8 <= b.len() {
-            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-            if !needs_escape(w) {
+        if let Some(word) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            seen |= w;
+            let marks = escape_marks(w);
+            if marks == 0 {
                 i += 8;
                 continue;
             }
+            // Straight to the first byte that needs escaping.
+            i += (marks.trailing_zeros() / 8) as usize;
+        } else {
+            seen |= u64::from(b[i]);
+            if !matches!(b[i], b'"' | b'\\' | 0x00..=0x1f) {
+                i += 1;
+                continue;
+            }
         }
-        let c = b[i];
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&b[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 0xf)]);
-                i += 1;
-                start = i;
-                continue;
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
         out.extend_from_slice(&b[start..i]);
-        out.extend_from_slice(esc);
+        write_escape(out, b[i]);
         i += 1;
         start = i;
     }
     out.extend_from_slice(&b[start..]);
     out.push(b'"');
+    if seen & HIGH != 0 && std::str::from_utf8(b).is_err() {
+        out.truncate(at);
+        write_str(out, String::from_utf8_lossy(b).as_bytes());
+    }
+}
+
+/// The escape serde_json writes for `c` (a quote, backslash or control).
+fn write_escape(out: &mut Vec<u8>, c: u8) {
+    let esc: &[u8] = match c {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+            return;
+        }
+    };
+    out.extend_from_slice(esc);
 }
 
 /// The serde version of [`write_json`], through an rmpv value tree: the
@@ -354,4 +422,53 @@ fn ext_object<S: Serializer>(s: S, ty: i8, data: &[u8]) -> Result<S::Ok, S::Erro
         &base64::engine::general_purpose::STANDARD.encode(data),
     )?;
     map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_str;
+
+    /// Every character class at every position of strings up to 19
+    /// bytes, so both the eight-byte scan and the tail see each.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let specials = [
+            "\"", "\\", "\n", "\r", "\t", "\u{8}", "\u{c}", "\u{0}", "\u{1f}", "\u{7f}", "é", " ",
+            "a",
+        ];
+        for len in 0..20 {
+            for special in specials {
+                for at in 0..len.max(1) {
+                    let mut s = String::new();
+                    for i in 0..len {
+                        s.push_str(if i == at { special } else { "x" });
+                    }
+                    let mut out = b"prefix".to_vec();
+                    write_str(&mut out, s.as_bytes());
+                    let want = format!("prefix{}", serde_json::to_string(&s).unwrap());
+                    assert_eq!(String::from_utf8(out).unwrap(), want);
+                }
+            }
+        }
+        let all: String = (0u8..0x80).map(char::from).collect::<String>().repeat(3);
+        let mut out = Vec::new();
+        write_str(&mut out, all.as_bytes());
+        assert_eq!(out, serde_json::to_vec(&all).unwrap());
+        // Invalid UTF-8 anywhere, among ASCII and valid multi-byte text.
+        for bytes in [
+            &b"\xff"[..],
+            b"abcdefgh\xfe",
+            b"\xc3\x28 and more than eight bytes",
+            b"caf\xc3\xa9 \"q\" \xe2\x82",
+            b"\xf0\x9f\x98\x80 fine, then \x80",
+        ] {
+            let mut out = b"p".to_vec();
+            write_str(&mut out, bytes);
+            let lossy = String::from_utf8_lossy(bytes);
+            assert_eq!(
+                out,
+                [&b"p"[..], &serde_json::to_vec(&lossy).unwrap()].concat()
+            );
+        }
+    }
 }

@@ -204,7 +204,28 @@ fn streaming_json_matches_the_serde_version() {
     // Strings that need escaping, invalid UTF-8, non-string keys, numbers,
     // binary, extensions, nil, nesting.
     let mut odd = Vec::new();
-    rmp::encode::write_map_len(&mut odd, 12).unwrap();
+    rmp::encode::write_map_len(&mut odd, 13).unwrap();
+    // Every integer form, at its edges, minimal or not.
+    rmp::encode::write_str(&mut odd, "ints").unwrap();
+    rmp::encode::write_array_len(&mut odd, 18).unwrap();
+    rmp::encode::write_pfix(&mut odd, 0).unwrap();
+    rmp::encode::write_pfix(&mut odd, 127).unwrap();
+    rmp::encode::write_nfix(&mut odd, -1).unwrap();
+    rmp::encode::write_nfix(&mut odd, -32).unwrap();
+    rmp::encode::write_u8(&mut odd, 255).unwrap();
+    rmp::encode::write_u16(&mut odd, 65_535).unwrap();
+    rmp::encode::write_u32(&mut odd, u32::MAX).unwrap();
+    rmp::encode::write_u64(&mut odd, i64::MAX as u64).unwrap();
+    rmp::encode::write_u64(&mut odd, i64::MAX as u64 + 1).unwrap();
+    rmp::encode::write_u64(&mut odd, u64::MAX).unwrap();
+    rmp::encode::write_u64(&mut odd, 3).unwrap();
+    rmp::encode::write_i8(&mut odd, i8::MIN).unwrap();
+    rmp::encode::write_i8(&mut odd, 5).unwrap();
+    rmp::encode::write_i16(&mut odd, i16::MIN).unwrap();
+    rmp::encode::write_i32(&mut odd, i32::MIN).unwrap();
+    rmp::encode::write_i64(&mut odd, i64::MIN).unwrap();
+    rmp::encode::write_i64(&mut odd, -1).unwrap();
+    rmp::encode::write_i32(&mut odd, 77).unwrap();
     rmp::encode::write_str(
         &mut odd,
         "quote\"back\\slash\u{1}\u{1f}\n\r\t\u{8}\u{c}\u{7f}é😀 long enough to use the word path",

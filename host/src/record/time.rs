@@ -19,14 +19,33 @@ impl Timestamp {
     /// appear only when nonzero. Times outside what RFC 3339 can express
     /// fall back to the plain number of seconds.
     pub fn to_rfc3339(self) -> String {
+        let mut out = Vec::with_capacity(32);
+        self.write_rfc3339(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends [`to_rfc3339`](Self::to_rfc3339)'s text, without making a
+    /// `String` first.
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        let start = out.len();
         let nanos = i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos);
-        ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        let written = ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
             .and_then(|t| {
-                t.format(&::time::format_description::well_known::Rfc3339)
+                t.format_into(out, &::time::format_description::well_known::Rfc3339)
                     .ok()
-            })
-            .unwrap_or_else(|| self.secs.to_string())
+            });
+        if written.is_none() {
+            out.truncate(start);
+            out.extend_from_slice(itoa::Buffer::new().format(self.secs).as_bytes());
+        }
+    }
+
+    /// Appends the RFC 3339 text as a JSON string (it needs no escaping).
+    pub fn write_rfc3339_json(self, out: &mut Vec<u8>) {
+        out.push(b'"');
+        self.write_rfc3339(out);
+        out.push(b'"');
     }
 }
 
@@ -99,5 +118,47 @@ pub fn parse_timestamp_ext(data: &[u8]) -> Result<Timestamp, String> {
         n => Err(format!(
             "timestamp extension of {n} bytes (expected 4, 8 or 12)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    /// Written straight into the output, the text is what the `time`
+    /// crate's RFC 3339 formatting gives, or the seconds where it has none.
+    #[test]
+    fn rfc3339_text_is_the_time_crates() {
+        let secs = [
+            0,
+            1,
+            -1,
+            1_763_700_000,
+            951_782_400,     // 2000-02-29
+            253_402_300_799, // 9999-12-31T23:59:59
+            253_402_300_800, // year 10000: no RFC 3339 form
+            -62_167_219_200, // 0000-01-01
+            -62_167_219_201,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for secs in secs {
+            for nanos in [0, 1, 10, 120_000_000, 500_000_000, 999_999_999] {
+                let t = Timestamp { secs, nanos };
+                let want = ::time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+                )
+                .ok()
+                .and_then(|t| {
+                    t.format(&::time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| secs.to_string());
+                let mut out = b"x".to_vec();
+                t.write_rfc3339_json(&mut out);
+                assert_eq!(out, format!("x\"{want}\"").into_bytes(), "{secs} {nanos}");
+                assert_eq!(t.to_rfc3339(), want);
+            }
+        }
     }
 }
