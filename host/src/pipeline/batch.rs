@@ -47,8 +47,12 @@ impl Undecodable {
 
 /// One encoded form of every record of a batch, back to back.
 pub struct Encoded {
-    pub payloads: Vec<u8>,
-    /// Byte range of each record; `None` if it could not be encoded.
+    /// The records that encoded, as a plugin call takes them: a lane that
+    /// hands its plugin the whole batch passes this one as it is, so no
+    /// lane copies the payloads of an unfiltered batch.
+    pub whole: wit::Batch,
+    /// Byte range of each record in `whole.payloads`; `None` if it could
+    /// not be encoded.
     pub spans: Vec<Option<(u32, u32)>>,
     pub errors: Vec<Option<String>>,
 }
@@ -144,6 +148,7 @@ impl Batch {
             Encoding::Json => total * 2,
         });
         let mut spans = Vec::with_capacity(self.records.len());
+        let mut events = Vec::with_capacity(self.records.len());
         let mut errors = Vec::new();
         for (i, bytes) in self.records.iter().enumerate() {
             let start = payloads.len();
@@ -156,7 +161,17 @@ impl Batch {
                 (Encoding::Json, _) => record::write_json(self.schema, bytes, omit, &mut payloads),
             };
             match r {
-                Ok(()) => spans.push(Some((start as u32, (payloads.len() - start) as u32))),
+                Ok(()) => {
+                    let (offset, len) = (start as u32, (payloads.len() - start) as u32);
+                    spans.push(Some((offset, len)));
+                    let m = &self.meta[i];
+                    events.push(wit::Event {
+                        id: m.id,
+                        timestamp: m.timestamp_ms.unwrap_or(self.claimed_at_ms),
+                        offset,
+                        len,
+                    });
+                }
                 Err(e) => {
                     payloads.truncate(start);
                     spans.push(None);
@@ -168,7 +183,12 @@ impl Batch {
             }
         }
         Encoded {
-            payloads,
+            whole: wit::Batch {
+                schema: wit_schema(self.schema),
+                encoding: form.encoding,
+                payloads,
+                events,
+            },
             spans,
             errors,
         }

@@ -45,6 +45,24 @@ pub struct LaneSpec {
     pub tick: Option<Duration>,
 }
 
+/// The batch of one plugin call.
+enum CallBatch {
+    /// The shared form of the whole batch.
+    Whole(Arc<Encoded>),
+    /// Made for this call: some records were filtered out, replaced or
+    /// could not be encoded.
+    Own(wit::Batch),
+}
+
+impl CallBatch {
+    fn get(&self) -> &wit::Batch {
+        match self {
+            CallBatch::Whole(e) => &e.whole,
+            CallBatch::Own(b) => b,
+        }
+    }
+}
+
 /// A record on its way through the lane.
 struct Item {
     id: u64,
@@ -374,6 +392,7 @@ impl Lane {
         let plugin = self.spec.filters[fi].0.clone();
         loop {
             let (wb, kept) = self.materialize(batch, items, plugin.info.accepts, dead);
+            let wb = wb.get();
             items = kept;
             if items.is_empty() {
                 return items;
@@ -399,7 +418,7 @@ impl Lane {
                 }
             }
             let inst = self.filters[fi].as_mut().expect("started above");
-            let (kind, why) = match inst.process(&wb).await {
+            let (kind, why) = match inst.process(wb).await {
                 Ok(Ok(verdict)) => match apply_verdict(verdict, items, batch.claimed_at_ms) {
                     Ok(kept) => {
                         self.recovered();
@@ -436,6 +455,7 @@ impl Lane {
         let mut stack = vec![items];
         while let Some(mut group) = stack.pop() {
             let (wb, kept) = self.materialize(batch, group, accepts, dead);
+            let wb = wb.get();
             group = kept;
             if group.is_empty() {
                 continue;
@@ -463,7 +483,7 @@ impl Lane {
                 }
             }
             let inst = self.sink.as_mut().expect("started above");
-            match inst.write(&wb).await {
+            match inst.write(wb).await {
                 Ok(Ok(())) => {
                     written.increment(group.len() as u64);
                     self.spec.status.add_written(group.len() as u64);
@@ -599,11 +619,24 @@ impl Lane {
         items: Vec<Item>,
         encoding: Encoding,
         dead: &mut Vec<DeadRecord>,
-    ) -> (wit::Batch, Vec<Item>) {
+    ) -> (CallBatch, Vec<Item>) {
         let form = Form {
             encoding,
             omit_detail: self.spec.omit_detail,
         };
+        // The whole batch, untouched by filters: the shared form is the
+        // call's batch as it is.
+        if items.len() == batch.len()
+            && items
+                .iter()
+                .enumerate()
+                .all(|(i, it)| it.owned.is_none() && it.origin == Some(i as u32))
+        {
+            let f = batch.form(form);
+            if f.errors.is_empty() {
+                return (CallBatch::Whole(f), items);
+            }
+        }
         let mut shared: Option<Arc<Encoded>> = None;
         let mut payloads = Vec::new();
         let mut events = Vec::with_capacity(items.len());
@@ -618,7 +651,8 @@ impl Lane {
                     let f = shared.get_or_insert_with(|| batch.form(form));
                     match f.spans[i as usize] {
                         Some((o, l)) => {
-                            payloads.extend_from_slice(&f.payloads[o as usize..(o + l) as usize]);
+                            payloads
+                                .extend_from_slice(&f.whole.payloads[o as usize..(o + l) as usize]);
                             Ok(())
                         }
                         None => Err(f.errors[i as usize].clone().unwrap_or_default()),
@@ -661,7 +695,7 @@ impl Lane {
             payloads,
             events,
         };
-        (wb, kept)
+        (CallBatch::Own(wb), kept)
     }
 
     fn count_error(&self, kind: &'static str) {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::pipeline::batch::{wit_schema, Batch, Form};
+use crate::pipeline::batch::{Batch, Form};
 use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Verdict, WriteError};
 use crate::runtime::{
@@ -243,29 +243,16 @@ fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
-/// The batch as the plugin would receive it.
+/// The batch as the plugin would receive it (records that cannot be
+/// encoded left out).
 fn to_wit(batch: &Batch, encoding: wit::Encoding) -> wit::Batch {
-    let form = batch.form(Form {
-        encoding,
-        omit_detail: false,
-    });
-    let mut events = Vec::with_capacity(batch.len());
-    for (i, meta) in batch.meta.iter().enumerate() {
-        if let Some((offset, len)) = form.spans[i] {
-            events.push(wit::Event {
-                id: meta.id,
-                timestamp: meta.timestamp_ms.unwrap_or(batch.claimed_at_ms),
-                offset,
-                len,
-            });
-        }
-    }
-    wit::Batch {
-        schema: wit_schema(batch.schema),
-        encoding,
-        payloads: form.payloads.clone(),
-        events,
-    }
+    batch
+        .form(Form {
+            encoding,
+            omit_detail: false,
+        })
+        .whole
+        .clone()
 }
 
 /// `(report, ok, instance poisoned)` for a sink's answer.
