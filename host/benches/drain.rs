@@ -422,6 +422,25 @@ fn drain(
         let got = metric(&ph.http, s);
         assert_eq!(got, n, "{s}: {got} of {n} records");
     }
+    if std::env::var_os("BENCH_ONLY").is_some() {
+        // The quick look also shows where each pump's time went.
+        let text = http_get(&ph.http, "/metrics");
+        let lanes: Vec<String> = ["bench", "bh1", "file"]
+            .iter()
+            .filter_map(|p| {
+                let sum = pumphouse::demo::metric_value(
+                    &text,
+                    &format!("pumphouse_pump_batch_seconds_sum{{pump=\"{p}\"}}"),
+                );
+                let count = pumphouse::demo::metric_value(
+                    &text,
+                    &format!("pumphouse_pump_batch_seconds_count{{pump=\"{p}\"}}"),
+                );
+                (count > 0.0).then(|| format!("{p} {:.2} ms/batch", sum / count * 1e3))
+            })
+            .collect();
+        eprintln!("  {v:?}: {}", lanes.join(", "));
+    }
     (secs, rss)
 }
 
@@ -458,6 +477,18 @@ fn loadavg() -> String {
         .join(" ")
 }
 
+/// A variant's short name, as in the per-run lines and `BENCH_ONLY`.
+fn variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::Reference => "ref",
+        Variant::ReferenceSort => "refsort",
+        Variant::AtLeastOnce => "alo",
+        Variant::AtMostOnce => "amo",
+        Variant::FanOut => "fanout",
+        Variant::FanOutFiltered => "fanoutf",
+    }
+}
+
 fn throughput(root: &Path, redis: &RedisServer, conn: &mut redis::Connection) {
     let n = env_or("BENCH_RECORDS", 1_000_000);
     let runs = env_or("BENCH_RUNS", 3) as usize;
@@ -473,6 +504,13 @@ fn throughput(root: &Path, redis: &RedisServer, conn: &mut redis::Connection) {
         Variant::ReferenceSort,
         Variant::FanOutFiltered,
     ];
+    // `BENCH_ONLY=alo,fanout` (names as in the per-run line): a quick look
+    // at some variants, printed per run, without the table.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |v: Variant| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n.trim() == variant_name(v)))
+    };
     let mut rates: HashMap<&'static str, Vec<f64>> = HashMap::new();
     let mut ratios: HashMap<&'static str, Vec<f64>> = HashMap::new();
     for run in 0..runs {
@@ -480,30 +518,36 @@ fn throughput(root: &Path, redis: &RedisServer, conn: &mut redis::Connection) {
         for i in 0..order.len() {
             // Rotate the order so no variant always runs first.
             let v = order[(i + run) % order.len()];
+            if !wanted(v) {
+                continue;
+            }
             let (name, secs) = match v {
                 Variant::Reference | Variant::ReferenceSort => {
                     stage(conn, KEY, n);
                     let t = reference(conn, n, v == Variant::ReferenceSort);
-                    let name = if v == Variant::Reference {
-                        "ref"
-                    } else {
-                        "refsort"
-                    };
-                    (name, t.as_secs_f64())
+                    (variant_name(v), t.as_secs_f64())
                 }
                 _ => {
                     let (secs, _) = drain(root, redis, conn, n, v);
-                    let name = match v {
-                        Variant::AtLeastOnce => "alo",
-                        Variant::AtMostOnce => "amo",
-                        Variant::FanOut => "fanout",
-                        _ => "fanoutf",
-                    };
-                    (name, secs)
+                    (variant_name(v), secs)
                 }
             };
             this.insert(name, n as f64 / secs);
             rates.entry(name).or_default().push(n as f64 / secs);
+        }
+        if only.is_some() {
+            let mut line: Vec<String> = this.iter().map(|(k, r)| format!("{k} {r:.0}/s")).collect();
+            line.sort();
+            if let (Some(f), Some(a)) = (this.get("fanout"), this.get("alo")) {
+                line.push(format!("fan-out ratio {:.2}", f / a));
+            }
+            eprintln!(
+                "run {}/{runs}: {}; load {}",
+                run + 1,
+                line.join(", "),
+                loadavg()
+            );
+            continue;
         }
         ratios
             .entry("alo")
@@ -536,6 +580,9 @@ fn throughput(root: &Path, redis: &RedisServer, conn: &mut redis::Connection) {
             this["fanoutf"],
             loadavg()
         );
+    }
+    if only.is_some() {
+        return;
     }
     let r = |k: &str| stats(&ratios[k]).0;
     println!();
