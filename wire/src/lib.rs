@@ -8,6 +8,8 @@
 //!   form, times as a `[seconds, nanoseconds]` array, nil for empty slices
 //!   and maps.
 
+pub mod resp;
+
 use std::collections::BTreeMap;
 
 use rmp::encode as enc;

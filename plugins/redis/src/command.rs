@@ -2,7 +2,7 @@
 //! mapping from Redis errors to the host's error kinds is unit-tested.
 
 use crate::config::{Mode, Push, Settings};
-use crate::resp::{encode_command, Reply};
+use pumphouse_wire::resp::{encode_command, Reply};
 
 /// Appends the connection's setup commands: `AUTH` (if configured) and
 /// `SELECT` (if the db is not 0). Returns how many commands it appended.
@@ -128,7 +128,7 @@ pub fn classify_handshake(reply: &Reply) -> Option<Outcome> {
 mod tests {
     use super::*;
     use crate::config::Payload;
-    use crate::resp::parse_reply;
+    use pumphouse_wire::resp::parse_reply;
     use std::time::Duration;
 
     fn settings(mode: Mode) -> Settings {

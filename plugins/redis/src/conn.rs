@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 use crate::command::{classify_handshake, encode_handshake, Outcome};
 use crate::config::Settings;
-use crate::resp::{parse_reply, ProtocolError, Reply};
+use pumphouse_wire::resp::{parse_reply, ProtocolError, Reply};
 
 /// Why a connection failed. The sink maps each to a host error kind.
 #[derive(Debug)]

@@ -12,14 +12,13 @@ mod command;
 mod config;
 mod conn;
 mod json;
-mod resp;
 
 use pumphouse_sdk::{Batch, Config, Encoding, Error, FailedEvent, PluginInfo, Sink, WriteError};
 
 use command::{encode_record, Outcome};
 use config::{Payload, Settings};
 use conn::{ConnError, Connection};
-use resp::Reply;
+use pumphouse_wire::resp::Reply;
 
 /// Pipelines one command per record over a connection kept across
 /// batches, and reconnects after any failure.

@@ -10,7 +10,7 @@ use pumphouse_sdk::serde_json::{json, Value};
 use pumphouse_sdk::{testing, IamRecord, Schema, Timestamp};
 
 use super::*;
-use crate::resp::parse_reply;
+use pumphouse_wire::resp::parse_reply;
 
 /// What the scripted server does with a command.
 enum Act {
@@ -83,12 +83,11 @@ fn serve(
 }
 
 fn sink(address: &str, extra: Value) -> RedisSink {
-    let mut config = json!({"address": address, "key": "out", "timeout_ms": 2000});
-    config
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    RedisSink::init(Config::from(config)).unwrap()
+    RedisSink::init(testing::config(
+        json!({"address": address, "key": "out", "timeout_ms": 2000}),
+        extra,
+    ))
+    .unwrap()
 }
 
 fn iam(n: usize) -> Batch {
@@ -209,6 +208,12 @@ fn a_wrong_password_is_fatal_and_auth_comes_first() {
         matches!(&err, WriteError::Fatal(m) if m.contains("WRONGPASS")),
         "{err:?}"
     );
+    // The sink gives up at the AUTH reply; the server may still be taking
+    // the SELECT that came in the same write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.commands.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let commands = server.commands.lock().unwrap();
     assert_eq!(
         commands[..2],

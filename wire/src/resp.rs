@@ -1,5 +1,6 @@
 //! RESP2, the Redis wire protocol: encoding commands and parsing replies.
-//! Pure byte work, no I/O, so it is tested natively.
+//! Pure byte work, no I/O. Shared by the `redis` sink plugin and the
+//! reporter's workers, which each speak it over their own connection.
 
 use std::fmt;
 
@@ -10,22 +11,31 @@ const MAX_REPLY_LEN: usize = 64 * 1024 * 1024;
 
 /// Appends one command, an array of bulk strings, to `out`.
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    push_decimal(out, args.len());
-    out.extend_from_slice(b"\r\n");
+    array_header(out, args.len());
     for arg in args {
-        out.push(b'$');
-        push_decimal(out, arg.len());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        bulk(out, arg);
     }
 }
 
+/// Appends `*<n>\r\n`, the head of a command of `n` arguments whose bulk
+/// strings follow.
+pub fn array_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one bulk string: `$<len>\r\n<bytes>\r\n`.
+pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    push_decimal(out, bytes.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn push_decimal(out: &mut Vec<u8>, n: usize) {
-    // `write!` into a Vec cannot fail.
-    use std::io::Write;
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// One reply.
@@ -62,6 +72,8 @@ impl fmt::Display for ProtocolError {
         write!(f, "Redis protocol error: {}", self.0)
     }
 }
+
+impl std::error::Error for ProtocolError {}
 
 /// Parses one reply from the start of `buf`: the reply and the bytes it
 /// took, or `None` when `buf` holds only part of it.
@@ -175,6 +187,13 @@ mod tests {
         encode_command(&mut out, &[b"PUBLISH", b"c", &payload]);
         assert!(out.starts_with(b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$256\r\n"));
         assert!(out.ends_with(&[254, 255, b'\r', b'\n']));
+        // A command built a piece at a time is the same command.
+        let mut pieces = Vec::new();
+        array_header(&mut pieces, 3);
+        for arg in [&b"PUBLISH"[..], b"c", &payload] {
+            bulk(&mut pieces, arg);
+        }
+        assert_eq!(pieces, out);
     }
 
     #[test]
