@@ -541,8 +541,10 @@ fn request_path(
         .runtime(analytics.handle().clone())
         .build()
         .unwrap();
-    let mut plain = app::app(None);
-    let mut layered = app::app(Some(reporter.clone()));
+    // Finished with `with_state`, as `axum::serve` finishes a router:
+    // otherwise axum applies the layers again for every request.
+    let mut plain = app::app(None).with_state(());
+    let mut layered = app::app(Some(reporter.clone())).with_state(());
     let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let request = || {
         Request::get("/")

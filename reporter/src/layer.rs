@@ -59,8 +59,7 @@ pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 /// ```
 #[derive(Clone)]
 pub struct AnalyticsLayer {
-    reporter: Reporter<HttpRecord>,
-    config: Arc<LayerConfig>,
+    attached: Arc<Attached>,
 }
 
 #[derive(Clone, Default)]
@@ -85,14 +84,17 @@ impl AnalyticsLayer {
         };
         config.template = Template::of(&config);
         AnalyticsLayer {
-            reporter,
-            config: Arc::new(config),
+            attached: Arc::new(Attached {
+                reporter,
+                config: Arc::new(config),
+            }),
         }
     }
 
     /// Changes the configuration and re-encodes the template.
     fn set(mut self, change: impl FnOnce(&mut LayerConfig)) -> Self {
-        let config = Arc::make_mut(&mut self.config);
+        let attached = Arc::make_mut(&mut self.attached);
+        let config = Arc::make_mut(&mut attached.config);
         change(config);
         config.template = Template::of(config);
         self
@@ -139,8 +141,7 @@ impl<S> tower_layer::Layer<S> for AnalyticsLayer {
     fn layer(&self, inner: S) -> Analytics<S> {
         Analytics {
             inner,
-            reporter: self.reporter.clone(),
-            config: Arc::clone(&self.config),
+            attached: Arc::clone(&self.attached),
         }
     }
 }
@@ -149,6 +150,16 @@ impl<S> tower_layer::Layer<S> for AnalyticsLayer {
 #[derive(Clone)]
 pub struct Analytics<S> {
     inner: S,
+    attached: Arc<Attached>,
+}
+
+/// What the layer, the services it wraps and their pending responses
+/// share, behind one `Arc`: routers clone the service for every request
+/// (and an unfinished axum router even applies the layer for every
+/// request), and each clone of a shared counter is contended by every
+/// thread serving requests.
+#[derive(Clone)]
+struct Attached {
     reporter: Reporter<HttpRecord>,
     config: Arc<LayerConfig>,
 }
@@ -173,8 +184,7 @@ where
             inner: self.inner.call(req),
             pending: Some(Pending {
                 seen,
-                reporter: self.reporter.clone(),
-                config: Arc::clone(&self.config),
+                attached: Arc::clone(&self.attached),
             }),
             waiting: None,
         }
@@ -727,21 +737,20 @@ impl Format for HttpTyk {
 
 struct Pending {
     seen: Seen,
-    reporter: Reporter<HttpRecord>,
-    config: Arc<LayerConfig>,
+    attached: Arc<Attached>,
 }
 
 impl Pending {
-    fn record<B: Body>(self, resp: &Response<B>) -> (Reporter<HttpRecord>, HttpRecord) {
+    fn record<B: Body>(self, resp: &Response<B>) -> (Arc<Attached>, HttpRecord) {
         let record = HttpRecord {
             latency: self.seen.start.elapsed(),
             seen: self.seen,
             status: resp.status().as_u16(),
             bytes_out: length(resp.headers(), resp.body()),
             at: SystemTime::now(),
-            config: self.config,
+            config: Arc::clone(&self.attached.config),
         };
-        (self.reporter, record)
+        (self.attached, record)
     }
 }
 
@@ -779,9 +788,11 @@ where
         let (Ok(resp), Some(pending)) = (&out, this.pending.take()) else {
             return Poll::Ready(out);
         };
-        let (reporter, record) = pending.record(resp);
+        let (attached, record) = pending.record(resp);
+        let reporter = &attached.reporter;
         match reporter.record(record) {
             Err(RecordError::Full(record)) if reporter.when_full() == WhenFull::Block => {
+                let reporter = reporter.clone();
                 let mut wait: Wait = Box::pin(async move {
                     // Accepted, or closed meanwhile (counted as dropped).
                     let _ = reporter.record_wait(record).await;
@@ -887,7 +898,7 @@ mod tests {
                             bytes_out,
                             latency,
                             at,
-                            config: Arc::clone(&layer.config),
+                            config: Arc::clone(&layer.attached.config),
                         };
                         let mut direct = vec![7];
                         record.encode_tyk_into(&mut direct);

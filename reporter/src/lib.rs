@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod conn;
 mod error;
 mod format;
 #[cfg(feature = "layer")]

@@ -268,13 +268,22 @@ impl<F: Format> ReporterBuilder<F> {
             .ok_or(BuildError::MissingKey)?;
         opts.key = Some(key);
         opts.validate()?;
-        let client =
-            redis::Client::open(opts.redis_url.as_str()).map_err(BuildError::InvalidUrl)?;
+        let info = redis::IntoConnectionInfo::into_connection_info(opts.redis_url.as_str())
+            .map_err(BuildError::InvalidUrl)?;
+        if !matches!(
+            info.addr(),
+            redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
+        ) {
+            return Err(BuildError::InvalidOption {
+                option: "redis_url",
+                reason: "TLS connections (rediss://) are not supported",
+            });
+        }
         let runtime = match opts.runtime.take() {
             Some(handle) => handle,
             None => tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?,
         };
-        Ok(Reporter::start(self.format, opts, client, &runtime))
+        Ok(Reporter::start(self.format, opts, info, &runtime))
     }
 }
 

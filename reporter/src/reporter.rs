@@ -119,7 +119,7 @@ impl<R: Send + 'static> Reporter<R> {
     pub(crate) fn start<F: Format<Record = R>>(
         format: F,
         opts: Options,
-        client: redis::Client,
+        info: redis::ConnectionInfo,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -142,7 +142,7 @@ impl<R: Send + 'static> Reporter<R> {
                 id,
                 Arc::clone(&shared),
                 Arc::clone(&format),
-                client.clone(),
+                info.clone(),
             ));
         }
         Reporter {

@@ -1,5 +1,5 @@
 //! A worker: takes a due batch, encodes it into one command (`ListBatched`)
-//! or one pipeline, sends it,
+//! or one pipeline, framed for the socket as it is encoded, sends it,
 //! and on failure reconnects and retries with backoff until Redis has been
 //! unreachable for `give_up_after`; then the batch is counted as lost.
 
@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError};
+use redis::ConnectionInfo;
 
+use crate::conn::{Conn, ConnError};
 use crate::format::Format;
 use crate::options::{Options, Target};
 use crate::queue::Take;
 use crate::reporter::Shared;
+use pumphouse_wire::resp;
 
 /// Marks the worker gone however its task ends (finished or dropped).
 struct Exit<R>(Arc<Shared<R>>);
@@ -29,15 +30,19 @@ pub(crate) async fn run<F: Format>(
     id: usize,
     shared: Arc<Shared<F::Record>>,
     format: Arc<F>,
-    client: redis::Client,
+    info: ConnectionInfo,
 ) {
     let _exit = Exit(Arc::clone(&shared));
     let opts = &shared.opts;
-    let mut link = Link::new(client, opts);
-    // Both are reused from batch to batch: after the first batches they
-    // no longer allocate (or page-fault).
-    let mut pipe = redis::pipe();
-    let mut batched = Cmd::new();
+    let mut link = Link::new(info, opts);
+    let one_command = opts.target == Target::ListBatched;
+    // What comes before each record: nothing in the one `RPUSH` of a
+    // batch, a whole command's head otherwise.
+    let prefix = record_prefix(opts);
+    // Reused from batch to batch: after the first batches they no longer
+    // allocate (or page-fault).
+    let mut body = Vec::new();
+    let mut head = Vec::with_capacity(64);
     let mut scratch = Vec::with_capacity(1024);
     loop {
         // Register for the wake-up before looking: a batch sealed (or a
@@ -59,18 +64,15 @@ pub(crate) async fn run<F: Format>(
             Take::Done => break,
         };
         let n = batch.len();
-        let one_command = opts.target == Target::ListBatched;
-        pipe.clear();
-        batched.clear();
-        batched.arg("RPUSH").arg(opts.key());
+        body.clear();
         let mut unencodable = 0u64;
         for record in batch.drain(..) {
             scratch.clear();
             match format.encode(&record, &mut scratch) {
-                Ok(()) if one_command => {
-                    batched.arg(scratch.as_slice());
+                Ok(()) => {
+                    body.extend_from_slice(&prefix);
+                    resp::bulk(&mut body, &scratch);
                 }
-                Ok(()) => push_command(&mut pipe, opts, &scratch),
                 Err(e) => {
                     unencodable += 1;
                     if unencodable == 1 {
@@ -89,9 +91,19 @@ pub(crate) async fn run<F: Format>(
         let encoded = n as u64 - unencodable;
         if encoded > 0 {
             let request = if one_command {
-                Request::Command(&batched)
+                head.clear();
+                resp::array_header(&mut head, encoded as usize + 2);
+                resp::bulk(&mut head, b"RPUSH");
+                resp::bulk(&mut head, opts.key().as_bytes());
+                Request {
+                    parts: [&head, &body],
+                    replies: 1,
+                }
             } else {
-                Request::Pipeline(&pipe)
+                Request {
+                    parts: [&[], &body],
+                    replies: encoded as usize,
+                }
             };
             match link.send(request, &shared).await {
                 Sent::Ok(took) => {
@@ -119,39 +131,42 @@ pub(crate) async fn run<F: Format>(
     }
 }
 
-/// Adds the command writing one record (`List` and `Stream` targets).
-fn push_command(pipe: &mut Pipeline, opts: &Options, record: &[u8]) {
-    let key = opts.key();
-    let cmd = match opts.target {
+/// The bytes before each record's bulk string: none in the batch's one
+/// `RPUSH` (`ListBatched`), the head of its own command otherwise.
+fn record_prefix(opts: &Options) -> Vec<u8> {
+    let key = opts.key().as_bytes();
+    let mut p = Vec::new();
+    match opts.target {
+        Target::ListBatched => {}
+        Target::List => {
+            resp::array_header(&mut p, 3);
+            resp::bulk(&mut p, b"RPUSH");
+            resp::bulk(&mut p, key);
+        }
         Target::Stream { max_len } => {
-            let field = opts.stream_field.as_str();
-            let mut cmd = Cmd::with_capacity(8, 32 + key.len() + field.len() + record.len());
-            cmd.arg("XADD")
-                .arg(key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(max_len)
-                .arg("*")
-                .arg(field)
-                .arg(record);
-            cmd
+            resp::array_header(&mut p, 8);
+            for arg in [
+                &b"XADD"[..],
+                key,
+                b"MAXLEN",
+                b"~",
+                max_len.to_string().as_bytes(),
+                b"*",
+                opts.stream_field.as_bytes(),
+            ] {
+                resp::bulk(&mut p, arg);
+            }
         }
-        Target::List | Target::ListBatched => {
-            let mut cmd = Cmd::with_capacity(3, 5 + key.len() + record.len());
-            cmd.arg("RPUSH").arg(key).arg(record);
-            cmd
-        }
-    };
-    pipe.add_command(cmd).ignore();
+    }
+    p
 }
 
-/// What a batch is sent as.
+/// A batch framed for the socket: its parts, written one after the
+/// other, and how many replies they get.
 #[derive(Clone, Copy)]
-enum Request<'a> {
-    /// One command (`ListBatched`).
-    Command(&'a Cmd),
-    /// A command per record.
-    Pipeline(&'a Pipeline),
+struct Request<'a> {
+    parts: [&'a [u8]; 2],
+    replies: usize,
 }
 
 enum Sent {
@@ -163,9 +178,10 @@ enum Sent {
 
 /// A worker's connection and the state of the current outage.
 struct Link {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    conn: Option<MultiplexedConnection>,
+    info: ConnectionInfo,
+    connect_timeout: Duration,
+    send_timeout: Duration,
+    conn: Option<Conn>,
     backoff: ExponentialBuilder,
     retry_max: Duration,
     give_up_after: Duration,
@@ -179,12 +195,11 @@ struct Outage {
 }
 
 impl Link {
-    fn new(client: redis::Client, opts: &Options) -> Self {
+    fn new(info: ConnectionInfo, opts: &Options) -> Self {
         Link {
-            client,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(opts.connect_timeout))
-                .set_response_timeout(Some(opts.send_timeout)),
+            info,
+            connect_timeout: opts.connect_timeout,
+            send_timeout: opts.send_timeout,
             conn: None,
             backoff: ExponentialBuilder::default()
                 .with_min_delay(opts.retry_min)
@@ -228,7 +243,7 @@ impl Link {
                     shared.metrics.send_errors.increment(1);
                     // Server error replies keep the connection; anything
                     // else (refused, reset, timeout) gets a new one.
-                    if !matches!(e.kind(), ErrorKind::Server(_)) {
+                    if !e.keeps_connection() {
                         self.conn = None;
                     }
                     let now = Instant::now();
@@ -249,20 +264,15 @@ impl Link {
         }
     }
 
-    async fn attempt(&mut self, request: Request<'_>) -> Result<(), RedisError> {
+    async fn attempt(&mut self, request: Request<'_>) -> Result<(), ConnError> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
-                let c = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?;
+                let c = Conn::connect(&self.info, self.connect_timeout).await?;
                 self.conn.insert(c)
             }
         };
-        match request {
-            Request::Command(cmd) => cmd.query_async::<()>(conn).await,
-            Request::Pipeline(pipe) => pipe.query_async::<()>(conn).await,
-        }
+        conn.request(&request.parts, request.replies, self.send_timeout)
+            .await
     }
 }

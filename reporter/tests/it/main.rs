@@ -3,6 +3,7 @@
 
 #[path = "../../examples/service/app.rs"]
 mod app;
+mod connection;
 mod delivery;
 mod full;
 mod layer;
