@@ -22,7 +22,23 @@
 
 use serde::Serialize;
 
-use crate::{capture, Batch, Encoding, IamRecord, Level, Schema, TykRecord};
+use crate::{capture, Batch, Config, Encoding, IamRecord, Level, Schema, TykRecord};
+
+/// A plugin's config: the JSON object `base` with the keys of the object
+/// `extra` added or replacing its own, for tests that vary a few options
+/// of a working config.
+///
+/// # Panics
+///
+/// If either is not a JSON object.
+pub fn config(base: serde_json::Value, extra: serde_json::Value) -> Config {
+    let mut base = base;
+    let (Some(map), serde_json::Value::Object(extra)) = (base.as_object_mut(), extra) else {
+        panic!("testing::config takes two JSON objects");
+    };
+    map.extend(extra);
+    Config::from(base)
+}
 
 /// A batch of the given payloads, as they are.
 ///

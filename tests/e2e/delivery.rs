@@ -20,11 +20,7 @@ fn iam_records_reach_the_file_sink_field_by_field() {
     let records: Vec<_> = (0..1000)
         .map(|i| sampler.iam(i, 1_763_700_000 + i as i64))
         .collect();
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records.iter().map(encode_iam).collect::<Vec<_>>(),
-    );
+    push_iam_records(&mut conn, IAM_KEY, &records);
 
     let host = Host::start(&format!(
         "{}{}",

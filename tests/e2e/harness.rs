@@ -437,6 +437,19 @@ pub fn push(conn: &mut redis::Connection, key: &str, records: &[Vec<u8>]) {
     pipe.query::<()>(conn).unwrap();
 }
 
+/// Pushes iam records to `key` as iam-authz-server encodes them, 5000 to
+/// a pipeline.
+pub fn push_iam_records(
+    conn: &mut redis::Connection,
+    key: &str,
+    records: &[pumphouse::produce::IamRecord],
+) {
+    for chunk in records.chunks(5000) {
+        let bytes: Vec<_> = chunk.iter().map(pumphouse::produce::encode_iam).collect();
+        push(conn, key, &bytes);
+    }
+}
+
 /// Records left in Redis for `key`: the list plus every claimed batch.
 pub fn left_in_redis(conn: &mut redis::Connection, key: &str) -> (u64, u64) {
     let len: u64 = redis::cmd("LLEN").arg(key).query(conn).unwrap();
@@ -466,10 +479,7 @@ pub fn push_iam(
 ) -> Vec<pumphouse::produce::IamRecord> {
     let mut sampler = pumphouse::produce::Sampler::new(seed);
     let records: Vec<_> = (0..n).map(|i| sampler.iam(i, T0)).collect();
-    for chunk in records.chunks(5000) {
-        let bytes: Vec<_> = chunk.iter().map(pumphouse::produce::encode_iam).collect();
-        push(conn, "analytics-iam-system-analytics", &bytes);
-    }
+    push_iam_records(conn, "analytics-iam-system-analytics", &records);
     records
 }
 
@@ -485,4 +495,20 @@ pub fn push_tyk(
     let bytes: Vec<_> = records.iter().map(pumphouse::produce::encode_tyk).collect();
     push(conn, key, &bytes);
     records
+}
+
+/// Dead-letter entries of `key`'s records.
+pub fn dead_letters(
+    conn: &mut redis::Connection,
+    key: &str,
+) -> Vec<pumphouse::pipeline::deadletter::Entry> {
+    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(format!("pumphouse:dead-letter:{key}"))
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap();
+    raw.iter()
+        .map(|r| serde_json::from_slice(r).unwrap())
+        .collect()
 }

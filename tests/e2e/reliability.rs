@@ -14,7 +14,6 @@ use rand::Rng;
 use crate::harness::*;
 
 const IAM_KEY: &str = "analytics-iam-system-analytics";
-const DLQ_KEY: &str = "pumphouse:dead-letter:analytics-iam-system-analytics";
 
 /// The iam sample `seq` of every whole line in a JSON Lines file, and how
 /// many lines were not whole records (a write torn by SIGKILL).
@@ -57,18 +56,6 @@ type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 /// A pump of the `faulty` fixture writing to `/out/<file>`.
 fn faulty_pump(name: &str, file: &str, extra: &str, config: &str) -> String {
     sink_pump(&fixture("faulty"), name, file, extra, config)
-}
-
-fn dead_letters(conn: &mut redis::Connection) -> Vec<pumphouse::pipeline::deadletter::Entry> {
-    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(DLQ_KEY)
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap();
-    raw.iter()
-        .map(|r| serde_json::from_slice(r).unwrap())
-        .collect()
 }
 
 fn payload(e: &pumphouse::pipeline::deadletter::Entry) -> Vec<u8> {
@@ -191,7 +178,7 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
         memory_dups <= bound,
         "memory duplicates {memory_dups} > {bound}"
     );
-    assert!(dead_letters(&mut conn).is_empty());
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
 }
 
 #[test]
@@ -346,7 +333,7 @@ fn poison_records_are_dead_lettered_exactly_and_dlq_replays_them() {
         assert_eq!(seqs, expected, "{file}");
     }
     let entries = wait_for(Duration::from_secs(30), "8 dead letters", || {
-        let e = dead_letters(&mut conn);
+        let e = dead_letters(&mut conn, IAM_KEY);
         (e.len() == 8).then_some(e)
     });
     let mut by_pump: HashMap<String, Vec<u64>> = HashMap::new();
@@ -406,12 +393,12 @@ fn poison_records_are_dead_lettered_exactly_and_dlq_replays_them() {
     let mut seqs: Vec<u64> = replayed.iter().map(|b| seq_of_msgpack(b)).collect();
     seqs.sort();
     assert_eq!(seqs, poison);
-    assert_eq!(dead_letters(&mut conn).len(), 4);
+    assert_eq!(dead_letters(&mut conn, IAM_KEY).len(), 4);
     assert_eq!(run(&["purge"]).0, 1, "purge without --yes refuses");
-    assert_eq!(dead_letters(&mut conn).len(), 4);
+    assert_eq!(dead_letters(&mut conn, IAM_KEY).len(), 4);
     let (code, out) = run(&["purge", "--yes"]);
     assert_eq!(code, 0, "{out}");
-    assert!(dead_letters(&mut conn).is_empty());
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
 }
 
 #[test]
@@ -443,7 +430,7 @@ fn oversized_batches_are_split_until_the_sink_takes_them() {
         host.metric("pumphouse_pump_errors_total{pump=\"presplit\",kind=\"too_large\"}"),
         0.0
     );
-    assert!(dead_letters(&mut conn).is_empty());
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
 }
 
 #[test]
@@ -468,7 +455,7 @@ fn retries_stop_after_max_attempts_and_the_records_are_dead_lettered() {
         ),
     );
     let entries = wait_for(Duration::from_secs(30), "50 dead letters", || {
-        let e = dead_letters(&mut conn);
+        let e = dead_letters(&mut conn, IAM_KEY);
         (e.len() == 50).then_some(e)
     });
     assert!(

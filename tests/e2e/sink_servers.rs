@@ -99,6 +99,58 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A sink's server as the crash scenario drives it.
+pub trait Restartable {
+    /// Kills the server process at once.
+    fn kill(&mut self);
+    /// Starts it again on the same data and port, and waits until it serves.
+    fn restart(&mut self);
+    /// How many records `table` (or measurement) holds.
+    fn held(&self, table: &str) -> u64;
+}
+
+/// The crash each server-backed sink goes through: 300 iam records
+/// delivered, the server killed, 300 more produced while it is down (the
+/// pump's writes fail and are retried), the server back, all 600 in
+/// `table` and acknowledged. `seed` picks the records (`seed + 1` the
+/// later ones). Returns the 600 records in `seq` order, and the host.
+pub fn deliver_across_a_restart(
+    server: &mut impl Restartable,
+    conn: &mut redis::Connection,
+    key: &str,
+    table: &str,
+    pump: &str,
+    seed: u64,
+    start_host: impl FnOnce() -> crate::harness::Host,
+) -> (Vec<pumphouse::produce::IamRecord>, crate::harness::Host) {
+    use crate::harness::{left_in_redis, push_iam_records, wait_for};
+    let wait = std::time::Duration::from_secs(120);
+    let mut records = iam_records(seed, 0..300);
+    push_iam_records(conn, key, &records);
+    let host = start_host();
+    wait_for(wait, "the first 300 records", || {
+        (server.held(table) == 300).then_some(())
+    });
+
+    // A crash: the records produced meanwhile wait in Redis, retried.
+    server.kill();
+    let later = iam_records(seed + 1, 300..600);
+    push_iam_records(conn, key, &later);
+    records.extend(later);
+    let retries = format!("pumphouse_pump_errors_total{{pump=\"{pump}\",kind=\"retry\"}}");
+    wait_for(wait, "writes failing while the server is down", || {
+        (host.metric(&retries) >= 1.0).then_some(())
+    });
+    server.restart();
+    wait_for(wait, "all 600 records", || {
+        (server.held(table) == 600).then_some(())
+    });
+    wait_for(wait, "acks", || {
+        (left_in_redis(conn, key) == (0, 0)).then_some(())
+    });
+    (records, host)
+}
+
 /// Records carrying sequence numbers `range`, as the producers encode
 /// them; a seed of its own keeps later ranges distinct from earlier ones.
 pub fn iam_records(seed: u64, range: std::ops::Range<u64>) -> Vec<pumphouse::produce::IamRecord> {
@@ -137,20 +189,4 @@ pub fn tyk_with_numeric_path(r: &pumphouse::produce::TykRecord) -> Vec<u8> {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &value).unwrap();
     out
-}
-
-/// Dead-letter entries of `key`'s records.
-pub fn dead_letters(
-    conn: &mut redis::Connection,
-    key: &str,
-) -> Vec<pumphouse::pipeline::deadletter::Entry> {
-    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(format!("pumphouse:dead-letter:{key}"))
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap();
-    raw.iter()
-        .map(|r| serde_json::from_slice(r).unwrap())
-        .collect()
 }

@@ -174,7 +174,7 @@ impl ClickHouse {
     }
 }
 
-fn pump(ch: &ClickHouse, table: &str) -> String {
+fn pump(http: &str, table: &str) -> String {
     format!(
         r#"
 [[pumps]]
@@ -191,17 +191,17 @@ allowed_outbound_hosts = ["http://{http}"]
 env = ["{PASSWORD_VAR}"]
 "#,
         plugin = plugin("clickhouse"),
-        http = ch.http,
     )
 }
 
-fn start_host(redis: &RedisServer, format: &str, ch: &ClickHouse, table: &str) -> Host {
+/// A host draining `format` records into `table` of the ClickHouse at `http`.
+fn start_host(redis: &RedisServer, format: &str, http: &str, table: &str) -> Host {
     Host::start_in_env(
         tempfile::tempdir().unwrap(),
         &format!(
             "{}{}",
             source(redis, format, "batch_size = 50"),
-            pump(ch, table)
+            pump(http, table)
         ),
         &[(PASSWORD_VAR, PASSWORD)],
     )
@@ -237,43 +237,11 @@ fn iam_records_reach_clickhouse_field_by_field_across_a_server_restart() {
     ch.query(IAM_TABLE);
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut records = iam_records(11, 0..300);
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records
-            .iter()
-            .map(pumphouse::produce::encode_iam)
-            .collect::<Vec<_>>(),
-    );
-    let host = start_host(&redis, "iam", &ch, "iam");
-    wait_for(WAIT, "the first 300 rows", || {
-        (ch.count("iam") == 300).then_some(())
-    });
-
-    // A crash: the records produced meanwhile wait in Redis, retried.
-    ch.process.kill();
-    let later = iam_records(12, 300..600);
-    push(
-        &mut conn,
-        IAM_KEY,
-        &later
-            .iter()
-            .map(pumphouse::produce::encode_iam)
-            .collect::<Vec<_>>(),
-    );
-    records.extend(later);
-    let retries = "pumphouse_pump_errors_total{pump=\"clickhouse\",kind=\"retry\"}";
-    wait_for(WAIT, "writes failing while ClickHouse is down", || {
-        (host.metric(retries) >= 1.0).then_some(())
-    });
-    ch.restart();
-    wait_for(WAIT, "all 600 rows", || {
-        (ch.count("iam") == 600).then_some(())
-    });
-    wait_for(WAIT, "acks", || {
-        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
-    });
+    let http = ch.http.clone();
+    let (records, host) =
+        deliver_across_a_restart(&mut ch, &mut conn, IAM_KEY, "iam", "clickhouse", 11, || {
+            start_host(&redis, "iam", &http, "iam")
+        });
 
     let rows = ch.rows("SELECT * FROM iam FINAL");
     assert_eq!(rows.len(), 600);
@@ -317,7 +285,7 @@ fn tyk_records_reach_clickhouse_field_by_field_and_a_bad_row_is_dead_lettered_al
     let poison = tyk_records(22, 999..1000);
     bytes.insert(77, tyk_with_numeric_path(&poison[0]));
     push(&mut conn, TYK_KEY, &bytes);
-    let host = start_host(&redis, "tyk", &ch, "tyk");
+    let host = start_host(&redis, "tyk", &ch.http, "tyk");
 
     wait_for(WAIT, "200 rows", || (ch.count("tyk") == 200).then_some(()));
     let dead = wait_for(WAIT, "the bad record dead-lettered", || {
@@ -392,4 +360,16 @@ fn tyk_records_reach_clickhouse_field_by_field_and_a_bad_row_is_dead_lettered_al
         host.metric("pumphouse_records_dead_lettered_total{pump=\"clickhouse\"}"),
         1.0
     );
+}
+
+impl Restartable for ClickHouse {
+    fn kill(&mut self) {
+        self.process.kill();
+    }
+    fn restart(&mut self) {
+        ClickHouse::restart(self);
+    }
+    fn held(&self, table: &str) -> u64 {
+        self.count(table)
+    }
 }

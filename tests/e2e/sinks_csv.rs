@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use pumphouse::produce::{encode_iam, IamRecord, Sampler};
+use pumphouse::produce::{IamRecord, Sampler};
 
 use crate::harness::*;
 
@@ -212,11 +212,7 @@ fn awkward_text_round_trips_and_a_torn_row_is_cut_off() {
             r
         })
         .collect();
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records.iter().map(encode_iam).collect::<Vec<_>>(),
-    );
+    push_iam_records(&mut conn, IAM_KEY, &records);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();

@@ -410,11 +410,7 @@ fn http_sink_posts_iam_records_gzipped_with_a_secret_header() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let records = iam_records(21, 700, 1);
-    push(
-        &mut conn,
-        IAM_KEY,
-        &records.iter().map(encode_iam).collect::<Vec<_>>(),
-    );
+    push_iam_records(&mut conn, IAM_KEY, &records);
     let (rx, seen) = recorder();
     // `$${` keeps the host's own config interpolation away from the
     // placeholder, so the plugin resolves it from its sandbox env.

@@ -136,7 +136,8 @@ bind-address = "{rpc}"
     }
 }
 
-fn start_host(redis: &RedisServer, format: &str, influx: &Influx) -> Host {
+/// A host draining `format` records into the influxd at `http`.
+fn start_host(redis: &RedisServer, format: &str, http: &str) -> Host {
     let config = format!(
         r#"{source}
 [[pumps]]
@@ -155,7 +156,6 @@ env = ["{PASSWORD_VAR}"]
 "#,
         source = source(redis, format, "batch_size = 50"),
         plugin = plugin("influxdb"),
-        http = influx.http,
     );
     Host::start_in_env(
         tempfile::tempdir().unwrap(),
@@ -175,40 +175,16 @@ fn iam_records_reach_influxdb_field_by_field_across_a_server_restart() {
     };
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let mut records = iam_records(31, 0..300);
-    push(
+    let http = influx.http.clone();
+    let (records, _host) = deliver_across_a_restart(
+        &mut influx,
         &mut conn,
         IAM_KEY,
-        &records
-            .iter()
-            .map(pumphouse::produce::encode_iam)
-            .collect::<Vec<_>>(),
+        "iam",
+        "influxdb",
+        31,
+        || start_host(&redis, "iam", &http),
     );
-    let host = start_host(&redis, "iam", &influx);
-    wait_for(WAIT, "the first 300 points", || {
-        (influx.count("iam") == 300).then_some(())
-    });
-
-    // A crash: the records produced meanwhile wait in Redis, retried.
-    influx.process.kill();
-    let later = iam_records(32, 300..600);
-    push(
-        &mut conn,
-        IAM_KEY,
-        &later
-            .iter()
-            .map(pumphouse::produce::encode_iam)
-            .collect::<Vec<_>>(),
-    );
-    records.extend(later);
-    let retries = "pumphouse_pump_errors_total{pump=\"influxdb\",kind=\"retry\"}";
-    wait_for(WAIT, "writes failing while influxd is down", || {
-        (host.metric(retries) >= 1.0).then_some(())
-    });
-    influx.restart();
-    wait_for(WAIT, "acks", || {
-        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
-    });
 
     // Every record is one point (series + time), so a re-delivery would
     // overwrite, never add: exactly 600.
@@ -251,7 +227,7 @@ fn tyk_records_reach_influxdb_field_by_field_and_a_type_conflict_is_dead_lettere
     let poison = tyk_records(42, 999..1000);
     bytes.insert(120, tyk_with_numeric_path(&poison[0]));
     push(&mut conn, TYK_KEY, &bytes);
-    let host = start_host(&redis, "tyk", &influx);
+    let host = start_host(&redis, "tyk", &influx.http);
 
     let dead = wait_for(WAIT, "the conflicting record dead-lettered", || {
         let d = dead_letters(&mut conn, TYK_KEY);
@@ -318,4 +294,16 @@ fn tyk_records_reach_influxdb_field_by_field_and_a_type_conflict_is_dead_lettere
         host.metric("pumphouse_records_dead_lettered_total{pump=\"influxdb\"}"),
         1.0
     );
+}
+
+impl Restartable for Influx {
+    fn kill(&mut self) {
+        self.process.kill();
+    }
+    fn restart(&mut self) {
+        Influx::restart(self);
+    }
+    fn held(&self, measurement: &str) -> u64 {
+        self.count(measurement) as u64
+    }
 }

@@ -249,12 +249,11 @@ mod tests {
     use std::rc::Rc;
 
     fn sink(extra: Value) -> ClickHouseSink {
-        let mut config = json!({"url": "http://ch.test:8123/", "table": "iam"});
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        ClickHouseSink::init(Config::from(config)).unwrap()
+        ClickHouseSink::init(testing::config(
+            json!({"url": "http://ch.test:8123/", "table": "iam"}),
+            extra,
+        ))
+        .unwrap()
     }
 
     fn iam(user: &str) -> IamRecord {
@@ -266,14 +265,14 @@ mod tests {
         }
     }
 
-    /// Records the requests and answers each with the next of `answers`
-    /// (the last one repeats).
     /// The requests a mock saw: URL and rows.
     type Seen = Rc<RefCell<Vec<(String, Vec<Value>)>>>;
 
     /// What a mock answers, and the check on the error it should give.
     type Case = ((u16, &'static str), fn(&WriteError) -> bool);
 
+    /// Records the requests and answers each with the next of `answers`
+    /// (the last one repeats).
     fn serve(answers: Vec<(u16, &'static str)>) -> Seen {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();

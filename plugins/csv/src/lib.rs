@@ -220,12 +220,7 @@ mod tests {
     use pumphouse_sdk::{testing, IamRecord, Schema, Timestamp, TykRecord};
 
     fn sink_at(path: &std::path::Path, extra: Value) -> Result<CsvSink, Error> {
-        let mut config = json!({ "path": path });
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        CsvSink::init(Config::from(config))
+        CsvSink::init(testing::config(json!({ "path": path }), extra))
     }
 
     fn read(path: &std::path::Path) -> String {

@@ -268,12 +268,11 @@ mod tests {
     use std::rc::Rc;
 
     fn sink(extra: Value) -> InfluxSink {
-        let mut config = json!({"url": "http://influx.test:8086/", "database": "db 1"});
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        InfluxSink::init(Config::from(config)).unwrap()
+        InfluxSink::init(testing::config(
+            json!({"url": "http://influx.test:8086/", "database": "db 1"}),
+            extra,
+        ))
+        .unwrap()
     }
 
     /// The requests a mock saw: URL, authorization header and body.
