@@ -452,19 +452,21 @@ pub fn push_iam_records(
 
 /// Records left in Redis for `key`: the list plus every claimed batch.
 pub fn left_in_redis(conn: &mut redis::Connection, key: &str) -> (u64, u64) {
-    let len: u64 = redis::cmd("LLEN").arg(key).query(conn).unwrap();
-    let lease_key = pumphouse::source::redis::lease_key(key);
-    let batches: Vec<String> = redis::cmd("ZRANGE")
-        .arg(&lease_key)
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap();
-    let mut claimed = 0;
-    for b in batches {
-        let n: u64 = redis::cmd("LLEN").arg(&b).query(conn).unwrap();
-        claimed += n;
-    }
+    // One script, so a claim moving a batch between the list and its
+    // lease cannot land between the reads and count that batch twice.
+    let (len, claimed): (u64, u64) = redis::Script::new(
+        r"
+        local claimed = 0
+        for _, b in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+            claimed = claimed + redis.call('LLEN', b)
+        end
+        return {redis.call('LLEN', KEYS[1]), claimed}
+        ",
+    )
+    .key(key)
+    .key(pumphouse::source::redis::lease_key(key))
+    .invoke(conn)
+    .unwrap();
     (len, claimed)
 }
 
