@@ -58,6 +58,15 @@ fn admin_pumps(host: &Host) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// `/admin/pumps` once the first config's pumps are listed: the host
+/// serves HTTP before it has started them.
+fn started(host: &Host) -> serde_json::Value {
+    wait_for(Duration::from_secs(30), "the first pumps listed", || {
+        let v = admin_pumps(host);
+        (v["pumps"].as_array().is_some_and(|p| !p.is_empty())).then_some(v)
+    })
+}
+
 fn pump_names(host: &Host) -> Vec<String> {
     admin_pumps(host)["pumps"]
         .as_array()
@@ -189,7 +198,7 @@ fn broken_configs_and_plugins_leave_the_running_pumps_untouched() {
     let dir = setup(&[("sink.wasm", "file"), ("match.wasm", "match")]);
     let good = pump("a", "sink.wasm", "a.jsonl", "");
     let host = Host::start_in(dir, &config(&redis, &good));
-    let sha = admin_pumps(&host)["pumps"][0]["sha256"].clone();
+    let sha = started(&host)["pumps"][0]["sha256"].clone();
     let a = host.out().join("a.jsonl");
     let mut sent = 0;
     let mut still_delivers = |what: &str| {
@@ -268,8 +277,9 @@ fn a_replaced_wasm_of_a_running_pump_is_swapped_in() {
     let mut conn = redis_conn(&redis);
     let dir = setup(&[("sink.wasm", "blackhole")]);
     let host = Host::start_in(dir, &config(&redis, &pump("a", "sink.wasm", "a.jsonl", "")));
-    assert_eq!(admin_pumps(&host)["pumps"][0]["plugin_name"], "blackhole");
-    let before = admin_pumps(&host)["pumps"][0]["loaded_at"].clone();
+    let first = started(&host);
+    assert_eq!(first["pumps"][0]["plugin_name"], "blackhole");
+    let before = first["pumps"][0]["loaded_at"].clone();
     write_atomic(
         &host.dir.join("plugins/sink.wasm"),
         &std::fs::read(plugin("file")).unwrap(),
