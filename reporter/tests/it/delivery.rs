@@ -202,6 +202,64 @@ async fn any_serialize_type_is_written_as_a_map_keyed_by_field_names() {
     assert_eq!(ids, (0..100).collect::<Vec<_>>());
 }
 
+/// Serializes its first field, then fails when `fail` is set, so the
+/// encoder has already written part of the record.
+struct Fragile {
+    n: u64,
+    fail: bool,
+}
+
+impl serde::Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let mut st = s.serialize_struct("Fragile", 2)?;
+        st.serialize_field("n", &self.n)?;
+        if self.fail {
+            return Err(S::Error::custom("refuses to serialize"));
+        }
+        st.serialize_field("ok", &true)?;
+        st.end()
+    }
+}
+
+#[tokio::test]
+async fn a_record_that_fails_to_encode_is_counted_and_its_batch_neighbours_arrive_intact() {
+    let redis = RedisServer::start().unwrap();
+    for target in [Target::ListBatched, Target::List] {
+        let key = format!("fragile:{target:?}");
+        let reporter = Reporter::builder()
+            .format(Msgpack::<Fragile>::new())
+            .redis_url(redis.url())
+            .key(key.as_str())
+            .target(target)
+            .batch_size(50)
+            .build()
+            .unwrap();
+        for n in 0..200 {
+            reporter
+                .record(Fragile {
+                    n,
+                    fail: n % 7 == 3,
+                })
+                .unwrap();
+        }
+        let stats = reporter.shutdown().await;
+        let bad = (0..200).filter(|n| n % 7 == 3).count() as u64;
+        assert_eq!(stats.lost_unencodable, bad, "{target:?}: {stats:?}");
+        assert_eq!(stats.sent, 200 - bad, "{target:?}: {stats:?}");
+        let got = list(&redis, &key).await;
+        let mut seen = Vec::new();
+        for b in &got {
+            let v: std::collections::BTreeMap<String, rmpv::Value> =
+                rmp_serde::from_slice(b).unwrap_or_else(|e| panic!("{target:?}: {e}: {b:?}"));
+            assert_eq!(v["ok"], rmpv::Value::Boolean(true), "{target:?}");
+            seen.push(v["n"].as_u64().unwrap());
+        }
+        let want: Vec<u64> = (0..200).filter(|n| n % 7 != 3).collect();
+        assert_eq!(seen, want, "{target:?}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_options_are_refused_by_name() {
     let invalid = |b: Result<_, BuildError>| match b {
