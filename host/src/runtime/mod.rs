@@ -20,7 +20,8 @@ mod sockets;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -230,8 +231,54 @@ impl WasiHttpView for PluginState {
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    ticker: Arc<Ticker>,
     linker: Arc<Linker<PluginState>>,
     kv: Arc<KvStore>,
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while a plugin call
+/// runs, and sleeps while none does: an idle host would otherwise wake a
+/// hundred times a second for nothing.
+#[derive(Default)]
+struct Ticker {
+    /// Plugin calls in progress.
+    busy: AtomicUsize,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    /// Marks a call in progress until the guard drops.
+    fn enter(&self) -> Busy<'_> {
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        Busy(self)
+    }
+
+    fn run(&self, engine: wasmtime::EngineWeak) {
+        while let Some(engine) = engine.upgrade() {
+            if self.busy.load(Ordering::Acquire) > 0 {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            } else {
+                drop(engine);
+                // Woken by the next call; the timeout only notices a
+                // dropped engine.
+                std::thread::park_timeout(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+struct Busy<'a>(&'a Ticker);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Runtime {
@@ -252,16 +299,13 @@ impl Runtime {
         let engine = Engine::new(&cfg).map_err(|e| SetupError(format!("{e:#}")))?;
         // The ticker holds only a weak handle so dropping the runtime ends it.
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker::default());
+        let t = ticker.clone();
+        let thread = std::thread::Builder::new()
             .name("pumphouse-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+            .spawn(move || t.run(weak))
             .map_err(|e| SetupError(format!("cannot start the epoch ticker: {e}")))?;
+        let _ = ticker.thread.set(thread.thread().clone());
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("{e:#}")))?;
@@ -274,6 +318,7 @@ impl Runtime {
             .map_err(|e| SetupError(format!("{e:#}")))?;
         Ok(Runtime {
             engine,
+            ticker,
             linker: Arc::new(linker),
             kv: KvStore::memory(),
         })
@@ -368,6 +413,7 @@ impl Runtime {
             },
             pre,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
         };
         Ok(plugin)
     }
@@ -403,6 +449,7 @@ pub struct Plugin {
     pub imports: Vec<String>,
     pre: Pre,
     engine: Engine,
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -492,10 +539,10 @@ impl Plugin {
         store.set_epoch_deadline(ticks);
         let timeout = sandbox.timeout;
         let exports = match &self.pre {
-            Pre::Sink(pre) => guard(timeout, pre.instantiate_async(&mut store))
+            Pre::Sink(pre) => guard(&self.ticker, timeout, pre.instantiate_async(&mut store))
                 .await
                 .map(Exports::Sink),
-            Pre::Filter(pre) => guard(timeout, pre.instantiate_async(&mut store))
+            Pre::Filter(pre) => guard(&self.ticker, timeout, pre.instantiate_async(&mut store))
                 .await
                 .map(Exports::Filter),
         }
@@ -508,6 +555,7 @@ impl Plugin {
             exports,
             ticks,
             timeout,
+            ticker: self.ticker.clone(),
         })
     }
 }
@@ -523,15 +571,18 @@ pub struct Instance {
     exports: Exports,
     ticks: u64,
     timeout: Duration,
+    ticker: Arc<Ticker>,
 }
 
 /// Runs a plugin call under the wall-clock timeout and classifies failures.
 /// Epochs stop a guest spinning on the CPU; the wall clock also covers time
 /// spent waiting in host calls, where epochs do not fire.
 async fn guard<R>(
+    ticker: &Ticker,
     timeout: Duration,
     call: impl std::future::Future<Output = wasmtime::Result<R>>,
 ) -> Result<R, CallError> {
+    let _busy = ticker.enter();
     match tokio::time::timeout(timeout, call).await {
         Err(_) => Err(CallError::Timeout(timeout)),
         Ok(Ok(r)) => Ok(r),
@@ -570,6 +621,7 @@ impl Instance {
         match &self.exports {
             Exports::Sink(s) => {
                 guard(
+                    &self.ticker,
                     t,
                     s.pumphouse_plugin_plugin().call_describe(&mut self.store),
                 )
@@ -577,6 +629,7 @@ impl Instance {
             }
             Exports::Filter(f) => {
                 guard(
+                    &self.ticker,
                     t,
                     f.pumphouse_plugin_plugin().call_describe(&mut self.store),
                 )
@@ -591,6 +644,7 @@ impl Instance {
         let r = match &self.exports {
             Exports::Sink(s) => {
                 guard(
+                    &self.ticker,
                     t,
                     s.pumphouse_plugin_plugin()
                         .call_init(&mut self.store, config_json),
@@ -599,6 +653,7 @@ impl Instance {
             }
             Exports::Filter(f) => {
                 guard(
+                    &self.ticker,
                     t,
                     f.pumphouse_plugin_plugin()
                         .call_init(&mut self.store, config_json),
@@ -616,6 +671,7 @@ impl Instance {
         match &self.exports {
             Exports::Sink(s) => {
                 guard(
+                    &self.ticker,
                     t,
                     s.pumphouse_plugin_sink().call_write(&mut self.store, batch),
                 )
@@ -632,6 +688,7 @@ impl Instance {
         match &self.exports {
             Exports::Filter(f) => {
                 guard(
+                    &self.ticker,
                     t,
                     f.pumphouse_plugin_filter()
                         .call_process(&mut self.store, batch),
