@@ -371,3 +371,80 @@ fn claims_fall_back_to_lua_when_redis_refuses_sort() {
         "one warning expected:\n{log}"
     );
 }
+
+/// How often a thread named `name` of process `pid` has been scheduled in
+/// (`/proc/<pid>/task/<tid>/schedstat`, third field), over all such threads.
+fn times_scheduled(pid: i32, name: &str) -> u64 {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        n += stat
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    n
+}
+
+/// Once the source list is empty, each poll is one `LLEN` instead of a
+/// claim's `MULTI`/`EXEC`, and the epoch ticker sleeps while no plugin
+/// runs; a record pushed after the quiet spell is still delivered.
+#[test]
+fn an_idle_host_polls_with_llen_and_its_epoch_ticker_sleeps() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let mut records = push_iam(&mut conn, 100, 3);
+    let host = Host::start(&format!(
+        "{}{}",
+        source(&redis, "iam", ""),
+        file_pump("file", "iam.jsonl", "")
+    ));
+    let out = host.out().join("iam.jsonl");
+    wait_lines(&out, 100, Duration::from_secs(60));
+    wait_for(Duration::from_secs(10), "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let ticker_before = times_scheduled(host.pid(), "pumphouse-epoch");
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticker_runs = times_scheduled(host.pid(), "pumphouse-epoch") - ticker_before;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("llen") > 0, "the idle host polls:\n{stats}");
+    assert_eq!(
+        calls("exec"),
+        0,
+        "no claim transaction while idle:\n{stats}"
+    );
+    // Ticking every 10 ms would be ~150 runs.
+    assert!(
+        ticker_runs < 15,
+        "the epoch ticker ran {ticker_runs} times in 1.5 s with no plugin call"
+    );
+
+    let mut sampler = pumphouse::produce::Sampler::new(4);
+    let late: Vec<_> = (100..110).map(|i| sampler.iam(i, T0)).collect();
+    push_iam_records(&mut conn, IAM_KEY, &late);
+    records.extend(late);
+    let lines = wait_lines(&out, 110, Duration::from_secs(60));
+    assert_iam_lines(&lines, &records);
+}

@@ -173,7 +173,9 @@ pub async fn run(
 }
 
 /// Claims from one key while there is backlog; sleeps `poll` when idle and
-/// backs off (without flooding the log) while Redis is unreachable.
+/// backs off (without flooding the log) while Redis is unreachable. Once
+/// a claim finds the key empty, each poll first asks whether it is still
+/// empty (one small command), and claims only when it is not.
 async fn claim_loop(
     source: RedisSource,
     key: Arc<str>,
@@ -184,6 +186,7 @@ async fn claim_loop(
     shutdown: CancellationToken,
 ) {
     let mut error_delay = Duration::ZERO;
+    let mut idle = false;
     while !shutdown.is_cancelled() {
         // Reserve the queue slot first: claiming only when the pipeline can
         // take the batch keeps records in Redis, not in our memory.
@@ -191,25 +194,33 @@ async fn claim_loop(
             p = decode_tx.reserve() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.cancelled() => return,
         };
-        let wait = match source.claim(&key).await {
-            Ok(Some(raw)) => {
-                error_delay = Duration::ZERO;
-                permit.send(spawn_decode(&decode, raw));
-                continue;
-            }
-            Ok(None) => {
-                error_delay = Duration::ZERO;
-                poll
-            }
-            Err(e) => {
-                if status.set_redis(false) {
-                    tracing::warn!(key = &*key, "redis unavailable, backing off: {e}");
-                } else {
-                    tracing::debug!(key = &*key, "redis still unavailable: {e}");
+        // A failed probe falls through to the claim, which reports it.
+        let still_idle = idle && matches!(source.looks_empty(&key).await, Ok(true));
+        let wait = if still_idle {
+            poll
+        } else {
+            match source.claim(&key).await {
+                Ok(Some(raw)) => {
+                    error_delay = Duration::ZERO;
+                    idle = false;
+                    permit.send(spawn_decode(&decode, raw));
+                    continue;
                 }
-                error_delay =
-                    (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-                error_delay
+                Ok(None) => {
+                    error_delay = Duration::ZERO;
+                    idle = true;
+                    poll
+                }
+                Err(e) => {
+                    if status.set_redis(false) {
+                        tracing::warn!(key = &*key, "redis unavailable, backing off: {e}");
+                    } else {
+                        tracing::debug!(key = &*key, "redis still unavailable: {e}");
+                    }
+                    error_delay =
+                        (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                    error_delay
+                }
             }
         };
         drop(permit);
