@@ -11,16 +11,19 @@
 //!    A load generator in a child process (this binary again) drives one
 //!    variant at a time with keep-alive HTTP/1.1 connections, bounded by
 //!    a duration and a request count. `BENCH_RUNS` rounds; in each round
-//!    every layout runs every variant, one after the other. Two layouts:
+//!    every layout runs every variant, one after the other, forward in
+//!    odd rounds and backward in even ones. Two layouts:
 //!    - `shared`: nothing pinned; the service, the load generator and
 //!      redis-server share every core;
 //!    - `pinned`: this process (service and reporter) on CPU 0,
 //!      redis-server and the load generator on CPU 1 (with `taskset`),
 //!      as when Redis runs on another host. Needs 2 CPUs and `taskset`.
 //!
-//!    Printed per layout: medians of requests/s, the throughput cost
-//!    `1 - with/without`, and CPU time per request (from
-//!    `/proc/.../schedstat`, in ns) of the service's threads, of the
+//!    Printed per layout: medians of requests/s; the throughput cost
+//!    `1 - with/without` and the CPU cost, each taken per round against
+//!    that round's baseline, as median (min–max) over the rounds, so that
+//!    the machine's drift from round to round cancels; and CPU time per
+//!    request (from `/proc/.../schedstat`, in ns) of the service's threads, of the
 //!    reporter's workers, of the whole service process, of redis-server
 //!    and of the load generator. The service process's CPU per request
 //!    against the baseline's is the bill analytics add, whatever the
@@ -33,7 +36,7 @@
 //!    while the reporter's workers drain to Redis, each call timed on its
 //!    own with `Instant` (the timer's own cost is printed and included).
 //!
-//! Environment: `BENCH_SECONDS` (5), `BENCH_RUNS` (3), `BENCH_CONNECTIONS`
+//! Environment: `BENCH_SECONDS` (3), `BENCH_RUNS` (6), `BENCH_CONNECTIONS`
 //! (32), `BENCH_MAX_REQUESTS` (5000000), `BENCH_LAYOUTS` (`shared,pinned`),
 //! `BENCH_BATCH_SIZE` (the crate's default), `BENCH_PATH_CALLS` (300000),
 //! `BENCH_RECORD_CALLS` (1000000).
@@ -79,8 +82,16 @@ fn median(v: &[f64]) -> f64 {
 
 fn spread(v: &[f64], decimals: usize) -> String {
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{:.d$} ({:.d$}–{:.d$})", median(v), min, max, d = decimals)
+}
+
+/// Fractions as percentages: median (min–max).
+fn percent_spread(v: &[f64]) -> String {
+    let p: Vec<f64> = v.iter().map(|x| x * 100.0).collect();
+    let min = p.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.1} % ({min:.1}–{max:.1})", median(&p))
 }
 
 /// CPU time (ns) a thread has run, from `/proc/<task>/schedstat`.
@@ -245,8 +256,8 @@ fn main() {
     if let Ok(spec) = std::env::var(CLIENT_ENV) {
         return client(&spec);
     }
-    let seconds = env_or("BENCH_SECONDS", 5);
-    let runs = env_or("BENCH_RUNS", 3).max(1) as usize;
+    let seconds = env_or("BENCH_SECONDS", 3);
+    let runs = env_or("BENCH_RUNS", 6).max(1) as usize;
     let conns = env_or("BENCH_CONNECTIONS", 32);
     let max_requests = env_or("BENCH_MAX_REQUESTS", 5_000_000);
     let path_calls = env_or("BENCH_PATH_CALLS", 300_000) as usize;
@@ -345,7 +356,15 @@ fn main() {
     for round in 1..=runs {
         for (li, &layout) in layouts.iter().enumerate() {
             assert!(layout.apply(&redis_pid), "taskset failed");
-            for (v, r) in variants.iter_mut().zip(&mut results[li]) {
+            // Forward in odd rounds, backward in even ones: a drift in
+            // the machine's speed weighs on both ends of the order alike.
+            let order: Vec<usize> = if round % 2 == 1 {
+                (0..variants.len()).collect()
+            } else {
+                (0..variants.len()).rev().collect()
+            };
+            for &vi in &order {
+                let (v, r) = (&mut variants[vi], &mut results[li][vi]);
                 let cpu0 = (
                     named_ns(SERVICE_THREAD),
                     named_ns(WORKER_THREAD),
@@ -418,8 +437,10 @@ fn main() {
 
     for (li, layout) in layouts.iter().enumerate() {
         let runs = &results[li];
-        let base = median(&runs[0].rates);
-        let base_cpu = median(&runs[0].process);
+        // Each round's variant against the same round's baseline.
+        let paired = |r: &Runs, f: fn(&Runs, &Runs, usize) -> f64| -> Vec<f64> {
+            (0..r.rates.len()).map(|i| f(r, &runs[0], i)).collect()
+        };
         println!();
         println!(
             "layout {}: service process on CPUs {}, redis-server and load generator on CPUs {}",
@@ -430,9 +451,9 @@ fn main() {
         println!("| service | requests/s, median (min–max) | throughput cost | CPU ns/request: service process (cores busy) | of which reporter workers | CPU cost | redis-server | load generator |");
         println!("|---|---|---|---|---|---|---|---|");
         for (v, r) in variants.iter().zip(runs) {
-            let cost = |x: f64| {
+            let cost = |f: fn(&Runs, &Runs, usize) -> f64| {
                 if v.reporter.is_some() {
-                    format!("{:.1} %", x * 100.0)
+                    percent_spread(&paired(r, f))
                 } else {
                     "—".to_string()
                 }
@@ -441,11 +462,11 @@ fn main() {
                 "| {} | {} | {} | {} ({:.2}) | {} | {} | {} | {} |",
                 v.name,
                 spread(&r.rates, 0),
-                cost(1.0 - median(&r.rates) / base),
+                cost(|r, base, i| 1.0 - r.rates[i] / base.rates[i]),
                 spread(&r.process, 0),
                 median(&r.busy),
                 spread(&r.workers, 0),
-                cost(median(&r.process) / base_cpu - 1.0),
+                cost(|r, base, i| r.process[i] / base.process[i] - 1.0),
                 spread(&r.redis, 0),
                 spread(&r.load, 0),
             );
