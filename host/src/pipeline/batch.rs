@@ -75,6 +75,11 @@ impl Form {
 }
 
 impl Batch {
+    /// The event time plugins see for record `i`: its own, else the claim's.
+    pub fn event_timestamp(&self, i: usize) -> i64 {
+        self.meta[i].timestamp_ms.unwrap_or(self.claimed_at_ms)
+    }
+
     /// Decodes claimed records; `rejected` are records the source already
     /// refused (counted as claimed, returned with the undecodable ones).
     /// Pure CPU work: run it off the executor.
@@ -164,10 +169,9 @@ impl Batch {
                 Ok(()) => {
                     let (offset, len) = (start as u32, (payloads.len() - start) as u32);
                     spans.push(Some((offset, len)));
-                    let m = &self.meta[i];
                     events.push(wit::Event {
-                        id: m.id,
-                        timestamp: m.timestamp_ms.unwrap_or(self.claimed_at_ms),
+                        id: self.meta[i].id,
+                        timestamp: self.event_timestamp(i),
                         offset,
                         len,
                     });

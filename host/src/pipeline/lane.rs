@@ -348,7 +348,7 @@ impl Lane {
             }
             let item = Item {
                 id: m.id,
-                timestamp: m.timestamp_ms.unwrap_or(batch.claimed_at_ms),
+                timestamp: batch.event_timestamp(i),
                 origin: Some(i as u32),
                 owned: None,
             };
