@@ -2,12 +2,10 @@
 //! a batch's framed bytes as they are, read its replies.
 
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use pumphouse_wire::resp::{self, ProtocolError, Reply};
@@ -35,13 +33,13 @@ impl ConnError {
     }
 }
 
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+/// A TCP or Unix socket: one indirect call per read or write, a few per
+/// batch.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 pub(crate) struct Conn {
-    stream: Stream,
+    stream: Box<dyn Stream>,
     /// Reply bytes read but not parsed yet.
     replies: Vec<u8>,
 }
@@ -50,16 +48,16 @@ impl Conn {
     /// Connects within `timeout` and authenticates and selects the
     /// database the URL names.
     pub async fn connect(info: &ConnectionInfo, timeout: Duration) -> Result<Conn, ConnError> {
-        let stream = match info.addr() {
+        let stream: Box<dyn Stream> = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let s = within(timeout, TcpStream::connect((host.as_str(), *port))).await??;
                 // Batches are written whole: waiting to coalesce only adds
                 // latency.
                 s.set_nodelay(true)?;
-                Stream::Tcp(s)
+                Box::new(s)
             }
             ConnectionAddr::Unix(path) => {
-                Stream::Unix(within(timeout, UnixStream::connect(path)).await??)
+                Box::new(within(timeout, UnixStream::connect(path)).await??)
             }
             _ => return Err(ConnError::Unsupported("TLS connections are not supported")),
         };
@@ -101,7 +99,7 @@ impl Conn {
         timeout: Duration,
     ) -> Result<(), ConnError> {
         within(timeout, async {
-            write_all(&mut self.stream, parts).await?;
+            write_all(&mut *self.stream, parts).await?;
             self.read_replies(replies).await
         })
         .await?
@@ -125,11 +123,7 @@ impl Conn {
                     if self.replies.capacity() - self.replies.len() < 4096 {
                         self.replies.reserve(16 * 1024);
                     }
-                    let read = match &mut self.stream {
-                        Stream::Tcp(s) => s.read_buf(&mut self.replies).await?,
-                        Stream::Unix(s) => s.read_buf(&mut self.replies).await?,
-                    };
-                    if read == 0 {
+                    if self.stream.read_buf(&mut self.replies).await? == 0 {
                         return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                     }
                 }
@@ -141,7 +135,7 @@ impl Conn {
 }
 
 /// Writes `parts` in order, with as few system calls as the socket allows.
-async fn write_all(stream: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
+async fn write_all(stream: &mut dyn Stream, parts: &[&[u8]]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
@@ -161,46 +155,4 @@ async fn within<T>(
     tokio::time::timeout(timeout, f)
         .await
         .map_err(|_| ConnError::Timeout(timeout))
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
 }
