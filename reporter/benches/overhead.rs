@@ -37,7 +37,9 @@
 //!    own with `Instant` (the timer's own cost is printed and included).
 //!
 //! Environment: `BENCH_SECONDS` (3), `BENCH_RUNS` (6), `BENCH_CONNECTIONS`
-//! (32), `BENCH_MAX_REQUESTS` (5000000), `BENCH_LAYOUTS` (`shared,pinned`),
+//! (32), `BENCH_MAX_REQUESTS` (5000000), `BENCH_REQUEST` (`/`, the hello
+//! world; `/page/{rows}` renders a table, a request with work in it) for
+//! the throughput part, `BENCH_LAYOUTS` (`shared,pinned`),
 //! `BENCH_BATCH_SIZE` (the crate's default), `BENCH_PATH_CALLS` (300000),
 //! `BENCH_RECORD_CALLS` (1000000).
 
@@ -151,11 +153,12 @@ fn redis_pid(port: u16) -> String {
 /// The child: drives `addr` and prints `requests errors seconds cpu_ns`.
 fn client(spec: &str) {
     let p: Vec<&str> = spec.split(' ').collect();
-    let (addr, conns, secs, max): (SocketAddr, usize, u64, u64) = (
+    let (addr, conns, secs, max, path): (SocketAddr, usize, u64, u64, &str) = (
         p[0].parse().unwrap(),
         p[1].parse().unwrap(),
         p[2].parse().unwrap(),
         p[3].parse().unwrap(),
+        p[4],
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,7 +166,7 @@ fn client(spec: &str) {
         .unwrap();
     let cpu0 = process_ns("self");
     let l = rt
-        .block_on(load::run(addr, "/", conns, Duration::from_secs(secs), max))
+        .block_on(load::run(addr, path, conns, Duration::from_secs(secs), max))
         .unwrap();
     let cpu = process_ns("self") - cpu0;
     println!(
@@ -262,6 +265,11 @@ fn main() {
     let max_requests = env_or("BENCH_MAX_REQUESTS", 5_000_000);
     let path_calls = env_or("BENCH_PATH_CALLS", 300_000) as usize;
     let calls = env_or("BENCH_RECORD_CALLS", 1_000_000) as usize;
+    let request = std::env::var("BENCH_REQUEST").unwrap_or_else(|_| "/".into());
+    assert!(
+        request.starts_with('/') && !request.contains(char::is_whitespace),
+        "BENCH_REQUEST must be a path without spaces, e.g. /page/100"
+    );
     let layouts = std::env::var("BENCH_LAYOUTS").unwrap_or_else(|_| "shared,pinned".into());
 
     let redis = RedisServer::start().expect("redis-server");
@@ -292,7 +300,7 @@ fn main() {
     let unreachable = "redis://127.0.0.1:1/0".to_string();
     let mut variants = Vec::new();
     for (name, target, url, buffer) in [
-        ("hello world, no analytics", None, "", 0),
+        ("the service, no analytics", None, "", 0),
         (
             "+ `AnalyticsLayer`, RPUSH per batch (`ListBatched`, default)",
             Some(Target::ListBatched),
@@ -341,7 +349,7 @@ fn main() {
     }
 
     println!(
-        "throughput: {conns} keep-alive connections from a child process, {seconds} s or {max_requests} requests per run, {runs} rounds; each round runs every layout ({}), variants alternating",
+        "throughput: GET {request} on {conns} keep-alive connections from a child process, {seconds} s or {max_requests} requests per run, {runs} rounds; each round runs every layout ({}), variants alternating",
         layouts.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
     );
     let mut results: Vec<Vec<Runs>> = layouts
@@ -376,7 +384,7 @@ fn main() {
                     .arg(&me)
                     .env(
                         CLIENT_ENV,
-                        format!("{} {conns} {seconds} {max_requests}", v.addr),
+                        format!("{} {conns} {seconds} {max_requests} {request}", v.addr),
                     )
                     .output()
                     .expect("run the load generator");

@@ -113,7 +113,7 @@ impl Load {
 /// back until `duration` has passed or `max_requests` were sent in all.
 pub async fn run(
     addr: SocketAddr,
-    path: &'static str,
+    path: &str,
     connections: usize,
     duration: Duration,
     max_requests: u64,
@@ -121,12 +121,14 @@ pub async fn run(
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
     let budget = Arc::new(AtomicU64::new(max_requests));
+    let path: Arc<str> = Arc::from(path);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let mut conn = Conn::connect(addr).await?;
         let budget = Arc::clone(&budget);
+        let path = Arc::clone(&path);
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut errors) = (0u64, 0u64);
             while Instant::now() < deadline
@@ -134,7 +136,7 @@ pub async fn run(
                     .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
                     .is_ok()
             {
-                match conn.request("GET", path, b"").await {
+                match conn.request("GET", &path, b"").await {
                     Ok(r) if r.status == 200 => ok += 1,
                     Ok(_) => errors += 1,
                     Err(_) => {

@@ -68,13 +68,19 @@ async fn the_layer_records_one_tyk_record_per_request() {
             let mut seen = Vec::new();
             for k in 0..PER_CONN {
                 let n = c * PER_CONN + k;
-                let (method, path, body) = match n % 4 {
+                let (method, path, body) = match n % 5 {
                     0 => ("GET", format!("/items/{n}"), Vec::new()),
                     1 => ("POST", "/echo".to_string(), vec![b'x'; n as usize % 300]),
                     2 => ("GET", format!("/status/{}", 400 + n % 100), Vec::new()),
+                    3 => ("GET", format!("/page/{}", n % 20), Vec::new()),
                     _ => ("GET", format!("/?n={n}"), Vec::new()),
                 };
                 let reply = conn.request(method, &path, &body).await.unwrap();
+                if let Some(rows) = path.strip_prefix("/page/") {
+                    let html = String::from_utf8_lossy(&reply.body);
+                    let rows: usize = rows.parse().unwrap();
+                    assert_eq!(html.matches("<tr>").count(), rows + 1, "{html}");
+                }
                 let path = path.split('?').next().unwrap().to_string();
                 seen.push((
                     method.to_string(),
