@@ -19,7 +19,7 @@
 //! | [`daemon`] | wiring for `run` and `check` | all |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
-//! | [`dlq`] | `pumphouse dlq list/replay/purge` over the dead-letter key | Redis |
+//! | [`dlq`] | the dead-letter entry format, its writer, and `pumphouse dlq list/replay/purge` | Redis |
 //! | [`plugins_cli`] | `pumphouse plugins new/inspect/test` for plugin authors | files, wasm |
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.

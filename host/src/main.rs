@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use pumphouse::config::{Config, Format};
+use pumphouse::config::Config;
+use pumphouse::record::Schema;
 
 #[derive(Parser)]
 #[command(
@@ -36,8 +37,9 @@ enum Cmd {
     },
     /// Push sample records to Redis exactly as the real producers do.
     Produce {
+        /// `iam` or `tyk` (generic records are produced as iam).
         #[arg(long, value_enum)]
-        format: FormatArg,
+        format: Schema,
         #[arg(long, default_value_t = 10_000)]
         count: u64,
         /// Records per second (default: as fast as possible).
@@ -117,7 +119,7 @@ enum PluginsCmd {
         #[arg(long, default_value = "{}")]
         config: String,
         #[arg(long, value_enum, default_value = "generic")]
-        format: SchemaArg,
+        format: Schema,
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
         /// A sandbox directory, `HOST:GUEST` or `HOST:GUEST:ro` (repeatable).
@@ -142,13 +144,6 @@ enum PluginsCmd {
 enum KindArg {
     Sink,
     Filter,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SchemaArg {
-    Iam,
-    Tyk,
-    Generic,
 }
 
 /// Options shared by the `dlq` commands.
@@ -198,12 +193,6 @@ enum DlqCmd {
         #[arg(long)]
         yes: bool,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Iam,
-    Tyk,
 }
 
 /// glibc gives threads that allocate at once arenas of their own, up to
@@ -289,14 +278,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             quiet,
             push_log,
         } => {
-            let format = match format {
-                FormatArg::Iam => Format::Iam,
-                FormatArg::Tyk => Format::Tyk,
-            };
-            let key = key.unwrap_or_else(|| match format {
-                Format::Tyk => "analytics-tyk-system-analytics".into(),
-                _ => "analytics-iam-system-analytics".into(),
-            });
+            let key = key.unwrap_or_else(|| format.producer_key().to_string());
             let n = pumphouse::produce::produce(&pumphouse::produce::ProduceOptions {
                 redis_url: redis,
                 format,
@@ -369,11 +351,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     timeout,
                 },
         } => {
-            let schema = match format {
-                SchemaArg::Iam => pumphouse::record::Schema::Iam,
-                SchemaArg::Tyk => pumphouse::record::Schema::Tyk,
-                SchemaArg::Generic => pumphouse::record::Schema::Generic,
-            };
+            let schema = format;
             let sandbox = pumphouse::plugins_cli::SandboxArgs {
                 dirs,
                 env,

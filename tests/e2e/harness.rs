@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use super::config::{strings, HostConfig, Pump};
 pub use pumphouse::demo::RedisServer;
 
 pub fn root() -> PathBuf {
@@ -113,18 +114,22 @@ pub struct Host {
 impl Host {
     /// Writes `config` (a TOML document; `[server]` is added) and starts
     /// the host on it.
-    pub fn start(config: &str) -> Host {
+    pub fn start(config: impl std::fmt::Display) -> Host {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, config)
     }
 
-    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Host {
+    pub fn start_in(dir: tempfile::TempDir, config: impl std::fmt::Display) -> Host {
         Self::start_in_env(dir, config, &[])
     }
 
     /// Like [`Host::start_in`], with extra environment variables for the
     /// host process.
-    pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Host {
+    pub fn start_in_env(
+        dir: tempfile::TempDir,
+        config: impl std::fmt::Display,
+        env: &[(&str, &str)],
+    ) -> Host {
         let mut host = Self::start_at_env(dir.path(), config, env);
         host._tmp = Some(dir);
         host
@@ -132,11 +137,11 @@ impl Host {
 
     /// Starts a host in `dir`, which outlives it: a restarted host finds
     /// its spool and output there.
-    pub fn start_at(dir: &Path, config: &str) -> Host {
+    pub fn start_at(dir: &Path, config: impl std::fmt::Display) -> Host {
         Self::start_at_env(dir, config, &[])
     }
 
-    fn start_at_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Host {
+    fn start_at_env(dir: &Path, config: impl std::fmt::Display, env: &[(&str, &str)]) -> Host {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let text = format!("{config}\n[server]\nlisten = \"{http}\"\n");
@@ -503,7 +508,7 @@ pub fn push_tyk(
 pub fn dead_letters(
     conn: &mut redis::Connection,
     key: &str,
-) -> Vec<pumphouse::pipeline::deadletter::Entry> {
+) -> Vec<pumphouse::dlq::Entry> {
     let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(format!("pumphouse:dead-letter:{key}"))
         .arg(0)

@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod cli;
+mod config;
 mod delivery;
 mod faults;
 mod harness;

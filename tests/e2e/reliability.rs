@@ -58,7 +58,7 @@ fn faulty_pump(name: &str, file: &str, extra: &str, config: &str) -> String {
     sink_pump(&fixture("faulty"), name, file, extra, config)
 }
 
-fn payload(e: &pumphouse::pipeline::deadletter::Entry) -> Vec<u8> {
+fn payload(e: &pumphouse::dlq::Entry) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(&e.payload)
         .unwrap()
@@ -628,7 +628,7 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
         },
     );
     assert_eq!(dead.len(), 1);
-    let entry: pumphouse::pipeline::deadletter::Entry =
+    let entry: pumphouse::dlq::Entry =
         serde_json::from_slice(&dead[0].1[0].1).unwrap();
     assert!(entry.reason.contains("poison"), "{}", entry.reason);
     assert_eq!(payload(&entry), poison);

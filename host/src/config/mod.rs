@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+pub use crate::record::Schema;
 pub use interpolate::interpolate_env;
 
 /// Default Redis connection.
@@ -119,18 +120,6 @@ pub enum SourceKind {
     Stream,
 }
 
-/// Producer schema of the records in the source keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// iam-authz-server analytics.
-    Iam,
-    /// Tyk Gateway analytics.
-    Tyk,
-    /// Any MessagePack map; no host-side filters apply.
-    Generic,
-}
-
 /// Delivery guarantee of the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -152,7 +141,7 @@ pub struct SourceConfig {
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
     /// `iam`, `tyk` or `generic`.
-    pub format: Format,
+    pub format: Schema,
     /// The list key producers push to. Defaults to the producer's own key.
     #[serde(default)]
     pub key: Option<String>,
@@ -218,11 +207,9 @@ fn default_poll_interval() -> Duration {
 impl SourceConfig {
     /// The base key, defaulted per format.
     pub fn base_key(&self) -> &str {
-        match (&self.key, self.format) {
-            (Some(k), _) => k,
-            (None, Format::Tyk) => "analytics-tyk-system-analytics",
-            (None, _) => "analytics-iam-system-analytics",
-        }
+        self.key
+            .as_deref()
+            .unwrap_or_else(|| self.format.producer_key())
     }
 
     /// Every list key this source drains.
@@ -889,27 +876,27 @@ impl Config {
                 }
             }
             match s.format {
-                Format::Iam if pump.filters.tyk_fields_set() => {
+                Schema::Iam if pump.filters.tyk_fields_set() => {
                     return Err(invalid(
                         at("filters"),
                         "org_ids/api_ids/response_codes apply to Tyk records; source.format is iam"
                             .into(),
                     ))
                 }
-                Format::Tyk if pump.filters.iam_fields_set() => {
+                Schema::Tyk if pump.filters.iam_fields_set() => {
                     return Err(invalid(
                         at("filters"),
                         "usernames/skip_usernames apply to iam records; source.format is tyk"
                             .into(),
                     ))
                 }
-                Format::Generic if !pump.filters.is_empty() => {
+                Schema::Generic if !pump.filters.is_empty() => {
                     return Err(invalid(
                         at("filters"),
                         "host filters need source.format iam or tyk; use a filter plugin for generic records".into(),
                     ))
                 }
-                Format::Generic if pump.omit_detailed_recording => {
+                Schema::Generic if pump.omit_detailed_recording => {
                     return Err(invalid(
                         at("omit_detailed_recording"),
                         "needs source.format iam or tyk".into(),

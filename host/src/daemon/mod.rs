@@ -12,8 +12,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, Format, PumpConfig};
-use crate::pipeline::deadletter::DeadLetters;
+use crate::config::{Config, ConfigError, PumpConfig};
+use crate::dlq::DeadLetters;
 use crate::pipeline::filters::HostFilter;
 use crate::pipeline::lane::{self, LaneSpec};
 use crate::pipeline::lanes::LaneSet;
@@ -21,7 +21,6 @@ use crate::pipeline::ratelimit::RateLimits;
 use crate::pipeline::status::{PumpStatus, Status};
 
 use crate::pipeline::{self, RunReport, Settings};
-use crate::record::Schema;
 use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
 use crate::source::redis::{redacted, RedisSource, SourceError};
 use crate::spool::SpoolError;
@@ -61,15 +60,6 @@ pub enum StartError {
     Runtime(#[from] SetupError),
     #[error("{0}")]
     Listen(std::io::Error),
-}
-
-/// The schema records of a format follow.
-pub fn schema_of(format: Format) -> Schema {
-    match format {
-        Format::Iam => Schema::Iam,
-        Format::Tyk => Schema::Tyk,
-        Format::Generic => Schema::Generic,
-    }
 }
 
 /// A pump with its plugins compiled.
@@ -288,7 +278,7 @@ pub async fn start(
         s = RedisSource::connect(&config.source, Duration::MAX) => s?,
         _ = shutdown.cancelled() => return Err(StartError::Init("shut down while waiting for redis".into())),
     };
-    let schema = schema_of(config.source.format);
+    let schema = config.source.format;
     let (lanes, finished) = LaneSet::new(schema);
     let mut reloader = Reloader::new(
         runtime,

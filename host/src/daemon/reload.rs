@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{lane_spec, load_pumps, PluginCache, StartError};
 use crate::config::{BufferKind, Config, PumpConfig};
-use crate::pipeline::deadletter::DeadLetters;
+use crate::dlq::DeadLetters;
 use crate::pipeline::lane::Lane;
 use crate::pipeline::lanes::{LaneSet, SpoolSource};
 use crate::pipeline::status::{rfc3339, PumpStatus, ReloadInfo, Status};

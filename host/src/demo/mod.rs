@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Format};
+use crate::config::{Config, Schema};
 use crate::produce::{produce, ProduceOptions};
 use crate::source::redis::lease_key;
 pub use redis_server::RedisServer;
@@ -81,7 +81,7 @@ pub async fn run(
 
     let produced = produce(&ProduceOptions {
         redis_url: redis.url(),
-        format: Format::Iam,
+        format: Schema::Iam,
         key: key.clone(),
         shards: 0,
         count: o.count,

@@ -13,8 +13,11 @@ use base64::Engine as _;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+mod entry;
+
+pub use entry::{DeadLetters, DeadRecord, Entry};
+
 use crate::config::{SourceConfig, SourceKind};
-use crate::pipeline::deadletter::Entry;
 use crate::source::redis::{redacted, DEAD_LETTER_FIELD};
 
 /// An `XRANGE` reply: entries with their field/value pairs.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::deadletter::DeadRecord;
+use crate::dlq::DeadRecord;
 use crate::record::{self, Meta, Schema};
 use crate::runtime::bindings::{self as wit, Encoding};
 use crate::source::redis::Claim;
@@ -188,7 +188,7 @@ impl Batch {
         }
         Encoded {
             whole: wit::Batch {
-                schema: wit_schema(self.schema),
+                schema: self.schema.into(),
                 encoding: form.encoding,
                 payloads,
                 events,
@@ -196,14 +196,5 @@ impl Batch {
             spans,
             errors,
         }
-    }
-}
-
-/// The WIT schema of a record schema.
-pub fn wit_schema(schema: Schema) -> wit::Schema {
-    match schema {
-        Schema::Iam => wit::Schema::Iam,
-        Schema::Tyk => wit::Schema::Tyk,
-        Schema::Generic => wit::Schema::Generic,
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{wit_schema, Batch, Encoded, Form};
-use super::deadletter::{DeadLetters, DeadRecord};
+use super::batch::{Batch, Encoded, Form};
+use crate::dlq::{DeadLetters, DeadRecord};
 use super::filters::HostFilter;
 use super::ratelimit::RateLimits;
 use super::retry::RetryPolicy;
@@ -317,7 +317,7 @@ impl Lane {
             return;
         }
         let empty = wit::Batch {
-            schema: wit_schema(self.schema),
+            schema: self.schema.into(),
             encoding: self.spec.sink.info.accepts,
             payloads: Vec::new(),
             events: Vec::new(),
@@ -690,7 +690,7 @@ impl Lane {
             }
         }
         let wb = wit::Batch {
-            schema: wit_schema(batch.schema),
+            schema: batch.schema.into(),
             encoding,
             payloads,
             events,

@@ -10,7 +10,6 @@
 //! claimed in Redis and is re-delivered after its lease.
 
 pub mod batch;
-pub mod deadletter;
 pub mod filters;
 pub mod lane;
 pub mod lanes;
@@ -30,7 +29,7 @@ use crate::record::Schema;
 use crate::source::redis::{RawBatch, RedisSource};
 use crate::telemetry;
 use batch::Batch;
-use deadletter::DeadLetters;
+use crate::dlq::DeadLetters;
 use lanes::{Finished, LaneSet};
 use status::Status;
 

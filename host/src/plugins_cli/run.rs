@@ -193,7 +193,7 @@ pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
                 "{label}: {} of {} records are undecodable as {} records (check --format): {}",
                 bad.len(),
                 chunk.len(),
-                schema_name(t.schema),
+                t.schema.name(),
                 first.reason.trim_start_matches("undecodable: ")
             ));
             out.failed = true;
@@ -229,14 +229,6 @@ async fn start(plugin: &Plugin, t: &TestRun) -> Result<Instance, TestError> {
             path: t.plugin.clone(),
             source,
         })
-}
-
-fn schema_name(s: Schema) -> &'static str {
-    match s {
-        Schema::Iam => "iam",
-        Schema::Tyk => "tyk",
-        Schema::Generic => "generic",
-    }
 }
 
 fn now_ms() -> i64 {
@@ -358,13 +350,8 @@ fn render_payload(schema: wit::Schema, encoding: wit::Encoding, bytes: &[u8]) ->
     match encoding {
         wit::Encoding::Json => String::from_utf8_lossy(bytes).into_owned(),
         wit::Encoding::Msgpack => {
-            let schema = match schema {
-                wit::Schema::Iam => record::Schema::Iam,
-                wit::Schema::Tyk => record::Schema::Tyk,
-                wit::Schema::Generic => record::Schema::Generic,
-            };
             let mut out = Vec::new();
-            match record::write_json(schema, bytes, &[], &mut out) {
+            match record::write_json(schema.into(), bytes, &[], &mut out) {
                 Ok(()) => String::from_utf8_lossy(&out).into_owned(),
                 Err(e) => format!("(not a MessagePack map: {e})"),
             }

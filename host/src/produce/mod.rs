@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::Format;
+use crate::record::Schema;
 pub use encode::{encode_iam, encode_tyk, IamRecord, Sampler, TykRecord};
 
 /// Records per pipeline.
@@ -18,7 +18,7 @@ const PIPELINE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
     pub redis_url: String,
-    pub format: Format,
+    pub format: Schema,
     /// The list key; shards are `<key>_<n>`.
     pub key: String,
     /// Spread records over `<key>_0` … `<key>_<shards-1>` (0: the key itself).
@@ -37,11 +37,11 @@ pub struct ProduceOptions {
 }
 
 /// Encodes record `seq` in `format`.
-pub fn sample(format: Format, sampler: &mut Sampler, seq: u64, now: i64) -> Vec<u8> {
+pub fn sample(format: Schema, sampler: &mut Sampler, seq: u64, now: i64) -> Vec<u8> {
     match format {
-        Format::Tyk => encode_tyk(&sampler.tyk(seq, now)),
+        Schema::Tyk => encode_tyk(&sampler.tyk(seq, now)),
         // Generic sources get iam-shaped maps: any map will do.
-        Format::Iam | Format::Generic => encode_iam(&sampler.iam(seq, now)),
+        Schema::Iam | Schema::Generic => encode_iam(&sampler.iam(seq, now)),
     }
 }
 

@@ -15,15 +15,44 @@ use rmpv::ValueRef;
 
 pub use json::write_json;
 
-/// Which producer wrote the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which producer wrote the records: the one `{iam, tyk, generic}` type,
+/// read from the config (`source.format`), the command line (`--format`)
+/// and handed to plugins as the WIT `schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Schema {
+    /// iam-authz-server analytics.
     Iam,
+    /// Tyk Gateway analytics.
     Tyk,
+    /// Any MessagePack map; no host-side filters apply.
     Generic,
 }
 
+/// The list iam-authz-server pushes to.
+pub const IAM_KEY: &str = "analytics-iam-system-analytics";
+/// The list Tyk Gateway pushes to (`_0` … `_9` when sharded).
+pub const TYK_KEY: &str = "analytics-tyk-system-analytics";
+
 impl Schema {
+    /// The key the schema's producer pushes to; generic records default to
+    /// the iam key.
+    pub fn producer_key(self) -> &'static str {
+        match self {
+            Schema::Tyk => TYK_KEY,
+            Schema::Iam | Schema::Generic => IAM_KEY,
+        }
+    }
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schema::Iam => "iam",
+            Schema::Tyk => "tyk",
+            Schema::Generic => "generic",
+        }
+    }
+
     /// Fields `omit_detailed_recording` removes.
     pub fn detail_fields(self) -> &'static [&'static str] {
         match self {

@@ -35,3 +35,23 @@ pub use sink::pumphouse::plugin::host::{Label, Level};
 pub use sink::pumphouse::plugin::types::{
     Batch, Encoding, Event, FailedEvent, PluginInfo, Schema, Verdict, WriteError,
 };
+
+impl From<crate::record::Schema> for Schema {
+    fn from(s: crate::record::Schema) -> Schema {
+        match s {
+            crate::record::Schema::Iam => Schema::Iam,
+            crate::record::Schema::Tyk => Schema::Tyk,
+            crate::record::Schema::Generic => Schema::Generic,
+        }
+    }
+}
+
+impl From<Schema> for crate::record::Schema {
+    fn from(s: Schema) -> crate::record::Schema {
+        match s {
+            Schema::Iam => crate::record::Schema::Iam,
+            Schema::Tyk => crate::record::Schema::Tyk,
+            Schema::Generic => crate::record::Schema::Generic,
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! Dead-letter entries: records that could not be decoded or delivered,
-//! kept in a Redis list with their original bytes and the reason.
+//! The dead-letter entry format and its writer: records that could not be
+//! decoded or delivered, kept in Redis with their original bytes and the
+//! reason.
 
 use std::time::Duration;
 
