@@ -13,10 +13,14 @@
 //! | [`source::redis`] | lists: leased claims, acks, lease renewal and takeover; streams: consumer group, `XAUTOCLAIM`; dead letters | Redis |
 //! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
-//! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect, rate limits; health | tasks |
-//! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
+//! | [`batch`] | a claimed batch decoded once, its shared encoded forms, and its count of lanes still on it | pure |
+//! | [`pump`] | a pump from config to running lane: spec, plugin cache, lanes (memory, disk), filter chain, delivery (retry, split, bisect), the running set and its reload diff | tasks |
+//! | [`pipeline`] | claim → decode → dispatch to the lanes → ack; lease renewal and takeover | tasks |
+//! | [`status`] | live health of the source and each pump, read by `/readyz` | — |
+//! | [`server`] | `/healthz`, `/readyz`, `/metrics`, `/admin` | HTTP |
 //! | [`telemetry`] | logging setup and metric names | — |
-//! | [`daemon`] | wiring for `run` and `check` | all |
+//! | [`backoff`] | retrying work that must not be given up (dead letters, spool writes) | — |
+//! | [`daemon`] | `run` (start everything), `check`, and the reload trigger (file watch, SIGHUP, `/admin/reload`) | all |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
 //! | [`dlq`] | the dead-letter entry format, its writer, and `pumphouse dlq list/replay/purge` | Redis |
@@ -24,6 +28,8 @@
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.
 
+pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -31,9 +37,11 @@ pub mod dlq;
 pub mod pipeline;
 pub mod plugins_cli;
 pub mod produce;
+pub mod pump;
 pub mod record;
 pub mod runtime;
 pub mod server;
 pub mod source;
 pub mod spool;
+pub mod status;
 pub mod telemetry;

@@ -1,29 +1,24 @@
-//! Wiring: config → plugins → Redis → lanes → pipeline, plus `check` and
-//! hot reload ([`reload`]).
+//! Starting the daemon (`run`), checking a config (`check`), and the reload
+//! trigger ([`reload`]). What a pump is and how the running set changes
+//! live in [`crate::pump`]; the flow of batches in [`crate::pipeline`].
 
 pub mod reload;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, PumpConfig};
+use crate::config::{Config, ConfigError};
 use crate::dlq::DeadLetters;
-use crate::pipeline::filters::HostFilter;
-use crate::pipeline::lane::{self, LaneSpec};
-use crate::pipeline::lanes::LaneSet;
-use crate::pipeline::ratelimit::RateLimits;
-use crate::pipeline::status::{PumpStatus, Status};
-
 use crate::pipeline::{self, RunReport, Settings};
-use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
+use crate::pump::{LaneSet, Phase, PluginCache, PumpError, PumpSet, PumpSpec};
+use crate::runtime::{Runtime, SetupError};
 use crate::source::redis::{redacted, RedisSource, SourceError};
-use crate::spool::SpoolError;
+use crate::status::Status;
 use reload::Reloader;
 
 /// Why the daemon could not start.
@@ -32,168 +27,48 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("pump {pump}: {path} is a {found} plugin, but {role} must be a {want}")]
-    WrongKind {
-        pump: String,
-        path: PathBuf,
-        found: Kind,
-        want: Kind,
-        role: &'static str,
-    },
-    #[error("pump {pump}: cannot create sandbox dir {path}: {source}")]
-    SandboxDir {
-        pump: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Init(String),
+    Pump(#[from] PumpError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("pump {pump}: {source}")]
-    Spool {
-        pump: String,
-        source: Box<SpoolError>,
-    },
     #[error(transparent)]
     Runtime(#[from] SetupError),
+    #[error("source.redis_url: {0}")]
+    RedisUrl(redis::RedisError),
     #[error("{0}")]
     Listen(std::io::Error),
-}
-
-/// A pump with its plugins compiled.
-pub struct LoadedPump {
-    pub config: PumpConfig,
-    pub sink: Arc<Plugin>,
-    pub filters: Vec<Arc<Plugin>>,
-    /// The pump's namespace of the plugin state store.
-    pub kv: crate::runtime::kv::Kv,
-}
-
-/// Compiled plugins by path, kept across reloads: a file whose bytes did
-/// not change is not compiled again.
-#[derive(Default)]
-pub struct PluginCache {
-    plugins: HashMap<PathBuf, Arc<Plugin>>,
-}
-
-impl PluginCache {
-    async fn get(&mut self, runtime: &Runtime, path: &Path) -> Result<Arc<Plugin>, StartError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let sha = hex_sha256(&bytes);
-        if let Some(p) = self.plugins.get(path).filter(|p| p.sha256 == sha) {
-            return Ok(p.clone());
-        }
-        let p = Arc::new(runtime.load(path).await?);
-        tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, kind = %p.kind, sha256 = %p.sha256, "plugin loaded");
-        self.plugins.insert(path.to_path_buf(), p.clone());
-        Ok(p)
-    }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Compiles every plugin the config names (unchanged files come from
-/// `cache`) and checks that sinks are sinks and filters are filters.
-pub async fn load_pumps(
-    config: &Config,
-    runtime: &Runtime,
-    cache: &mut PluginCache,
-) -> Result<Vec<LoadedPump>, StartError> {
-    let mut pumps = Vec::new();
-    for pump in &config.pumps {
-        let mut get =
-            async |name: &str, want: Kind, role: &'static str| -> Result<Arc<Plugin>, StartError> {
-                let path = config.plugin_path(name);
-                let plugin = cache.get(runtime, &path).await?;
-                if plugin.kind != want {
-                    return Err(StartError::WrongKind {
-                        pump: pump.name.clone(),
-                        path,
-                        found: plugin.kind,
-                        want,
-                        role,
-                    });
-                }
-                Ok(plugin)
-            };
-        let sink = get(&pump.plugin, Kind::Sink, "`plugin`").await?;
-        let mut filters = Vec::new();
-        for f in &pump.filters_chain {
-            filters.push(get(&f.plugin, Kind::Filter, "a `filters_chain` entry").await?);
-        }
-        pumps.push(LoadedPump {
-            config: pump.clone(),
-            sink,
-            filters,
-            kv: runtime.kv_for(&pump.name),
-        });
-    }
-    Ok(pumps)
-}
-
-fn sandbox_of(pump: &PumpConfig, kv: &crate::runtime::kv::Kv) -> Result<Sandbox, StartError> {
-    let mut dirs = Vec::new();
-    for d in &pump.sandbox.dirs {
-        if !d.read_only {
-            std::fs::create_dir_all(&d.host).map_err(|source| StartError::SandboxDir {
-                pump: pump.name.clone(),
-                path: d.host.clone(),
-                source,
-            })?;
-        }
-        dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
-    }
-    let mut sandbox = Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout)
-        .map_err(|e| StartError::Init(format!("pump {}: sandbox: {e}", pump.name)))?;
-    sandbox.kv = kv.clone();
-    Ok(sandbox)
-}
-
-fn json_config(table: &toml::Table) -> String {
-    serde_json::to_string(table).expect("a TOML table is valid JSON")
-}
-
-/// The lane settings of a loaded pump.
-pub(crate) fn lane_spec(p: &LoadedPump) -> Result<LaneSpec, StartError> {
-    Ok(LaneSpec {
-        name: Arc::from(p.config.name.as_str()),
-        sink: p.sink.clone(),
-        sink_config: json_config(&p.config.config),
-        filters: p
-            .filters
-            .iter()
-            .zip(&p.config.filters_chain)
-            .map(|(plugin, f)| (plugin.clone(), json_config(&f.config)))
-            .collect(),
-        host_filter: HostFilter::new(&p.config.filters),
-        omit_detail: p.config.omit_detailed_recording,
-        max_record_size: p.config.max_record_size.map(|b| b.as_u64()),
-        max_batch_bytes: p.config.max_batch_bytes.map(|b| b.as_u64() as usize),
-        rate: RateLimits::new(&p.config.rate_limit),
-        sandbox: sandbox_of(&p.config, &p.kv)?,
-        retry: p.config.retry.clone(),
-        status: Arc::new(PumpStatus::new(&p.config.name, &p.sink)),
-        tick: p.config.tick_interval,
-    })
+    #[error("shut down while waiting for redis")]
+    Interrupted,
+    #[error("cannot watch for config changes: {0}")]
+    Watch(notify::Error),
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Outcome of `check`.
 pub struct CheckReport {
+    /// One line per pump: its sink and filter chain.
     pub lines: Vec<String>,
     pub redis_ok: bool,
+    /// The Redis URL, password masked.
+    pub redis: String,
+}
+
+impl std::fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for l in &self.lines {
+            writeln!(f, "{l}")?;
+        }
+        if self.redis_ok {
+            writeln!(f, "redis: reachable")?;
+        } else {
+            writeln!(
+                f,
+                "redis: NOT reachable at {} (the daemon waits for it at start)",
+                self.redis
+            )?;
+        }
+        writeln!(f, "config OK")
+    }
 }
 
 /// Validates a config, compiles every plugin and runs each pump's `init`
@@ -201,20 +76,18 @@ pub struct CheckReport {
 /// but does not fail the check: the daemon waits for Redis at start.
 pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
     let runtime = Runtime::new(true)?;
-    let pumps = load_pumps(config, &runtime, &mut PluginCache::default()).await?;
+    let specs = PumpSpec::build_all(config, &runtime, &mut PluginCache::default()).await?;
     let mut lines = Vec::new();
-    for p in &pumps {
-        lane::start_instances(&lane_spec(p)?)
-            .await
-            .map_err(StartError::Init)?;
+    for p in &specs {
+        p.start_instances().await?;
         let chain: Vec<String> = p
             .filters
             .iter()
-            .map(|f| format!("{} {}", f.info.name, f.info.version))
+            .map(|(f, _)| format!("{} {}", f.info.name, f.info.version))
             .collect();
         lines.push(format!(
             "pump {}: sink {} {} ({}){}",
-            p.config.name,
+            p.name,
             p.sink.info.name,
             p.sink.info.version,
             crate::runtime::encoding_name(p.sink.info.accepts),
@@ -234,7 +107,11 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
         Ok(Ok(s)) => s.ping().await,
         _ => false,
     };
-    Ok(CheckReport { lines, redis_ok })
+    Ok(CheckReport {
+        lines,
+        redis_ok,
+        redis: redacted(&config.source.redis_url),
+    })
 }
 
 /// A running daemon's handles, for callers that embed it (the demo).
@@ -255,11 +132,11 @@ pub async fn start(
 ) -> Result<Started, StartError> {
     // Plugin state lives in the source's Redis, beside the records.
     let kv = crate::runtime::kv::KvStore::redis(&config.source.redis_url)
-        .map_err(|e| StartError::Init(format!("source.redis_url: {e}")))?;
+        .map_err(StartError::RedisUrl)?;
     let runtime = Runtime::new(true)?.with_kv_store(kv);
     let mut cache = PluginCache::default();
     // Compile before anything else: a broken plugin fails the start fast.
-    load_pumps(&config, &runtime, &mut cache).await?;
+    PumpSpec::build_all(&config, &runtime, &mut cache).await?;
     let status = Arc::new(Status::default());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let admin = config_path.as_ref().map(|_| reload_tx.clone());
@@ -276,19 +153,18 @@ pub async fn start(
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
     let source = tokio::select! {
         s = RedisSource::connect(&config.source, Duration::MAX) => s?,
-        _ = shutdown.cancelled() => return Err(StartError::Init("shut down while waiting for redis".into())),
+        _ = shutdown.cancelled() => return Err(StartError::Interrupted),
     };
     let schema = config.source.format;
     let (lanes, finished) = LaneSet::new(schema);
-    let mut reloader = Reloader::new(
+    let mut pumps = PumpSet::new(
         runtime,
         cache,
         lanes.clone(),
         status.clone(),
         DeadLetters::new(source.clone()),
-        config.clone(),
     );
-    reloader.apply(config.clone(), true).await?;
+    pumps.apply(&config, Phase::Start).await?;
     let settings = Settings {
         schema,
         poll_interval: config.source.poll_interval,
@@ -296,7 +172,12 @@ pub async fn start(
         drain_timeout: config.shutdown.drain_timeout,
     };
     if let Some(path) = config_path {
-        reload::spawn(reloader, path, reload_rx, shutdown.clone())?;
+        reload::spawn(
+            Reloader::new(pumps, status.clone(), config),
+            path,
+            reload_rx,
+            shutdown.clone(),
+        )?;
     }
     let done = tokio::spawn(pipeline::run(
         source, lanes, finished, settings, status, shutdown,

@@ -8,208 +8,74 @@
 //! Triggers: changes to the config file or to `.wasm` files in the plugins
 //! directory (debounced), SIGHUP, and `POST /admin/reload`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{lane_spec, load_pumps, PluginCache, StartError};
-use crate::config::{BufferKind, Config, PumpConfig};
-use crate::dlq::DeadLetters;
-use crate::pipeline::lane::Lane;
-use crate::pipeline::lanes::{LaneSet, SpoolSource};
-use crate::pipeline::status::{rfc3339, PumpStatus, ReloadInfo, Status};
-use crate::runtime::Runtime;
-use crate::spool::Spool;
+use super::StartError;
+use crate::config::Config;
+use crate::pump::{Phase, PumpSet};
+use crate::server::ReloadRequest;
+use crate::status::{rfc3339, ReloadInfo, Status};
 use crate::telemetry;
 
 /// A reload that failed after a file event is tried once more after this
 /// long, for a plugin copied in slowly (its last write may raise no event).
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// A reload request from the admin endpoint, answered with the outcome.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
-
-/// What a pump runs, to tell a changed pump from an unchanged one.
-struct Running {
-    config: PumpConfig,
-    /// SHA-256 of the sink and of each filter plugin, in order.
-    plugins: Vec<String>,
-    status: Arc<PumpStatus>,
-}
-
-/// Owns the running pump set and applies new configs to it.
+/// Applies new configs to the running pumps and records each outcome.
 pub struct Reloader {
-    runtime: Runtime,
-    cache: PluginCache,
-    lanes: Arc<LaneSet>,
+    pumps: PumpSet,
     status: Arc<Status>,
-    dead_letters: DeadLetters,
+    /// The config as started, with the pumps of the last good reload:
+    /// source, server, spool and reload settings apply only at start.
     config: Config,
-    running: HashMap<String, Running>,
 }
 
 impl Reloader {
-    pub fn new(
-        runtime: Runtime,
-        cache: PluginCache,
-        lanes: Arc<LaneSet>,
-        status: Arc<Status>,
-        dead_letters: DeadLetters,
-        config: Config,
-    ) -> Reloader {
+    pub fn new(pumps: PumpSet, status: Arc<Status>, config: Config) -> Reloader {
         Reloader {
-            runtime,
-            cache,
-            lanes,
+            pumps,
             status,
-            dead_letters,
             config,
-            running: HashMap::new(),
         }
     }
 
     /// Makes `config`'s pumps the running set; returns what changed.
-    /// `first` is the start: spools are opened here so a locked one fails it.
-    pub async fn apply(&mut self, config: Config, first: bool) -> Result<String, StartError> {
-        if !first {
-            for (what, same) in [
-                ("[source]", config.source == self.config.source),
-                ("[server]", config.server == self.config.server),
-                ("spool_dir", config.spool_dir == self.config.spool_dir),
-                ("[reload]", config.reload == self.config.reload),
-            ] {
-                if !same {
-                    tracing::warn!("{what} changed; it takes effect at the next restart (reload applies pumps only)");
-                }
+    async fn apply(&mut self, config: Config) -> Result<String, String> {
+        for (what, same) in [
+            ("[source]", config.source == self.config.source),
+            ("[server]", config.server == self.config.server),
+            ("spool_dir", config.spool_dir == self.config.spool_dir),
+            ("[reload]", config.reload == self.config.reload),
+        ] {
+            if !same {
+                tracing::warn!("{what} changed; it takes effect at the next restart (reload applies pumps only)");
             }
         }
-        let pumps = load_pumps(&config, &self.runtime, &mut self.cache).await?;
-        // Start every added or changed pump before touching the running set.
-        let mut fresh: HashMap<String, (Lane, Arc<PumpStatus>, Vec<String>)> = HashMap::new();
-        let mut opened: HashMap<String, Arc<Spool>> = HashMap::new();
-        for p in &pumps {
-            let plugins: Vec<String> = std::iter::once(&p.sink)
-                .chain(&p.filters)
-                .map(|pl| pl.sha256.clone())
-                .collect();
-            if let Some(r) = self.running.get(&p.config.name) {
-                if r.config == p.config && r.plugins == plugins {
-                    continue;
-                }
-            }
-            let spec = lane_spec(p)?;
-            let status = spec.status.clone();
-            let lane = Lane::start(spec, self.dead_letters.clone())
-                .await
-                .map_err(StartError::Init)?;
-            if first && p.config.buffer == BufferKind::Disk {
-                let (dir, name) = (config.spool_dir.clone(), p.config.name.clone());
-                let (max, when_full) = (p.config.max_spool_bytes.as_u64(), p.config.when_full);
-                let spool =
-                    tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
-                        .await
-                        .map_err(|e| StartError::Init(format!("spool task failed: {e}")))?
-                        .map_err(|source| StartError::Spool {
-                            pump: p.config.name.clone(),
-                            source: Box::new(source),
-                        })?;
-                opened.insert(p.config.name.clone(), Arc::new(spool));
-            }
-            fresh.insert(p.config.name.clone(), (lane, status, plugins));
-        }
-        // Commit: nothing below can fail.
-        let mut handles = Vec::with_capacity(pumps.len());
-        let mut statuses = Vec::with_capacity(pumps.len());
-        let mut running = HashMap::new();
-        let (mut added, mut changed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
-        for p in &pumps {
-            let name = &p.config.name;
-            match fresh.remove(name) {
-                Some((lane, status, plugins)) => {
-                    let spool = match (p.config.buffer, opened.remove(name)) {
-                        (BufferKind::Memory, _) => None,
-                        (BufferKind::Disk, Some(s)) => Some(SpoolSource::Opened(s)),
-                        (BufferKind::Disk, None) => Some(SpoolSource::Open {
-                            dir: config.spool_dir.clone(),
-                            max_bytes: p.config.max_spool_bytes.as_u64(),
-                            when_full: p.config.when_full,
-                        }),
-                    };
-                    if self.running.contains_key(name) {
-                        changed.push(name.clone());
-                    } else {
-                        added.push(name.clone());
-                    }
-                    handles.push(self.lanes.spawn(
-                        lane,
-                        p.config.max_in_flight_batches,
-                        spool,
-                        status.clone(),
-                    ));
-                    statuses.push(status.clone());
-                    running.insert(
-                        name.clone(),
-                        Running {
-                            config: p.config.clone(),
-                            plugins,
-                            status,
-                        },
-                    );
-                }
-                None => {
-                    let r = self
-                        .running
-                        .remove(name)
-                        .expect("unchanged pumps are running");
-                    handles.push(self.lanes.handle(name).expect("running pumps have lanes"));
-                    statuses.push(r.status.clone());
-                    kept.push(name.clone());
-                    running.insert(name.clone(), r);
-                }
-            }
-        }
-        let mut removed: Vec<String> = self
-            .running
-            .keys()
-            .filter(|k| !running.contains_key(*k))
-            .cloned()
-            .collect();
-        removed.sort();
-        self.lanes.install(handles);
-        self.status.set_pumps(statuses);
-        self.running = running;
-        // Source, server, spool and reload settings stay as started.
+        // The spool dir stays as started: a changed pump reopens its spool there.
         let mut next = config;
         next.source = self.config.source.clone();
         next.server = self.config.server.clone();
         next.spool_dir = self.config.spool_dir.clone();
         next.reload = self.config.reload.clone();
+        let diff = self
+            .pumps
+            .apply(&next, Phase::Reload)
+            .await
+            .map_err(|e| e.to_string())?;
         self.config = next;
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        Ok(format!(
-            "added: {}; changed: {}; removed: {}; unchanged: {}",
-            list(&added),
-            list(&changed),
-            list(&removed),
-            list(&kept)
-        ))
+        Ok(diff.to_string())
     }
 
     /// Reloads from `path`, recording the outcome.
     async fn reload(&mut self, path: &Path, why: &str) -> Result<String, String> {
         let started = std::time::Instant::now();
         let result = match Config::load(path) {
-            Ok(c) => self.apply(c, false).await.map_err(|e| e.to_string()),
+            Ok(c) => self.apply(c).await,
             Err(e) => Err(e.to_string()),
         };
         let (label, detail) = match &result {
@@ -269,7 +135,7 @@ pub fn spawn(
             let _ = tx.try_send(());
         }
     })
-    .map_err(|e| StartError::Init(format!("cannot watch for config changes: {e}")))?;
+    .map_err(StartError::Watch)?;
     let config_dir = config_file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let dirs = if watch {
         vec![&config_dir, &plugins_dir]
@@ -282,7 +148,7 @@ pub fn spawn(
         }
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| StartError::Init(format!("cannot handle SIGHUP: {e}")))?;
+        .map_err(StartError::Signal)?;
     tokio::spawn(async move {
         // The watcher stops when dropped: keep it for the task's lifetime.
         let _watcher = watcher;

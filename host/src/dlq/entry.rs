@@ -78,15 +78,18 @@ impl DeadLetters {
                 r.reason
             );
         }
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = self.source.dead_letter(&entries).await {
-            tracing::warn!(
-                "cannot store {} dead letters yet ({e}); retrying in {delay:?}",
-                entries.len()
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        crate::backoff::forever(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            || self.source.dead_letter(&entries),
+            |e, delay| {
+                tracing::warn!(
+                    "cannot store {} dead letters yet ({e}); retrying in {delay:?}",
+                    entries.len()
+                )
+            },
+        )
+        .await;
         metrics::counter!(telemetry::RECORDS_DEAD_LETTERED, "pump" => pump.unwrap_or("source").to_string())
             .increment(entries.len() as u64);
     }

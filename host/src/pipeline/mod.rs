@@ -9,14 +9,6 @@
 //! order, bounded by the drain timeout; whatever is unfinished stays
 //! claimed in Redis and is re-delivered after its lease.
 
-pub mod batch;
-pub mod filters;
-pub mod lane;
-pub mod lanes;
-pub mod ratelimit;
-pub mod retry;
-pub mod status;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +17,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{self, Batch};
+use crate::dlq::DeadLetters;
+use crate::pump::set::{Finished, LaneSet};
 use crate::record::Schema;
 use crate::source::redis::{RawBatch, RedisSource};
+use crate::status::Status;
 use crate::telemetry;
-use batch::Batch;
-use crate::dlq::DeadLetters;
-use lanes::{Finished, LaneSet};
-use status::Status;
 
 /// Decoded batches waiting for the dispatcher; small, so claims run only a
 /// little ahead of delivery (Redis stays the buffer).

@@ -1,13 +1,13 @@
 //! `pumphouse plugins test`: runs a plugin on sample records without Redis
 //! and reports what it did with each batch, for plugin authors and their
 //! CI. Records are decoded and encoded exactly as the daemon does
-//! (`pipeline::batch`), and the plugin runs in the same runtime and
+//! (`batch`), and the plugin runs in the same runtime and
 //! sandbox.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::pipeline::batch::{Batch, Form};
+use crate::batch::{Batch, Form};
 use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Verdict, WriteError};
 use crate::runtime::{

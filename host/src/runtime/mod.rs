@@ -338,20 +338,32 @@ impl Runtime {
     /// Compiles a plugin file (on the blocking pool: compiling is CPU-heavy),
     /// checks its world and imports, and asks it to describe itself.
     pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let rt = self.clone();
-        let owned = path.to_path_buf();
-        let plugin = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&owned).map_err(|source| LoadError::Read {
-                path: owned.clone(),
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_path_buf(),
                 source,
             })?;
-            rt.compile(&owned, &bytes)
-        })
-        .await
-        .map_err(|e| LoadError::Compile {
-            path: path.to_path_buf(),
-            message: format!("compiler task failed: {e}"),
-        })??;
+        let sha256 = sha256_hex(&bytes);
+        self.load_bytes(path, bytes, sha256).await
+    }
+
+    /// Like [`Runtime::load`], for a file already read and hashed (the
+    /// plugin cache hashes a file to tell whether it changed).
+    pub async fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        sha256: String,
+    ) -> Result<Plugin, LoadError> {
+        let rt = self.clone();
+        let owned = path.to_path_buf();
+        let plugin = tokio::task::spawn_blocking(move || rt.compile(&owned, &bytes, sha256))
+            .await
+            .map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                message: format!("compiler task failed: {e}"),
+            })??;
         let mut plugin = plugin;
         plugin.info = plugin
             .describe()
@@ -363,8 +375,7 @@ impl Runtime {
         Ok(plugin)
     }
 
-    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        let sha256 = hex(&Sha256::digest(bytes));
+    fn compile(&self, path: &Path, bytes: &[u8], sha256: String) -> Result<Plugin, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
@@ -427,8 +438,16 @@ pub fn encoding_name(e: bindings::Encoding) -> &'static str {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of a plugin file, lowercase hex: how plugins are identified in
+/// logs, `/admin/pumps` and `plugins inspect`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 enum Pre {

@@ -16,9 +16,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::status::Status;
+use crate::status::Status;
 
-use crate::daemon::reload::ReloadRequest;
+/// A reload asked for on `POST /admin/reload`, answered with what changed
+/// or why nothing did. Whoever owns reloading (the daemon) receives these.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 #[derive(Clone)]
 struct AppState {

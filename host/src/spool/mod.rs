@@ -10,7 +10,7 @@
 //! opened at all is moved aside (`<name>.corrupt-<unix-seconds>`) and a
 //! fresh spool started, so the daemon keeps running.
 //!
-//! Blocking: call it from `spawn_blocking`, as [`crate::pipeline::lane`] does.
+//! Blocking: call it from `spawn_blocking`, as [`crate::pump`]'s disk lanes do.
 
 pub mod frame;
 

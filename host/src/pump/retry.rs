@@ -1,5 +1,6 @@
-//! Retry policy: capped exponential backoff with jitter, as an object a
-//! lane consults after each failure and resets after a success.
+//! The retry policy of a lane: capped exponential backoff with jitter, as
+//! an object the lane consults after each failure and resets after a
+//! success, and the decision it makes.
 
 use std::time::Duration;
 
@@ -7,11 +8,21 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 use crate::config::RetryConfig;
 
+/// What a lane does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The delay was waited out: try again.
+    Retry,
+    /// `retry.max_attempts` is used up: dead-letter the records.
+    GiveUp,
+}
+
 /// Delays between attempts at the same work.
 pub struct RetryPolicy {
     builder: ExponentialBuilder,
     current: Option<ExponentialBackoff>,
     max: Duration,
+    max_attempts: Option<u32>,
     /// Failures since the last success.
     pub failures: u64,
 }
@@ -27,12 +38,23 @@ impl RetryPolicy {
                 .without_max_times(),
             current: None,
             max: cfg.max,
+            max_attempts: cfg.max_attempts,
             failures: 0,
         }
     }
 
+    /// Counts a failure: the delay before the next attempt, or `None` when
+    /// the attempts are used up.
+    pub fn after_failure(&mut self) -> Option<Duration> {
+        let delay = self.next_delay();
+        match self.max_attempts {
+            Some(max) if self.failures >= u64::from(max) => None,
+            _ => Some(delay),
+        }
+    }
+
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
+    fn next_delay(&mut self) -> Duration {
         self.failures += 1;
         let builder = self.builder;
         self.current
@@ -59,7 +81,7 @@ mod tests {
             max: Duration::from_secs(1),
             max_attempts: None,
         });
-        let delays: Vec<_> = (0..8).map(|_| p.next_delay()).collect();
+        let delays: Vec<_> = (0..8).map(|_| p.after_failure().unwrap()).collect();
         assert!(
             delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200),
             "{delays:?}"
@@ -72,6 +94,19 @@ mod tests {
         assert!(delays[7] >= Duration::from_secs(1), "{delays:?}");
         assert_eq!(p.failures, 8);
         p.reset();
-        assert!(p.next_delay() <= Duration::from_millis(200));
+        assert!(p.after_failure().unwrap() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn attempts_run_out_at_max_attempts() {
+        let mut p = RetryPolicy::new(&RetryConfig {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            max_attempts: Some(2),
+        });
+        assert!(p.after_failure().is_some());
+        assert!(p.after_failure().is_none());
+        p.reset();
+        assert!(p.after_failure().is_some());
     }
 }

@@ -1,4 +1,6 @@
-//! The set of running lanes, swappable while batches flow (hot reload).
+//! The running pumps: the lanes batches are dispatched to, swappable while
+//! batches flow, and [`PumpSet`], which turns a config into that set on
+//! start and on every reload (added / changed / kept / removed).
 //!
 //! The dispatcher takes a snapshot of the set for each batch, so a batch
 //! goes to exactly one version of each pump. A lane dropped from the set
@@ -15,12 +17,17 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::batch::{Batch, Form};
 use super::lane::Lane;
-use super::status::{PumpState, PumpStatus};
-use crate::config::WhenFull;
+use super::plugins::PluginCache;
+use super::spec::PumpSpec;
+use super::PumpError;
+use crate::batch::{Batch, Form};
+use crate::config::{BufferKind, Config, PumpConfig, WhenFull};
+use crate::dlq::DeadLetters;
 use crate::record::Schema;
+use crate::runtime::Runtime;
 use crate::spool::Spool;
+use crate::status::{PumpState, PumpStatus, Status};
 
 /// Where a disk-buffered lane's spool comes from.
 pub enum SpoolSource {
@@ -205,4 +212,197 @@ async fn open_spool(
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// When [`PumpSet::apply`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The daemon's start: spools are opened here, so a locked one fails it.
+    Start,
+    /// A hot reload: lanes of changed pumps open their spools once their
+    /// predecessors have ended.
+    Reload,
+}
+
+/// What a start or reload changed, by pump name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "added: {}; changed: {}; removed: {}; unchanged: {}",
+            list(&self.added),
+            list(&self.changed),
+            list(&self.removed),
+            list(&self.kept)
+        )
+    }
+}
+
+/// What a pump runs, to tell a changed pump from an unchanged one.
+struct Running {
+    config: PumpConfig,
+    /// SHA-256 of the sink and of each filter plugin, in order.
+    plugins: Vec<String>,
+    status: Arc<PumpStatus>,
+}
+
+/// A lane started for an added or changed pump, not yet swapped in.
+struct Fresh {
+    lane: Lane,
+    status: Arc<PumpStatus>,
+    plugins: Vec<String>,
+}
+
+/// Owns the running pumps and applies configs to them as transactions.
+pub struct PumpSet {
+    runtime: Runtime,
+    cache: PluginCache,
+    lanes: Arc<LaneSet>,
+    status: Arc<Status>,
+    dead_letters: DeadLetters,
+    running: HashMap<String, Running>,
+}
+
+impl PumpSet {
+    pub fn new(
+        runtime: Runtime,
+        cache: PluginCache,
+        lanes: Arc<LaneSet>,
+        status: Arc<Status>,
+        dead_letters: DeadLetters,
+    ) -> PumpSet {
+        PumpSet {
+            runtime,
+            cache,
+            lanes,
+            status,
+            dead_letters,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Makes `config`'s pumps the running set. Every added or changed pump
+    /// is compiled, started and `init`ed first; any failure leaves the
+    /// running set untouched.
+    pub async fn apply(&mut self, config: &Config, phase: Phase) -> Result<Diff, PumpError> {
+        let specs = PumpSpec::build_all(config, &self.runtime, &mut self.cache).await?;
+        let mut fresh: HashMap<String, Fresh> = HashMap::new();
+        let mut opened: HashMap<String, Arc<Spool>> = HashMap::new();
+        let mut order = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let p = spec.config.clone();
+            order.push(p.clone());
+            let plugins = spec.plugin_hashes();
+            if let Some(r) = self.running.get(&p.name) {
+                if r.config == p && r.plugins == plugins {
+                    continue;
+                }
+            }
+            let status = spec.status.clone();
+            let lane = Lane::start(spec, self.dead_letters.clone()).await?;
+            if phase == Phase::Start && p.buffer == BufferKind::Disk {
+                let spool = open_spool_now(config, &p).await?;
+                opened.insert(p.name.clone(), Arc::new(spool));
+            }
+            fresh.insert(
+                p.name.clone(),
+                Fresh {
+                    lane,
+                    status,
+                    plugins,
+                },
+            );
+        }
+        // Commit: nothing below can fail.
+        let mut handles = Vec::with_capacity(order.len());
+        let mut statuses = Vec::with_capacity(order.len());
+        let mut running = HashMap::new();
+        let mut diff = Diff::default();
+        for p in &order {
+            let name = &p.name;
+            match fresh.remove(name) {
+                Some(f) => {
+                    let spool = match (p.buffer, opened.remove(name)) {
+                        (BufferKind::Memory, _) => None,
+                        (BufferKind::Disk, Some(s)) => Some(SpoolSource::Opened(s)),
+                        (BufferKind::Disk, None) => Some(SpoolSource::Open {
+                            dir: config.spool_dir.clone(),
+                            max_bytes: p.max_spool_bytes.as_u64(),
+                            when_full: p.when_full,
+                        }),
+                    };
+                    if self.running.contains_key(name) {
+                        diff.changed.push(name.clone());
+                    } else {
+                        diff.added.push(name.clone());
+                    }
+                    handles.push(self.lanes.spawn(
+                        f.lane,
+                        p.max_in_flight_batches,
+                        spool,
+                        f.status.clone(),
+                    ));
+                    statuses.push(f.status.clone());
+                    running.insert(
+                        name.clone(),
+                        Running {
+                            config: p.clone(),
+                            plugins: f.plugins,
+                            status: f.status,
+                        },
+                    );
+                }
+                None => {
+                    let r = self
+                        .running
+                        .remove(name)
+                        .expect("unchanged pumps are running");
+                    handles.push(self.lanes.handle(name).expect("running pumps have lanes"));
+                    statuses.push(r.status.clone());
+                    diff.kept.push(name.clone());
+                    running.insert(name.clone(), r);
+                }
+            }
+        }
+        diff.removed = self
+            .running
+            .keys()
+            .filter(|k| !running.contains_key(*k))
+            .cloned()
+            .collect();
+        diff.removed.sort();
+        self.lanes.install(handles);
+        self.status.set_pumps(statuses);
+        self.running = running;
+        Ok(diff)
+    }
+}
+
+/// Opens a disk pump's spool at start (on the blocking pool: redb reads
+/// and checks the file).
+async fn open_spool_now(config: &Config, p: &PumpConfig) -> Result<Spool, PumpError> {
+    let (dir, name) = (config.spool_dir.clone(), p.name.clone());
+    let (max, when_full) = (p.max_spool_bytes.as_u64(), p.when_full);
+    tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
+        .await
+        .map_err(|e| PumpError::SpoolTask(e.to_string()))?
+        .map_err(|source| PumpError::Spool {
+            pump: p.name.clone(),
+            source: Box::new(source),
+        })
 }

@@ -1,0 +1,289 @@
+//! One pump's lane: host filters, the filter-plugin chain
+//! ([`super::filter_chain`]), then the sink ([`super::deliver`]), with
+//! retry and dead letters. A lane owns its plugin instances; a call that
+//! fails poisons only this lane's instance. This file holds the lane itself,
+//! its memory loop and its ticks; `buffer = "disk"` lanes run
+//! [`super::disk`]'s loop instead.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::batch::{Batch, Form};
+use crate::dlq::{DeadLetters, DeadRecord};
+use crate::record::Schema;
+use crate::runtime::bindings as wit;
+use crate::runtime::{CallError, Instance};
+use crate::spool::Spool;
+use crate::status::PumpState;
+use crate::telemetry;
+
+use super::encode::{Item, Payload};
+use super::retry::{Next, RetryPolicy};
+use super::spec::PumpSpec;
+use super::PumpError;
+
+pub struct Lane {
+    pub(super) spec: PumpSpec,
+    pub(super) sink: Option<Instance>,
+    pub(super) filters: Vec<Option<Instance>>,
+    pub(super) retry: RetryPolicy,
+    pub(super) dead_letters: DeadLetters,
+    /// `buffer = "disk"`: the spool, and the schema to decode it with.
+    spool: Option<(Arc<Spool>, Schema)>,
+    /// The schema of the last batch, for tick batches.
+    schema: Schema,
+}
+
+impl Lane {
+    /// Starts the lane's plugin instances; an `init` failure is returned so
+    /// a bad pump config stops the daemon at start with a clear message.
+    pub async fn start(spec: PumpSpec, dead_letters: DeadLetters) -> Result<Lane, PumpError> {
+        let (sink, filters) = spec.start_instances().await?;
+        let retry = RetryPolicy::new(&spec.retry);
+        Ok(Lane {
+            spec,
+            sink: Some(sink),
+            filters: filters.into_iter().map(Some).collect(),
+            retry,
+            dead_letters,
+            spool: None,
+            schema: Schema::Generic,
+        })
+    }
+
+    /// The pump's name.
+    pub fn name(&self) -> Arc<str> {
+        self.spec.name.clone()
+    }
+
+    /// The form the lane's first plugin (its first filter, else its sink)
+    /// reads batches in.
+    pub fn first_form(&self) -> Form {
+        let encoding = match self.spec.filters.first() {
+            Some((plugin, _)) => plugin.info.accepts,
+            None => self.spec.sink.info.accepts,
+        };
+        Form {
+            encoding,
+            omit_detail: self.spec.omit_detail,
+        }
+    }
+
+    /// Makes this a disk-buffered lane draining `spool`.
+    pub fn with_spool(mut self, spool: Arc<Spool>, schema: Schema) -> Lane {
+        self.spool = Some((spool, schema));
+        self.schema = schema;
+        self
+    }
+
+    /// Works through batches until the dispatcher closes the channel; hands
+    /// each finished batch to the acker when this was its last lane.
+    pub async fn run(
+        self,
+        rx: mpsc::Receiver<Arc<Batch>>,
+        done: mpsc::UnboundedSender<Arc<Batch>>,
+    ) {
+        match self.spool.clone() {
+            Some((spool, schema)) => self.run_disk(spool, schema, rx, done).await,
+            None => self.run_memory(rx, done).await,
+        }
+    }
+
+    async fn run_memory(
+        mut self,
+        mut rx: mpsc::Receiver<Arc<Batch>>,
+        done: mpsc::UnboundedSender<Arc<Batch>>,
+    ) {
+        let depth =
+            metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
+        let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
+        loop {
+            let next = match self.spec.tick {
+                None => rx.recv().await,
+                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.tick().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(batch) = next else { break };
+            depth.set(rx.len() as f64 + 1.0);
+            let started = Instant::now();
+            self.handle(&batch).await;
+            latency.record(started.elapsed().as_secs_f64());
+            depth.set(rx.len() as f64);
+            if batch.finish_lane() {
+                // The acker outlives the lanes; a send error means shutdown
+                // already gave up, and the claim will be re-delivered.
+                let _ = done.send(batch);
+            }
+        }
+    }
+
+    /// Starts a sink instance if the last one was discarded (or none ran).
+    pub(super) async fn start_sink(&mut self) -> Result<(), CallError> {
+        if self.sink.is_none() {
+            let spec = &self.spec;
+            self.sink = Some(
+                spec.sink
+                    .start(&spec.name, &spec.sandbox, &spec.sink_config)
+                    .await?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the sink an empty batch: the pump's records have paused for
+    /// `tick_interval`. A failed tick is counted and logged, never retried:
+    /// the next tick comes soon enough.
+    pub(super) async fn tick(&mut self) {
+        if let Err(e) = self.start_sink().await {
+            self.count_error(e.kind());
+            tracing::warn!(pump = &*self.spec.name, "tick skipped: {e}");
+            return;
+        }
+        let empty = wit::Batch {
+            schema: self.schema.into(),
+            encoding: self.spec.sink.info.accepts,
+            payloads: Vec::new(),
+            events: Vec::new(),
+        };
+        let inst = self.sink.as_mut().expect("started above");
+        let error = match inst.write(&empty).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("{e:?}"),
+            Err(e) => {
+                self.sink = None;
+                e.to_string()
+            }
+        };
+        self.count_error("tick");
+        tracing::warn!(pump = &*self.spec.name, "tick failed: {error}");
+    }
+
+    /// One batch through the whole lane: host filters and size cap, the
+    /// filter chain, the sink, then the dead letters of what failed.
+    pub(super) async fn handle(&mut self, batch: &Batch) {
+        self.schema = batch.schema;
+        let pump = self.spec.name.to_string();
+        let mut dead = Vec::new();
+        let mut items = Vec::with_capacity(batch.len());
+        let mut filtered = 0u64;
+        for (i, m) in batch.meta.iter().enumerate() {
+            if !self.spec.host_filter.keep(m) {
+                filtered += 1;
+                continue;
+            }
+            let item = Item {
+                id: m.id,
+                timestamp: batch.event_timestamp(i),
+                payload: Payload::Original(i as u32),
+            };
+            let size = batch.records[i].len() as u64;
+            match self.spec.max_record_size {
+                Some(max) if size > max => dead.push(item.dead(
+                    batch,
+                    format!("record of {size} bytes exceeds max_record_size of {max} bytes"),
+                )),
+                _ => items.push(item),
+            }
+        }
+        for fi in 0..self.spec.filters.len() {
+            if items.is_empty() {
+                break;
+            }
+            let before = items.len();
+            items = self.run_filter(fi, batch, items, &mut dead).await;
+            filtered += before.saturating_sub(items.len()) as u64;
+        }
+        if filtered > 0 {
+            metrics::counter!(telemetry::PUMP_RECORDS_FILTERED, "pump" => pump.clone())
+                .increment(filtered);
+        }
+        if !items.is_empty() {
+            self.deliver(batch, items, &mut dead).await;
+        }
+        if !dead.is_empty() {
+            self.spec.status.add_dead_lettered(dead.len() as u64);
+            self.dead_letters.write(&batch.key, Some(&pump), dead).await;
+        }
+    }
+
+    /// Dead-letters records whose attempts ran out.
+    pub(super) fn give_up(
+        &mut self,
+        batch: &Batch,
+        items: Vec<Item>,
+        dead: &mut Vec<DeadRecord>,
+        error: &str,
+    ) {
+        let attempts = self.retry.failures;
+        tracing::error!(
+            pump = &*self.spec.name,
+            records = items.len(),
+            attempts,
+            "giving up on records after retry.max_attempts; dead-lettering them: {error}"
+        );
+        metrics::counter!(telemetry::PUMP_RECORDS_GAVE_UP, "pump" => self.spec.name.to_string())
+            .increment(items.len() as u64);
+        let reason = format!("gave up after {attempts} attempts: {error}");
+        dead.extend(items.into_iter().map(|i| i.dead(batch, reason.clone())));
+        self.retry.reset();
+    }
+
+    pub(super) fn count_error(&self, kind: &'static str) {
+        self.spec.status.add_error();
+        metrics::counter!(telemetry::PUMP_ERRORS, "pump" => self.spec.name.to_string(), "kind" => kind).increment(1);
+    }
+
+    /// Counts and reports a failed attempt, then waits out the backoff.
+    pub(super) async fn failed(&mut self, kind: &'static str, error: &str) -> Next {
+        let state = PumpState::Retrying {
+            kind: kind.to_string(),
+            error: error.to_string(),
+        };
+        self.back_off(kind, error, state).await
+    }
+
+    /// Counts an error and shows `state` on `/readyz`; then, unless the
+    /// attempts are used up, sleeps the policy's next delay.
+    pub(super) async fn back_off(
+        &mut self,
+        kind: &'static str,
+        error: &str,
+        state: PumpState,
+    ) -> Next {
+        self.count_error(kind);
+        self.spec.status.set(state);
+        let Some(delay) = self.retry.after_failure() else {
+            return Next::GiveUp;
+        };
+        tracing::warn!(pump = &*self.spec.name, kind, attempt = self.retry.failures, retry_in = ?delay, "{error}");
+        tokio::time::sleep(delay).await;
+        Next::Retry
+    }
+
+    pub(super) fn recovered(&mut self) {
+        if self.retry.failures > 0 {
+            tracing::info!(
+                pump = &*self.spec.name,
+                after = self.retry.failures,
+                "pump recovered"
+            );
+        }
+        self.retry.reset();
+        self.spec.status.set(PumpState::Ok);
+    }
+}
+
+/// Resolves after `tick` when set; never otherwise.
+pub(super) async fn idle(tick: Option<Duration>) {
+    match tick {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
+    }
+}
