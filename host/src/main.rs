@@ -251,19 +251,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Dlq { command } => dlq(command).await,
         Cmd::Check { config } => {
             let config = Config::load(&config)?;
-            let report = pumphouse::daemon::check(&config).await?;
-            for l in &report.lines {
-                println!("{l}");
-            }
-            if report.redis_ok {
-                println!("redis: reachable");
-            } else {
-                println!(
-                    "redis: NOT reachable at {} (the daemon waits for it at start)",
-                    pumphouse::source::redis::redacted(&config.source.redis_url)
-                );
-            }
-            println!("config OK");
+            print!("{}", pumphouse::daemon::check(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Produce {
@@ -425,67 +413,22 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
-    use pumphouse::dlq::{Dlq, Selector};
-    let args = match &cmd {
-        DlqCmd::List { args, .. } | DlqCmd::Replay { args, .. } | DlqCmd::Purge { args, .. } => {
-            args
-        }
+    use pumphouse::dlq::cli::Action;
+    let (args, action) = match cmd {
+        DlqCmd::List { args, json } => (args, Action::List { json }),
+        DlqCmd::Replay { args, to } => (args, Action::Replay { to }),
+        DlqCmd::Purge { args, yes } => (args, Action::Purge { yes }),
     };
     let config = Config::load(&args.config)?;
-    let sel = Selector {
-        pump: args.pump.clone(),
-        reason: args.reason.clone(),
+    let sel = pumphouse::dlq::Selector {
+        pump: args.pump,
+        reason: args.reason,
         limit: args.limit,
     };
-    let mut dlq = Dlq::connect(&config.source, args.key.clone()).await?;
-    match cmd {
-        DlqCmd::List { json, .. } => {
-            let entries = dlq.list(&sel).await?;
-            let total = dlq.total().await?;
-            for (i, s) in entries.iter().enumerate() {
-                match (&s.entry, json) {
-                    (_, true) => println!("{}", String::from_utf8_lossy(&s.raw)),
-                    (Some(e), false) => {
-                        let bytes = pumphouse::dlq::record_bytes(e).map_or(0, |b| b.len());
-                        println!(
-                            "{i:>5}  {}  pump={}  source={}  {bytes}B {}  {}",
-                            e.time,
-                            e.pump.as_deref().unwrap_or("source"),
-                            e.source,
-                            e.encoding,
-                            e.reason
-                        );
-                    }
-                    (None, false) => {
-                        println!("{i:>5}  (not a dead-letter entry: {} bytes)", s.raw.len())
-                    }
-                }
-            }
-            if !json {
-                eprintln!("{} of {total} entries in {}", entries.len(), dlq.key());
-            }
-        }
-        DlqCmd::Replay { to, .. } => {
-            let r = dlq.replay(&sel, to.as_deref()).await?;
-            println!(
-                "replayed {} records from {}; {} entries held no record and were left in place",
-                r.replayed,
-                dlq.key(),
-                r.skipped
-            );
-        }
-        DlqCmd::Purge { yes, .. } => {
-            if !yes {
-                let n = dlq.list(&sel).await?.len();
-                eprintln!(
-                    "would delete {n} entries from {}; add --yes to do it",
-                    dlq.key()
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            let n = dlq.purge(&sel).await?;
-            println!("deleted {n} entries from {}", dlq.key());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    let done = pumphouse::dlq::cli::run(&config, args.key, &sel, action).await?;
+    Ok(if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+pub mod cli;
 mod entry;
 
 pub use entry::{DeadLetters, DeadRecord, Entry};
