@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::runtime::{sha256_hex, LoadError, Plugin, Runtime};
+use crate::runtime::{read_plugin, LoadError, Plugin, Runtime};
 
 #[derive(Default)]
 pub struct PluginCache {
@@ -16,13 +16,7 @@ pub struct PluginCache {
 impl PluginCache {
     /// The compiled plugin at `path`, compiling it if it is new or changed.
     pub async fn get(&mut self, runtime: &Runtime, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let sha = sha256_hex(&bytes);
+        let (bytes, sha) = read_plugin(path).await?;
         if let Some(p) = self.plugins.get(path).filter(|p| p.sha256 == sha) {
             return Ok(p.clone());
         }

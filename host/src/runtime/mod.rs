@@ -338,13 +338,7 @@ impl Runtime {
     /// Compiles a plugin file (on the blocking pool: compiling is CPU-heavy),
     /// checks its world and imports, and asks it to describe itself.
     pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let sha256 = sha256_hex(&bytes);
+        let (bytes, sha256) = read_plugin(path).await?;
         self.load_bytes(path, bytes, sha256).await
     }
 
@@ -436,6 +430,18 @@ pub fn encoding_name(e: bindings::Encoding) -> &'static str {
         bindings::Encoding::Msgpack => "msgpack",
         bindings::Encoding::Json => "json",
     }
+}
+
+/// A plugin file's bytes and their [`sha256_hex`].
+pub async fn read_plugin(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let sha256 = sha256_hex(&bytes);
+    Ok((bytes, sha256))
 }
 
 /// SHA-256 of a plugin file, lowercase hex: how plugins are identified in
