@@ -12,16 +12,17 @@
 
 pub mod allow;
 pub mod bindings;
+mod error;
 mod host;
 pub mod http;
+mod instance;
 pub mod kv;
 pub mod loglimit;
 mod sockets;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -36,79 +37,15 @@ use self::http::{HttpHooks, OutboundPolicy};
 use self::kv::{Kv, KvStore};
 use self::loglimit::LogLimiter;
 use crate::config::{SandboxConfig, EPOCH_TICK};
-use bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
+use bindings::{filter, sink, PluginInfo};
+pub use error::{CallError, Kind, LoadError, SetupError};
+pub use instance::Instance;
+use instance::{guard, Exports, Ticker};
 
 /// Export names that identify a plugin's world.
 const SINK_EXPORT: &str = "pumphouse:plugin/sink@0.1.0";
 const FILTER_EXPORT: &str = "pumphouse:plugin/filter@0.1.0";
 const PLUGIN_EXPORT: &str = "pumphouse:plugin/plugin@0.1.0";
-
-/// Loading a plugin failed; the message says which file and how to fix it.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("plugin {path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("plugin {path}: not a valid WebAssembly component: {message}")]
-    Compile { path: PathBuf, message: String },
-    #[error("plugin {path}: exports neither {SINK_EXPORT} nor {FILTER_EXPORT}; build it with pumphouse-sdk's export_sink!/export_filter! (exports: {exports})")]
-    UnknownWorld { path: PathBuf, exports: String },
-    #[error("plugin {path}: cannot be linked: {message}")]
-    Link { path: PathBuf, message: String },
-    #[error("plugin {path}: describe() failed: {source}")]
-    Describe { path: PathBuf, source: CallError },
-}
-
-/// The engine could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot set up the WebAssembly runtime: {0}")]
-pub struct SetupError(String);
-
-/// A plugin call that did not return normally.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("exceeded its memory limit: {0}")]
-    Memory(String),
-    #[error("trapped: {0}")]
-    Trap(String),
-    #[error("instantiation failed: {0}")]
-    Instantiate(String),
-    #[error("init failed: {0}")]
-    Init(String),
-}
-
-impl CallError {
-    /// The `kind` label of `pumphouse_pump_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CallError::Timeout(_) => "timeout",
-            CallError::Memory(_) => "memory",
-            CallError::Trap(_) => "trap",
-            CallError::Instantiate(_) => "instantiate",
-            CallError::Init(_) => "init",
-        }
-    }
-}
-
-/// Sink or filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sink,
-    Filter,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Kind::Sink => "sink",
-            Kind::Filter => "filter",
-        })
-    }
-}
 
 /// What a plugin may touch. The default denies everything but the
 /// standard streams, clocks and random numbers.
@@ -234,51 +171,6 @@ pub struct Runtime {
     ticker: Arc<Ticker>,
     linker: Arc<Linker<PluginState>>,
     kv: Arc<KvStore>,
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] while a plugin call
-/// runs, and sleeps while none does: an idle host would otherwise wake a
-/// hundred times a second for nothing.
-#[derive(Default)]
-struct Ticker {
-    /// Plugin calls in progress.
-    busy: AtomicUsize,
-    thread: OnceLock<std::thread::Thread>,
-}
-
-impl Ticker {
-    /// Marks a call in progress until the guard drops.
-    fn enter(&self) -> Busy<'_> {
-        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
-        }
-        Busy(self)
-    }
-
-    fn run(&self, engine: wasmtime::EngineWeak) {
-        while let Some(engine) = engine.upgrade() {
-            if self.busy.load(Ordering::Acquire) > 0 {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            } else {
-                drop(engine);
-                // Woken by the next call; the timeout only notices a
-                // dropped engine.
-                std::thread::park_timeout(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-struct Busy<'a>(&'a Ticker);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Runtime {
@@ -582,145 +474,5 @@ impl Plugin {
             timeout,
             ticker: self.ticker.clone(),
         })
-    }
-}
-
-enum Exports {
-    Sink(sink::PumpSink),
-    Filter(filter::PumpFilter),
-}
-
-/// A live plugin instance. After any [`CallError`] it must be dropped.
-pub struct Instance {
-    store: Store<PluginState>,
-    exports: Exports,
-    ticks: u64,
-    timeout: Duration,
-    ticker: Arc<Ticker>,
-}
-
-/// Runs a plugin call under the wall-clock timeout and classifies failures.
-/// Epochs stop a guest spinning on the CPU; the wall clock also covers time
-/// spent waiting in host calls, where epochs do not fire.
-async fn guard<R>(
-    ticker: &Ticker,
-    timeout: Duration,
-    call: impl std::future::Future<Output = wasmtime::Result<R>>,
-) -> Result<R, CallError> {
-    let _busy = ticker.enter();
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err(CallError::Timeout(timeout)),
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(classify(e, timeout)),
-    }
-}
-
-fn classify(e: wasmtime::Error, timeout: Duration) -> CallError {
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return CallError::Timeout(timeout);
-        }
-    }
-    let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") {
-        return CallError::Memory(summary(&text));
-    }
-    CallError::Trap(summary(&text))
-}
-
-/// The first lines of an error: wasmtime appends a multi-line backtrace,
-/// and the first lines say what happened.
-fn summary(s: &str) -> String {
-    s.lines().take(3).collect::<Vec<_>>().join(" | ")
-}
-
-impl Instance {
-    fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.ticks);
-    }
-
-    /// The plugin's self-description.
-    pub async fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.arm();
-        let t = self.timeout;
-        match &self.exports {
-            Exports::Sink(s) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    s.pumphouse_plugin_plugin().call_describe(&mut self.store),
-                )
-                .await
-            }
-            Exports::Filter(f) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    f.pumphouse_plugin_plugin().call_describe(&mut self.store),
-                )
-                .await
-            }
-        }
-    }
-
-    async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
-        self.arm();
-        let t = self.timeout;
-        let r = match &self.exports {
-            Exports::Sink(s) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    s.pumphouse_plugin_plugin()
-                        .call_init(&mut self.store, config_json),
-                )
-                .await?
-            }
-            Exports::Filter(f) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    f.pumphouse_plugin_plugin()
-                        .call_init(&mut self.store, config_json),
-                )
-                .await?
-            }
-        };
-        r.map_err(CallError::Init)
-    }
-
-    /// Sends a batch to a sink.
-    pub async fn write(&mut self, batch: &Batch) -> Result<Result<(), WriteError>, CallError> {
-        self.arm();
-        let t = self.timeout;
-        match &self.exports {
-            Exports::Sink(s) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    s.pumphouse_plugin_sink().call_write(&mut self.store, batch),
-                )
-                .await
-            }
-            Exports::Filter(_) => Err(CallError::Trap("write() called on a filter plugin".into())),
-        }
-    }
-
-    /// Sends a batch through a filter.
-    pub async fn process(&mut self, batch: &Batch) -> Result<Result<Verdict, String>, CallError> {
-        self.arm();
-        let t = self.timeout;
-        match &self.exports {
-            Exports::Filter(f) => {
-                guard(
-                    &self.ticker,
-                    t,
-                    f.pumphouse_plugin_filter()
-                        .call_process(&mut self.store, batch),
-                )
-                .await
-            }
-            Exports::Sink(_) => Err(CallError::Trap("process() called on a sink plugin".into())),
-        }
     }
 }
