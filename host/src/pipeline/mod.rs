@@ -307,12 +307,13 @@ async fn ack_loop(source: RedisSource, mut rx: mpsc::UnboundedReceiver<Arc<Batch
     let acked = metrics::counter!(telemetry::RECORDS_ACKED);
     while let Some(batch) = rx.recv().await {
         let Some(claim) = &batch.claim else { continue };
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = source.ack(&batch.key, claim).await {
-            tracing::warn!(batch = %claim, "ack failed, retrying in {delay:?}: {e}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        crate::backoff::forever(
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+            || source.ack(&batch.key, claim),
+            |e, delay| tracing::warn!(batch = %claim, "ack failed, retrying in {delay:?}: {e}"),
+        )
+        .await;
         acked.increment(batch.claimed as u64);
     }
 }
