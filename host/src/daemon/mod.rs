@@ -22,7 +22,7 @@ use crate::pipeline::status::{PumpStatus, Status};
 
 use crate::pipeline::{self, RunReport, Settings};
 use crate::runtime::{Kind, LoadError, Plugin, Runtime, Sandbox, SetupError};
-use crate::source::redis::{redacted, RedisSource, SourceError};
+use crate::source::redis::{conn, redacted, RedisSource, SourceError};
 use crate::spool::SpoolError;
 use reload::Reloader;
 
@@ -225,13 +225,15 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
             }
         ));
     }
-    let redis_ok = match tokio::time::timeout(
-        Duration::from_secs(3),
-        RedisSource::connect(&config.source, Duration::ZERO),
-    )
+    let redis_ok = match tokio::time::timeout(Duration::from_secs(3), async {
+        let mut conn = conn::Endpoint::open(&config.source.redis_url)?
+            .manager()
+            .await?;
+        Ok::<_, conn::ConnError>(conn::ping(&mut conn).await)
+    })
     .await
     {
-        Ok(Ok(s)) => s.ping().await,
+        Ok(Ok(ok)) => ok,
         _ => false,
     };
     Ok(CheckReport { lines, redis_ok })
