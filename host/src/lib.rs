@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
-//! | [`source::redis`] | lists: leased claims, acks, lease renewal and takeover; streams: consumer group, `XAUTOCLAIM`; dead letters | Redis |
+//! | [`source::redis`] | `RedisSource` = `ListSource` (leased claims, acks, lease renewal and takeover) or `StreamSource` (consumer group, `XAUTOCLAIM`, poison entries); dead letters; [`source::redis::conn`]: every Redis connection (URL parsing, connection settings, connect retry, redaction) | Redis |
 //! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
 //! | [`batch`] | a claimed batch decoded once, its shared encoded forms, and its count of lanes still on it | pure |

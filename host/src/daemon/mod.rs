@@ -17,7 +17,7 @@ use crate::dlq::DeadLetters;
 use crate::pipeline::{self, RunReport, Settings};
 use crate::pump::{LaneSet, Phase, PluginCache, PumpError, PumpSet, PumpSpec};
 use crate::runtime::{Runtime, SetupError};
-use crate::source::redis::{redacted, RedisSource, SourceError};
+use crate::source::redis::{conn, redacted, RedisSource, SourceError};
 use crate::status::Status;
 use reload::Reloader;
 
@@ -33,7 +33,7 @@ pub enum StartError {
     #[error(transparent)]
     Runtime(#[from] SetupError),
     #[error("source.redis_url: {0}")]
-    RedisUrl(redis::RedisError),
+    RedisUrl(crate::source::redis::ConnError),
     #[error("{0}")]
     Listen(std::io::Error),
     #[error("shut down while waiting for redis")]
@@ -98,13 +98,15 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
             }
         ));
     }
-    let redis_ok = match tokio::time::timeout(
-        Duration::from_secs(3),
-        RedisSource::connect(&config.source, Duration::ZERO),
-    )
+    let redis_ok = match tokio::time::timeout(Duration::from_secs(3), async {
+        let mut conn = conn::Endpoint::open(&config.source.redis_url)?
+            .manager()
+            .await?;
+        Ok::<_, conn::ConnError>(conn::ping(&mut conn).await)
+    })
     .await
     {
-        Ok(Ok(s)) => s.ping().await,
+        Ok(Ok(ok)) => ok,
         _ => false,
     };
     Ok(CheckReport {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Schema};
 use crate::produce::{produce, ProduceOptions};
+use crate::source::redis::conn::Endpoint;
 use crate::source::redis::lease_key;
 pub use redis_server::RedisServer;
 
@@ -97,8 +98,7 @@ pub async fn run(
     let started = Instant::now();
     let daemon =
         crate::daemon::start(config.clone(), None, metrics.clone(), shutdown.clone()).await?;
-    let client = redis::Client::open(redis.url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = Endpoint::open(&redis.url())?.multiplexed().await?;
     // Done when the list is empty and no claim is outstanding.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

@@ -19,7 +19,8 @@ mod entry;
 pub use entry::{DeadLetters, DeadRecord, Entry};
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::source::redis::{redacted, DEAD_LETTER_FIELD};
+use crate::source::redis::conn::{ConnError, Endpoint};
+use crate::source::redis::DEAD_LETTER_FIELD;
 
 /// An `XRANGE` reply: entries with their field/value pairs.
 type StreamPage = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
@@ -37,6 +38,13 @@ pub enum DlqError {
     },
     #[error("{key} is a Redis {found}, not a dead-letter list or stream")]
     WrongType { key: String, found: String },
+}
+
+impl From<ConnError> for DlqError {
+    fn from(e: ConnError) -> Self {
+        let (url, source) = e.into_parts();
+        DlqError::Redis { url, source }
+    }
 }
 
 /// Which entries a command applies to.
@@ -87,19 +95,11 @@ pub struct Dlq {
 impl Dlq {
     /// Connects to the source's Redis; `key` overrides the dead-letter key.
     pub async fn connect(source: &SourceConfig, key: Option<String>) -> Result<Dlq, DlqError> {
-        let url = redacted(&source.redis_url);
-        let err = |source| DlqError::Redis {
-            url: url.clone(),
-            source,
-        };
-        let client = redis::Client::open(source.redis_url.as_str()).map_err(err)?;
-        let conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(err)?;
+        let endpoint = Endpoint::open(&source.redis_url)?;
+        let conn = endpoint.multiplexed().await?;
         Ok(Dlq {
             conn,
-            url,
+            url: endpoint.redacted().to_string(),
             key: key.unwrap_or_else(|| source.dead_letter_key()),
             source: source.clone(),
         })

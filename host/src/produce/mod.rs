@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::record::Schema;
+use crate::source::redis::conn::Endpoint;
 pub use encode::{encode_iam, encode_tyk, IamRecord, Sampler, TykRecord};
 
 /// Records per pipeline.
@@ -47,8 +48,7 @@ pub fn sample(format: Schema, sampler: &mut Sampler, seq: u64, now: i64) -> Vec<
 
 /// Produces records and returns how many were written.
 pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
-    let client = redis::Client::open(o.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = Endpoint::open(&o.redis_url)?.multiplexed().await?;
     let bar = if o.progress {
         let b = ProgressBar::new(o.count);
         b.set_style(

@@ -13,6 +13,7 @@ use redis::aio::ConnectionManager;
 
 use super::bindings::sink::pumphouse::plugin::kv::{self, Write};
 use super::PluginState;
+use crate::source::redis::conn::{ConnError, Endpoint};
 use crate::telemetry;
 
 /// Longest key a plugin may use, in bytes.
@@ -27,7 +28,7 @@ const KV_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum KvStore {
     /// The source's Redis; connected on first use.
     Redis {
-        client: redis::Client,
+        endpoint: Endpoint,
         conn: tokio::sync::OnceCell<ConnectionManager>,
     },
     /// In-process, for `plugins test` and `check`.
@@ -36,9 +37,9 @@ pub enum KvStore {
 
 impl KvStore {
     /// A store in the Redis at `url` (the source's); nothing connects yet.
-    pub fn redis(url: &str) -> Result<Arc<KvStore>, redis::RedisError> {
+    pub fn redis(url: &str) -> Result<Arc<KvStore>, ConnError> {
         Ok(Arc::new(KvStore::Redis {
-            client: redis::Client::open(url)?,
+            endpoint: Endpoint::open(url)?,
             conn: tokio::sync::OnceCell::new(),
         }))
     }
@@ -50,8 +51,8 @@ impl KvStore {
 
     async fn conn(&self) -> Result<Option<ConnectionManager>, String> {
         match self {
-            KvStore::Redis { client, conn } => conn
-                .get_or_try_init(|| ConnectionManager::new(client.clone()))
+            KvStore::Redis { endpoint, conn } => conn
+                .get_or_try_init(|| endpoint.manager())
                 .await
                 .map(|c| Some(c.clone()))
                 .map_err(|e| format!("kv: cannot connect to redis: {e}")),

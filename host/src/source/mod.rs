@@ -1,3 +1,3 @@
-//! Where records come from. Today: Redis lists.
+//! Where records come from. Today: Redis lists and streams.
 
 pub mod redis;

@@ -34,7 +34,7 @@ return items
 /// filled, for ARGV[1] ms; does nothing when the source was empty (then
 /// `SORT` stored nothing). Only the deadline needs Lua (Redis's clock): the
 /// records themselves never pass through the interpreter, which is what
-/// makes this claim cheaper than [`CLAIM`] (see `RedisSource::claim`).
+/// makes this claim cheaper than [`CLAIM`] (see `ListSource::claim_into`).
 /// KEYS: lease set, batch list.
 pub const LEASE_IF_CLAIMED: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end

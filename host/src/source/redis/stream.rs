@@ -8,24 +8,44 @@
 //!   entries (past `max_deliveries`) apart, which are dead-lettered;
 //! - ack: `XACK`, idempotent.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::Value;
 
-use super::{redis_err, Claim, Mode, RawBatch, RedisSource, SourceError, Tracked};
+use super::shared::{redis_err, Core, Inflight};
+use super::{Claim, RawBatch, SourceError, DEAD_LETTER_FIELD};
 use crate::telemetry;
 
-impl RedisSource {
-    fn stream_mode(&self) -> (&str, &str, u32) {
-        match &self.mode {
-            Mode::Stream {
-                group,
-                field,
-                max_deliveries,
-            } => (group, field, *max_deliveries),
-            Mode::List => unreachable!("stream operation on a list source"),
+/// Entries of one claim, for renewal: idle time is reset with
+/// `XCLAIM … JUSTID`.
+#[derive(Debug, Clone)]
+struct Held {
+    key: Arc<str>,
+    ids: Vec<String>,
+}
+
+/// A source reading Redis streams through a consumer group; cheap to clone.
+#[derive(Clone)]
+pub struct StreamSource {
+    pub(super) core: Core,
+    inflight: Inflight<Held>,
+    group: Arc<str>,
+    /// The entry field holding the record.
+    field: Arc<str>,
+    /// Deliveries after which a taken-over entry is poison.
+    max_deliveries: u32,
+}
+
+impl StreamSource {
+    pub(super) fn new(core: Core, group: &str, field: &str, max_deliveries: u32) -> StreamSource {
+        StreamSource {
+            core,
+            inflight: Inflight::new(),
+            group: group.into(),
+            field: field.into(),
+            max_deliveries,
         }
     }
 
@@ -33,8 +53,8 @@ impl RedisSource {
     /// does not exist yet; also after Redis lost it (restart without
     /// persistence).
     pub(super) async fn ensure_group(&self, key: &str) -> Result<(), SourceError> {
-        let (group, _, _) = self.stream_mode();
-        let mut conn = self.conn.clone();
+        let group = &*self.group;
+        let mut conn = self.core.conn();
         let r: Result<Value, _> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(key)
@@ -54,13 +74,13 @@ impl RedisSource {
     }
 
     fn next_token(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}:{n}", self.instance)
+        let n = self.core.next_claim();
+        format!("{}:{n}", self.core.instance)
     }
 
     /// Each entry's id and its record bytes, or why it has none.
     fn entries(&self, entries: Vec<StreamId>) -> Vec<(String, Result<Vec<u8>, String>)> {
-        let (_, field, _) = self.stream_mode();
+        let field = &*self.field;
         entries
             .into_iter()
             .map(|mut e| {
@@ -97,9 +117,9 @@ impl RedisSource {
             ids.push(id);
         }
         let token = self.next_token();
-        self.track(
+        self.inflight.track(
             &token,
-            Tracked::Stream {
+            Held {
                 key: key.clone(),
                 ids: ids.clone(),
             },
@@ -114,19 +134,18 @@ impl RedisSource {
         }
     }
 
-    pub(super) async fn stream_claim(
-        &self,
-        key: &Arc<str>,
-    ) -> Result<Option<RawBatch>, SourceError> {
-        let (group, _, _) = self.stream_mode();
-        let conn = self.conn.clone();
+    /// Reads the next entries of `key` no consumer of the group has seen,
+    /// or `None` when there are none; recreates a lost group.
+    pub async fn claim(&self, key: &Arc<str>) -> Result<Option<RawBatch>, SourceError> {
+        let group = &*self.group;
+        let conn = self.core.conn();
         let read = |mut conn: redis::aio::ConnectionManager| async move {
             redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(group)
-                .arg(&*self.instance)
+                .arg(&*self.core.instance)
                 .arg("COUNT")
-                .arg(self.batch_size)
+                .arg(self.core.batch_size)
                 .arg("STREAMS")
                 .arg(&**key)
                 .arg(">")
@@ -152,30 +171,31 @@ impl RedisSource {
     }
 
     /// Takes over entries idle longer than the lease.
-    pub(super) async fn stream_take_expired(
+    pub async fn take_expired(
         &self,
         key: &Arc<str>,
         max: usize,
     ) -> Result<Vec<RawBatch>, SourceError> {
-        let (group, _, max_deliveries) = self.stream_mode();
-        let mut conn = self.conn.clone();
+        let group = &*self.group;
+        let max_deliveries = self.max_deliveries;
+        let mut conn = self.core.conn();
         let mut out = Vec::new();
         let mut cursor = "0-0".to_string();
         for _ in 0..max {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&**key)
                 .arg(group)
-                .arg(&*self.instance)
-                .arg(self.lease_ms)
+                .arg(&*self.core.instance)
+                .arg(self.core.lease_ms)
                 .arg(&cursor)
                 .arg("COUNT")
-                .arg(self.batch_size)
+                .arg(self.core.batch_size)
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err("XAUTOCLAIM", key))?;
             if !reply.deleted_ids.is_empty() {
                 // Trimmed away while pending: nothing to deliver, stop tracking.
-                self.stream_ack(key, &reply.deleted_ids).await?;
+                self.xack(key, &reply.deleted_ids).await?;
             }
             cursor = reply.next_stream_id;
             if !reply.claimed.is_empty() {
@@ -214,19 +234,19 @@ impl RedisSource {
         &self,
         key: &str,
         entries: &[StreamId],
-    ) -> Result<std::collections::HashMap<String, usize>, SourceError> {
-        let (group, _, _) = self.stream_mode();
+    ) -> Result<HashMap<String, usize>, SourceError> {
+        let group = &*self.group;
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Default::default());
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.core.conn();
         let reply: StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(key)
             .arg(group)
             .arg(&first.id)
             .arg(&last.id)
             .arg(entries.len())
-            .arg(&*self.instance)
+            .arg(&*self.core.instance)
             .query_async(&mut conn)
             .await
             .map_err(redis_err("XPENDING", key))?;
@@ -237,9 +257,9 @@ impl RedisSource {
             .collect())
     }
 
-    pub(super) async fn stream_ack(&self, key: &str, ids: &[String]) -> Result<(), SourceError> {
-        let (group, _, _) = self.stream_mode();
-        let mut conn = self.conn.clone();
+    async fn xack(&self, key: &str, ids: &[String]) -> Result<(), SourceError> {
+        let group = &*self.group;
+        let mut conn = self.core.conn();
         for chunk in ids.chunks(1000) {
             let _: i64 = redis::cmd("XACK")
                 .arg(key)
@@ -253,14 +273,14 @@ impl RedisSource {
     }
 
     /// Resets the idle time of entries still being delivered.
-    pub(super) async fn stream_renew(&self, key: &str, ids: &[String]) -> Result<(), SourceError> {
-        let (group, _, _) = self.stream_mode();
-        let mut conn = self.conn.clone();
+    async fn xclaim_renew(&self, key: &str, ids: &[String]) -> Result<(), SourceError> {
+        let group = &*self.group;
+        let mut conn = self.core.conn();
         for chunk in ids.chunks(1000) {
             let _: Value = redis::cmd("XCLAIM")
                 .arg(key)
                 .arg(group)
-                .arg(&*self.instance)
+                .arg(&*self.core.instance)
                 .arg(0)
                 .arg(chunk)
                 .arg("JUSTID")
@@ -272,12 +292,12 @@ impl RedisSource {
     }
 
     /// Entries not yet read by the group (`lag`, Redis 7+), per key.
-    pub(super) async fn stream_backlog(&self) -> Result<Vec<(Arc<str>, u64)>, SourceError> {
-        let (group, _, _) = self.stream_mode();
-        let mut conn = self.conn.clone();
-        let mut out = Vec::with_capacity(self.keys.len());
-        for key in self.keys.iter() {
-            let groups: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+    pub async fn backlog(&self) -> Result<Vec<(Arc<str>, u64)>, SourceError> {
+        let group = &*self.group;
+        let mut conn = self.core.conn();
+        let mut out = Vec::with_capacity(self.core.keys.len());
+        for key in self.core.keys.iter() {
+            let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
                 .arg("GROUPS")
                 .arg(&**key)
                 .query_async(&mut conn)
@@ -297,7 +317,57 @@ impl RedisSource {
         let _: Value = redis::cmd("PING")
             .query_async(&mut conn)
             .await
-            .map_err(redis_err("PING", &self.keys[0]))?;
+            .map_err(redis_err("PING", &self.core.keys[0]))?;
         Ok(out)
+    }
+
+    /// Acknowledges the entries `ids` of `key` claimed under `token`.
+    /// Idempotent.
+    pub async fn ack(&self, key: &str, token: &str, ids: &[String]) -> Result<(), SourceError> {
+        self.xack(key, ids).await?;
+        self.inflight.untrack(token);
+        Ok(())
+    }
+
+    /// Forgets a claim without acking it.
+    pub fn release(&self, token: &str) {
+        self.inflight.untrack(token);
+    }
+
+    /// Forgets every held claim; returns how many.
+    pub fn release_all(&self) -> usize {
+        self.inflight.clear()
+    }
+
+    /// Resets the idle time of every entry this instance holds.
+    pub async fn renew_leases(&self) -> Result<(), SourceError> {
+        let mut entries: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        for (_, held) in self.inflight.snapshot() {
+            entries.entry(held.key).or_default().extend(held.ids);
+        }
+        for (key, ids) in entries {
+            self.xclaim_renew(&key, &ids).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends dead-letter entries to the dead-letter stream, one entry
+    /// (field [`DEAD_LETTER_FIELD`]) each.
+    pub async fn dead_letter(&self, entries: &[Vec<u8>]) -> Result<(), SourceError> {
+        let key = &*self.core.dead_letter_key;
+        let mut pipe = redis::pipe();
+        for e in entries {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg(DEAD_LETTER_FIELD)
+                .arg(e.as_slice())
+                .ignore();
+        }
+        let () = pipe
+            .query_async(&mut self.core.conn())
+            .await
+            .map_err(redis_err("XADD", key))?;
+        Ok(())
     }
 }
