@@ -8,10 +8,11 @@
 //! ## Map of the crate
 //! | module | concern | I/O? |
 //! |---|---|---|
-//! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
+//! | [`config`] | TOML config, one file per section: types, defaults, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
 //! | [`source::redis`] | lists: leased claims, acks, lease renewal and takeover; streams: consumer group, `XAUTOCLAIM`; dead letters | Redis |
 //! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
+//! | [`sandbox`] | the network allowlists as parsed types (`allowed_outbound_hosts`, `sockets`) and which addresses are non-public; a leaf | pure |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
 //! | [`pipeline`] | claim → decode → per-pump lanes → ack; retry, split, bisect, rate limits; health | tasks |
 //! | [`server`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
@@ -33,6 +34,7 @@ pub mod plugins_cli;
 pub mod produce;
 pub mod record;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod source;
 pub mod spool;

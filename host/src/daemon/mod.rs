@@ -145,7 +145,6 @@ pub async fn load_pumps(
 }
 
 fn sandbox_of(pump: &PumpConfig, kv: &crate::runtime::kv::Kv) -> Result<Sandbox, StartError> {
-    let mut dirs = Vec::new();
     for d in &pump.sandbox.dirs {
         if !d.read_only {
             std::fs::create_dir_all(&d.host).map_err(|source| StartError::SandboxDir {
@@ -154,10 +153,8 @@ fn sandbox_of(pump: &PumpConfig, kv: &crate::runtime::kv::Kv) -> Result<Sandbox,
                 source,
             })?;
         }
-        dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
     }
-    let mut sandbox = Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout)
-        .map_err(|e| StartError::Init(format!("pump {}: sandbox: {e}", pump.name)))?;
+    let mut sandbox = Sandbox::for_pump(&pump.name, &pump.sandbox, pump.timeout);
     sandbox.kv = kv.clone();
     Ok(sandbox)
 }

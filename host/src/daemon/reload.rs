@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{lane_spec, load_pumps, PluginCache, StartError};
-use crate::config::{BufferKind, Config, PumpConfig};
+use crate::config::{Buffer, Config, PumpConfig};
 use crate::dlq::DeadLetters;
 use crate::pipeline::lane::Lane;
 use crate::pipeline::lanes::{LaneSet, SpoolSource};
@@ -106,9 +106,9 @@ impl Reloader {
             let lane = Lane::start(spec, self.dead_letters.clone())
                 .await
                 .map_err(StartError::Init)?;
-            if first && p.config.buffer == BufferKind::Disk {
+            if let (true, Buffer::Disk(disk)) = (first, p.config.buffer) {
                 let (dir, name) = (config.spool_dir.clone(), p.config.name.clone());
-                let (max, when_full) = (p.config.max_spool_bytes.as_u64(), p.config.when_full);
+                let (max, when_full) = (disk.max_spool_bytes.as_u64(), disk.when_full);
                 let spool =
                     tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
                         .await
@@ -131,12 +131,12 @@ impl Reloader {
             match fresh.remove(name) {
                 Some((lane, status, plugins)) => {
                     let spool = match (p.config.buffer, opened.remove(name)) {
-                        (BufferKind::Memory, _) => None,
-                        (BufferKind::Disk, Some(s)) => Some(SpoolSource::Opened(s)),
-                        (BufferKind::Disk, None) => Some(SpoolSource::Open {
+                        (Buffer::Memory, _) => None,
+                        (Buffer::Disk(_), Some(s)) => Some(SpoolSource::Opened(s)),
+                        (Buffer::Disk(disk), None) => Some(SpoolSource::Open {
                             dir: config.spool_dir.clone(),
-                            max_bytes: p.config.max_spool_bytes.as_u64(),
-                            when_full: p.config.when_full,
+                            max_bytes: disk.max_spool_bytes.as_u64(),
+                            when_full: disk.when_full,
                         }),
                     };
                     if self.running.contains_key(name) {

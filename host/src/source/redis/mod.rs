@@ -196,12 +196,12 @@ impl RedisSource {
             }
         };
         let instance = format!("{:016x}", rand::random::<u64>());
-        let mode = match cfg.kind {
+        let mode = match &cfg.kind {
             SourceKind::List => Mode::List,
-            SourceKind::Stream => Mode::Stream {
-                group: cfg.group.as_str().into(),
-                field: cfg.stream_field.as_str().into(),
-                max_deliveries: cfg.max_deliveries,
+            SourceKind::Stream(s) => Mode::Stream {
+                group: s.group.as_str().into(),
+                field: s.field.as_str().into(),
+                max_deliveries: s.max_deliveries,
             },
         };
         let source = RedisSource {
