@@ -19,7 +19,7 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Disk a pump's spool may fill before `when_full` applies.
 pub const DEFAULT_MAX_SPOOL_BYTES: ByteSize = ByteSize::gib(1);
 
-/// `[[pumps]]`, validated: see [`RawPump`] for what each field means.
+/// `[[pumps]]`, validated: `RawPump` documents each field as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawPump")]
 pub struct PumpConfig {

@@ -55,7 +55,7 @@ pub struct StreamOptions {
     pub max_deliveries: u32,
 }
 
-/// `[source]`, validated: see [`RawSource`] for what each field means.
+/// `[source]`, validated: `RawSource` documents each field as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawSource")]
 pub struct SourceConfig {
