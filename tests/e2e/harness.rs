@@ -505,7 +505,10 @@ pub fn push_tyk(
 }
 
 /// Dead-letter entries of `key`'s records.
-pub fn dead_letters(conn: &mut redis::Connection, key: &str) -> Vec<pumphouse::dlq::Entry> {
+pub fn dead_letters(
+    conn: &mut redis::Connection,
+    key: &str,
+) -> Vec<pumphouse::dlq::Entry> {
     let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(format!("pumphouse:dead-letter:{key}"))
         .arg(0)

@@ -628,7 +628,8 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
         },
     );
     assert_eq!(dead.len(), 1);
-    let entry: pumphouse::dlq::Entry = serde_json::from_slice(&dead[0].1[0].1).unwrap();
+    let entry: pumphouse::dlq::Entry =
+        serde_json::from_slice(&dead[0].1[0].1).unwrap();
     assert!(entry.reason.contains("poison"), "{}", entry.reason);
     assert_eq!(payload(&entry), poison);
     wait_for(Duration::from_secs(30), "nothing pending", || {

@@ -9,13 +9,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batch, Encoded, Form};
+use crate::dlq::{DeadLetters, DeadRecord};
 use super::filters::HostFilter;
 use super::ratelimit::RateLimits;
 use super::retry::RetryPolicy;
 use super::status::{PumpState, PumpStatus};
 use crate::config::RetryConfig;
 use crate::config::WhenFull;
-use crate::dlq::{DeadLetters, DeadRecord};
 use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Encoding, Verdict, WriteError};
 use crate::runtime::{CallError, Instance, Plugin, Sandbox};

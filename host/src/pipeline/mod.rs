@@ -25,11 +25,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::dlq::DeadLetters;
 use crate::record::Schema;
 use crate::source::redis::{RawBatch, RedisSource};
 use crate::telemetry;
 use batch::Batch;
+use crate::dlq::DeadLetters;
 use lanes::{Finished, LaneSet};
 use status::Status;
 
