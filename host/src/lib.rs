@@ -8,10 +8,11 @@
 //! ## Map of the crate
 //! | module | concern | I/O? |
 //! |---|---|---|
-//! | [`config`] | TOML config, `${ENV}` interpolation, validation | reads the file |
+//! | [`config`] | TOML config, one file per section: types, defaults, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
 //! | [`source::redis`] | `RedisSource` = `ListSource` (leased claims, acks, lease renewal and takeover) or `StreamSource` (consumer group, `XAUTOCLAIM`, poison entries); dead letters; [`source::redis::conn`]: every Redis connection (URL parsing, connection settings, connect retry, redaction) | Redis |
 //! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
+//! | [`sandbox`] | the network allowlists as parsed types (`allowed_outbound_hosts`, `sockets`) and which addresses are non-public; a leaf | pure |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |
 //! | [`batch`] | a claimed batch decoded once, its shared encoded forms, and its count of lanes still on it | pure |
 //! | [`pump`] | a pump from config to running lane: spec, plugin cache, lanes (memory, disk), filter chain, delivery (retry, split, bisect), the running set and its reload diff | tasks |
@@ -40,6 +41,7 @@ pub mod produce;
 pub mod pump;
 pub mod record;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod source;
 pub mod spool;

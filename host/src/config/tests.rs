@@ -1,4 +1,5 @@
 use super::*;
+use bytesize::ByteSize;
 
 fn env(k: &str) -> Option<String> {
     match k {
@@ -120,4 +121,94 @@ fn durations_and_sizes_parse_human_forms() {
     assert_eq!(c.pumps[0].timeout, Duration::from_millis(250));
     assert_eq!(c.pumps[0].max_record_size, Some(ByteSize::kib(1)));
     assert_eq!(c.pumps[0].sandbox.max_memory, ByteSize::mib(32));
+}
+
+#[test]
+fn stream_settings_live_only_in_stream_sources() {
+    let stream = MINIMAL.replace("format = \"iam\"", "format = \"iam\"\ntype = \"stream\"");
+    let c = parse(&stream).unwrap();
+    assert_eq!(
+        c.source.kind,
+        SourceKind::Stream(StreamOptions {
+            group: DEFAULT_STREAM_GROUP.into(),
+            field: DEFAULT_STREAM_FIELD.into(),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+        })
+    );
+    assert_eq!(parse(MINIMAL).unwrap().source.kind, SourceKind::List);
+    for field in [
+        "group = \"g\"",
+        "stream_field = \"f\"",
+        "max_deliveries = 2",
+    ] {
+        let list = MINIMAL.replace("format = \"iam\"", &format!("format = \"iam\"\n{field}"));
+        let msg = parse(&list).unwrap_err().to_string();
+        let name = field.split(' ').next().unwrap();
+        assert!(msg.contains("source"), "{msg}");
+        assert!(
+            msg.contains(name) && msg.contains("type = \"stream\""),
+            "{msg}"
+        );
+    }
+    let at_most_once = stream.replace("type =", "delivery = \"at-most-once\"\ntype =");
+    let msg = parse(&at_most_once).unwrap_err().to_string();
+    assert!(msg.contains("source.delivery"), "{msg}");
+}
+
+#[test]
+fn disk_settings_live_only_in_disk_pumps() {
+    let disk = format!("{MINIMAL}buffer = \"disk\"\nwhen_full = \"drop_oldest\"\n");
+    let c = parse(&disk).unwrap();
+    assert_eq!(
+        c.pumps[0].buffer,
+        Buffer::Disk(DiskOptions {
+            max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
+            when_full: WhenFull::DropOldest,
+        })
+    );
+    assert_eq!(parse(MINIMAL).unwrap().pumps[0].buffer, Buffer::Memory);
+    for field in ["max_spool_bytes = \"2MiB\"", "when_full = \"block\""] {
+        let memory = format!("{MINIMAL}{field}\n");
+        let msg = parse(&memory).unwrap_err().to_string();
+        let name = field.split(' ').next().unwrap();
+        assert!(msg.contains("pumps[0] (out)"), "{msg}");
+        assert!(
+            msg.contains(name) && msg.contains("buffer = \"disk\""),
+            "{msg}"
+        );
+    }
+    let small = format!("{MINIMAL}buffer = \"disk\"\nmax_spool_bytes = \"1KiB\"\n");
+    let msg = parse(&small).unwrap_err().to_string();
+    assert!(msg.contains("pumps[0] (out).max_spool_bytes"), "{msg}");
+}
+
+#[test]
+fn network_entries_are_parsed_once_and_named_when_wrong() {
+    let ok = format!(
+        "{MINIMAL}[pumps.sandbox]\nallowed_outbound_hosts = [\"https://api.example.com\"]\nsockets = [\"statsd:8125\"]\n"
+    );
+    let c = parse(&ok).unwrap();
+    let sandbox = &c.pumps[0].sandbox;
+    assert!(sandbox.allowed_outbound_hosts[0].admits(
+        crate::sandbox::Scheme::Https,
+        "api.example.com",
+        443
+    ));
+    assert_eq!(sandbox.sockets[0].host, "statsd");
+    let bad = ok.replace("\"statsd:8125\"]", "\"statsd:8125\", \"udp://x:1\"]");
+    let msg = parse(&bad).unwrap_err().to_string();
+    assert!(msg.contains("pumps[0] (out).sandbox.sockets[1]"), "{msg}");
+    assert!(msg.contains("expected host:port"), "{msg}");
+}
+
+#[test]
+fn required_fields_are_still_required() {
+    let msg = parse("[[pumps]]\nname = \"a\"\nplugin = \"a.wasm\"\n[source]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("missing field `format`"), "{msg}");
+    let msg = parse(&MINIMAL.replace("plugin = \"file.wasm\"", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("missing field `plugin`"), "{msg}");
 }

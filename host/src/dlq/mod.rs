@@ -207,13 +207,13 @@ impl Dlq {
                 };
                 let entry = s.entry.as_ref().expect("checked above");
                 let target = to.unwrap_or(&entry.source);
-                match self.source.kind {
+                match &self.source.kind {
                     SourceKind::List => pipe.cmd("RPUSH").arg(target).arg(record).ignore(),
-                    SourceKind::Stream => pipe
+                    SourceKind::Stream(stream) => pipe
                         .cmd("XADD")
                         .arg(target)
                         .arg("*")
-                        .arg(&self.source.stream_field)
+                        .arg(&stream.field)
                         .arg(record)
                         .ignore(),
                 };

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{Batch, Form};
+use crate::config::{DirConfig, SandboxConfig};
 use crate::record::{self, Schema};
 use crate::runtime::bindings::{self as wit, Verdict, WriteError};
 use crate::runtime::{
     encoding_name, CallError, Instance, Kind, LoadError, Plugin, Runtime, Sandbox, SetupError,
 };
+use crate::sandbox::OutboundRule;
 
 /// The records shown for a `replace` verdict; the rest are counted.
 const SHOW_REPLACED: usize = 5;
@@ -68,16 +70,26 @@ impl SandboxArgs {
                     "--dir {d:?}: expected HOST:GUEST or HOST:GUEST:ro, with GUEST absolute (e.g. ./out:/out)"
                 )));
             };
-            dirs.push((PathBuf::from(host), guest.to_string(), read_only));
+            dirs.push(DirConfig {
+                host: PathBuf::from(host),
+                guest: guest.to_string(),
+                read_only,
+            });
         }
-        let config = crate::config::SandboxConfig {
+        let allowed_outbound_hosts = self
+            .allowed_outbound_hosts
+            .iter()
+            .map(|e| OutboundRule::parse(e))
+            .collect::<Result<_, _>>()
+            .map_err(|e| TestError::Sandbox(e.to_string()))?;
+        let config = SandboxConfig {
+            dirs,
             env: self.env.clone(),
-            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            allowed_outbound_hosts,
             allow_private_networks: self.allow_private_networks,
             ..Default::default()
         };
-        Sandbox::for_pump("plugins-test", &config, dirs, self.timeout)
-            .map_err(|e| TestError::Sandbox(e.to_string()))
+        Ok(Sandbox::for_pump("plugins-test", &config, self.timeout))
     }
 }
 
@@ -371,15 +383,14 @@ mod tests {
             ..Default::default()
         };
         let s = args("./out:/out:ro").sandbox().unwrap();
-        assert_eq!(
-            s.dirs,
-            vec![(PathBuf::from("./out"), "/out".to_string(), true)]
-        );
+        let dir = |host: &str, guest: &str, read_only| DirConfig {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        };
+        assert_eq!(s.dirs, vec![dir("./out", "/out", true)]);
         let s = args("/tmp/x:/data").sandbox().unwrap();
-        assert_eq!(
-            s.dirs,
-            vec![(PathBuf::from("/tmp/x"), "/data".to_string(), false)]
-        );
+        assert_eq!(s.dirs, vec![dir("/tmp/x", "/data", false)]);
         let e = args("out").sandbox().unwrap_err().to_string();
         assert!(e.contains("HOST:GUEST"), "{e}");
         let bad_host = SandboxArgs {

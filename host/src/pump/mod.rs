@@ -33,7 +33,6 @@ pub use plugins::PluginCache;
 pub use set::{Diff, LaneSet, Phase, PumpSet};
 pub use spec::PumpSpec;
 
-use crate::runtime::allow::RuleError;
 use crate::runtime::{CallError, Kind, LoadError};
 use crate::spool::SpoolError;
 
@@ -57,8 +56,6 @@ pub enum PumpError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("pump {pump}: sandbox: {source}")]
-    Sandbox { pump: String, source: RuleError },
     /// A plugin failed to instantiate or `init`.
     #[error("pump {pump}: {role} {}: {source}", path.display())]
     Instance {

@@ -22,7 +22,7 @@ use super::plugins::PluginCache;
 use super::spec::PumpSpec;
 use super::PumpError;
 use crate::batch::{Batch, Form};
-use crate::config::{BufferKind, Config, PumpConfig, WhenFull};
+use crate::config::{Buffer, Config, DiskOptions, PumpConfig, WhenFull};
 use crate::dlq::DeadLetters;
 use crate::record::Schema;
 use crate::runtime::Runtime;
@@ -315,8 +315,8 @@ impl PumpSet {
             }
             let status = spec.status.clone();
             let lane = Lane::start(spec, self.dead_letters.clone()).await?;
-            if phase == Phase::Start && p.buffer == BufferKind::Disk {
-                let spool = open_spool_now(config, &p).await?;
+            if let (Phase::Start, Buffer::Disk(disk)) = (phase, p.buffer) {
+                let spool = open_spool_now(config, &p.name, disk).await?;
                 opened.insert(p.name.clone(), Arc::new(spool));
             }
             fresh.insert(
@@ -338,12 +338,12 @@ impl PumpSet {
             match fresh.remove(name) {
                 Some(f) => {
                     let spool = match (p.buffer, opened.remove(name)) {
-                        (BufferKind::Memory, _) => None,
-                        (BufferKind::Disk, Some(s)) => Some(SpoolSource::Opened(s)),
-                        (BufferKind::Disk, None) => Some(SpoolSource::Open {
+                        (Buffer::Memory, _) => None,
+                        (Buffer::Disk(_), Some(s)) => Some(SpoolSource::Opened(s)),
+                        (Buffer::Disk(disk), None) => Some(SpoolSource::Open {
                             dir: config.spool_dir.clone(),
-                            max_bytes: p.max_spool_bytes.as_u64(),
-                            when_full: p.when_full,
+                            max_bytes: disk.max_spool_bytes.as_u64(),
+                            when_full: disk.when_full,
                         }),
                     };
                     if self.running.contains_key(name) {
@@ -395,14 +395,18 @@ impl PumpSet {
 
 /// Opens a disk pump's spool at start (on the blocking pool: redb reads
 /// and checks the file).
-async fn open_spool_now(config: &Config, p: &PumpConfig) -> Result<Spool, PumpError> {
-    let (dir, name) = (config.spool_dir.clone(), p.name.clone());
-    let (max, when_full) = (p.max_spool_bytes.as_u64(), p.when_full);
+async fn open_spool_now(
+    config: &Config,
+    pump: &str,
+    disk: DiskOptions,
+) -> Result<Spool, PumpError> {
+    let (dir, name) = (config.spool_dir.clone(), pump.to_string());
+    let (max, when_full) = (disk.max_spool_bytes.as_u64(), disk.when_full);
     tokio::task::spawn_blocking(move || Spool::open(&dir, &name, max, when_full))
         .await
         .map_err(|e| PumpError::SpoolTask(e.to_string()))?
         .map_err(|source| PumpError::Spool {
-            pump: p.name.clone(),
+            pump: pump.to_string(),
             source: Box::new(source),
         })
 }

@@ -136,23 +136,14 @@ impl PumpSpec {
 
 /// The capabilities of `pump`, with its writable dirs created.
 fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, PumpError> {
-    let mut dirs = Vec::new();
-    for d in &pump.sandbox.dirs {
-        if !d.read_only {
-            std::fs::create_dir_all(&d.host).map_err(|source| PumpError::SandboxDir {
-                pump: pump.name.clone(),
-                path: d.host.clone(),
-                source,
-            })?;
-        }
-        dirs.push((d.host.clone(), d.guest.clone(), d.read_only));
-    }
-    Sandbox::for_pump(&pump.name, &pump.sandbox, dirs, pump.timeout).map_err(|source| {
-        PumpError::Sandbox {
+    for d in pump.sandbox.dirs.iter().filter(|d| !d.read_only) {
+        std::fs::create_dir_all(&d.host).map_err(|source| PumpError::SandboxDir {
             pump: pump.name.clone(),
+            path: d.host.clone(),
             source,
-        }
-    })
+        })?;
+    }
+    Ok(Sandbox::for_pump(&pump.name, &pump.sandbox, pump.timeout))
 }
 
 fn json_config(table: &toml::Table) -> String {

@@ -35,9 +35,9 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::allow::{self, OutboundRule, Scheme};
 use super::loglimit::LogLimiter;
 use crate::config::DEFAULT_HTTP_TIMEOUT;
+use crate::sandbox::allow::{self, OutboundRule, Scheme};
 use crate::telemetry;
 
 /// Where a pump's plugins may send HTTP requests.

@@ -10,7 +10,6 @@
 //! environment variables, the socket peers and the HTTP destinations its
 //! pump lists (see [`Sandbox`]).
 
-pub mod allow;
 pub mod bindings;
 mod error;
 mod host;
@@ -31,12 +30,12 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use self::allow::{OutboundRule, RuleError, SocketRule};
 use self::host::SeriesBudget;
 use self::http::{HttpHooks, OutboundPolicy};
 use self::kv::{Kv, KvStore};
 use self::loglimit::LogLimiter;
-use crate::config::{SandboxConfig, EPOCH_TICK};
+use crate::config::{DirConfig, SandboxConfig, EPOCH_TICK};
+use crate::sandbox::SocketRule;
 use bindings::{filter, sink, PluginInfo};
 pub use error::{CallError, Kind, LoadError, SetupError};
 pub use instance::Instance;
@@ -51,8 +50,8 @@ const PLUGIN_EXPORT: &str = "pumphouse:plugin/plugin@0.1.0";
 /// standard streams, clocks and random numbers.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
-    /// `(host dir, guest path, read_only)`.
-    pub dirs: Vec<(PathBuf, String, bool)>,
+    /// Host directories the plugin sees, already created.
+    pub dirs: Vec<DirConfig>,
     /// Linear memory limit in bytes.
     pub max_memory: usize,
     /// Per-call time limit.
@@ -90,44 +89,28 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
-    /// The capabilities `config` grants `pump`, with its directories
-    /// (`(host, guest, read_only)`, already created) and per-call timeout.
-    /// The entries were validated with the config; an error here names the
-    /// bad entry all the same.
-    pub fn for_pump(
-        pump: &str,
-        config: &SandboxConfig,
-        dirs: Vec<(PathBuf, String, bool)>,
-        timeout: Duration,
-    ) -> Result<Sandbox, RuleError> {
-        let rules = config
-            .allowed_outbound_hosts
-            .iter()
-            .map(|e| OutboundRule::parse(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sockets = config
-            .sockets
-            .iter()
-            .map(|e| SocketRule::parse(e))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// The capabilities `config` grants `pump`, with its per-call timeout.
+    /// The rules were parsed with the config; the writable directories
+    /// must exist already.
+    pub fn for_pump(pump: &str, config: &SandboxConfig, timeout: Duration) -> Sandbox {
         let one = NonZeroU32::MIN;
         let rate = NonZeroU32::new(config.log_lines_per_second).unwrap_or(one);
         let burst = NonZeroU32::new(config.log_burst).unwrap_or(one);
-        Ok(Sandbox {
-            dirs,
+        Sandbox {
+            dirs: config.dirs.clone(),
             max_memory: config.max_memory.as_u64() as usize,
             timeout,
             env: config.env.clone(),
-            sockets,
+            sockets: config.sockets.clone(),
             outbound: Arc::new(OutboundPolicy {
-                rules,
+                rules: config.allowed_outbound_hosts.clone(),
                 allow_private: config.allow_private_networks,
                 timeout: config.http_timeout,
             }),
             logs: Arc::new(LogLimiter::new(pump, rate, burst)),
             kv: Kv::new(KvStore::memory(), pump),
             series: Arc::new(SeriesBudget::default()),
-        })
+        }
     }
 }
 
@@ -421,15 +404,19 @@ impl Plugin {
             }
         }
         sockets::configure(&mut wasi, &pump, &sandbox.sockets, &sandbox.logs).await;
-        for (host, guest, read_only) in &sandbox.dirs {
-            let perms = if *read_only {
+        for dir in &sandbox.dirs {
+            let perms = if dir.read_only {
                 FsPerms::ReadOnly
             } else {
                 FsPerms::ReadWrite
             };
-            wasi.preopened_dir(host, guest, perms).map_err(|e| {
-                CallError::Instantiate(format!("cannot open sandbox dir {}: {e:#}", host.display()))
-            })?;
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    CallError::Instantiate(format!(
+                        "cannot open sandbox dir {}: {e:#}",
+                        dir.host.display()
+                    ))
+                })?;
         }
         let state = PluginState {
             wasi: wasi.build(),

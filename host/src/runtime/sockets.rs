@@ -11,8 +11,8 @@ use std::time::Duration;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::allow::SocketRule;
 use super::loglimit::LogLimiter;
+use crate::sandbox::SocketRule;
 use crate::telemetry;
 
 /// How long resolving a `sandbox.sockets` name may take at instance start.

@@ -132,10 +132,10 @@ impl RedisSource {
             cfg.dead_letter_key(),
         );
         // The only place that reads the kind-specific settings.
-        Ok(match cfg.kind {
+        Ok(match &cfg.kind {
             SourceKind::List => RedisSource::List(ListSource::new(core)),
-            SourceKind::Stream => {
-                let s = StreamSource::new(core, &cfg.group, &cfg.stream_field, cfg.max_deliveries);
+            SourceKind::Stream(o) => {
+                let s = StreamSource::new(core, &o.group, &o.field, o.max_deliveries);
                 for key in s.core.keys.iter() {
                     s.ensure_group(key).await?;
                 }

@@ -1,8 +1,8 @@
 //! Pure parsing and matching of a pump's network allowlists: the
 //! `sandbox.allowed_outbound_hosts` entries (`scheme://host:port`), the
 //! `sandbox.sockets` entries (`host:port`), and which addresses count as
-//! non-public. No I/O here: resolving names and connecting is `http.rs`'s
-//! and `mod.rs`'s job.
+//! non-public. No I/O here: resolving names and connecting is the
+//! runtime's job.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -87,8 +87,10 @@ impl PortPattern {
     }
 }
 
-/// One `allowed_outbound_hosts` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `allowed_outbound_hosts` entry. Deserializes from its text, so a
+/// config holds only entries that parse.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct OutboundRule {
     scheme: Scheme,
     host: HostPattern,
@@ -162,6 +164,13 @@ impl OutboundRule {
     }
 }
 
+impl TryFrom<String> for OutboundRule {
+    type Error = RuleError;
+    fn try_from(entry: String) -> Result<Self, RuleError> {
+        OutboundRule::parse(&entry)
+    }
+}
+
 /// The first entry of `rules` that admits the request.
 pub fn find_rule<'a>(
     rules: &'a [OutboundRule],
@@ -173,7 +182,9 @@ pub fn find_rule<'a>(
 }
 
 /// One `sandbox.sockets` entry: `host:port` (`port` may be `*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Deserializes from its text, like [`OutboundRule`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct SocketRule {
     /// A DNS name (resolved when an instance starts) or an IP literal.
     pub host: String,
@@ -219,6 +230,13 @@ impl SocketRule {
     /// Whether this entry's port admits `port`.
     pub fn admits_port(&self, port: u16) -> bool {
         self.port.admits(port)
+    }
+}
+
+impl TryFrom<String> for SocketRule {
+    type Error = RuleError;
+    fn try_from(entry: String) -> Result<Self, RuleError> {
+        SocketRule::parse(&entry)
     }
 }
 
