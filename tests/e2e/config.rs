@@ -312,9 +312,6 @@ mod tests {
         assert_eq!(p["config"]["mode"].as_str(), Some("x"));
         assert_eq!(p["sandbox"]["dirs"][0]["guest"].as_str(), Some("/out"));
         assert_eq!(p["sandbox"]["sockets"][0].as_str(), Some("127.0.0.1:1"));
-        assert_eq!(
-            p["rate_limit"]["records_per_second"].as_integer(),
-            Some(10)
-        );
+        assert_eq!(p["rate_limit"]["records_per_second"].as_integer(), Some(10));
     }
 }

@@ -486,7 +486,7 @@ pub fn push_iam(
 ) -> Vec<pumphouse::produce::IamRecord> {
     let mut sampler = pumphouse::produce::Sampler::new(seed);
     let records: Vec<_> = (0..n).map(|i| sampler.iam(i, T0)).collect();
-    push_iam_records(conn, "analytics-iam-system-analytics", &records);
+    push_iam_records(conn, pumphouse::record::IAM_KEY, &records);
     records
 }
 
@@ -505,10 +505,7 @@ pub fn push_tyk(
 }
 
 /// Dead-letter entries of `key`'s records.
-pub fn dead_letters(
-    conn: &mut redis::Connection,
-    key: &str,
-) -> Vec<pumphouse::dlq::Entry> {
+pub fn dead_letters(conn: &mut redis::Connection, key: &str) -> Vec<pumphouse::dlq::Entry> {
     let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(format!("pumphouse:dead-letter:{key}"))
         .arg(0)

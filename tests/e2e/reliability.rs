@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
 
 /// The iam sample `seq` of every whole line in a JSON Lines file, and how
 /// many lines were not whole records (a write torn by SIGKILL).
@@ -628,8 +628,7 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
         },
     );
     assert_eq!(dead.len(), 1);
-    let entry: pumphouse::dlq::Entry =
-        serde_json::from_slice(&dead[0].1[0].1).unwrap();
+    let entry: pumphouse::dlq::Entry = serde_json::from_slice(&dead[0].1[0].1).unwrap();
     assert!(entry.reason.contains("poison"), "{}", entry.reason);
     assert_eq!(payload(&entry), poison);
     wait_for(Duration::from_secs(30), "nothing pending", || {
