@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::sandbox::Recorder;
 
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(60);
 /// 2100-01-01T00:00:00Z: windows this far ahead never finish by the host's
 /// clock, only by record time, so the test decides when they close.

@@ -132,7 +132,7 @@ fn produce_writes_records_the_host_can_decode() {
     let mut conn = redis_conn(&redis);
     let mut total = 0u64;
     for i in 0..4 {
-        let key = format!("analytics-tyk-system-analytics_{i}");
+        let key = format!("{}_{i}", pumphouse::record::TYK_KEY);
         let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&key)
             .arg(0)
@@ -239,7 +239,7 @@ fn metrics_endpoint_exposes_the_documented_series() {
     let mut conn = redis_conn(&redis);
     push(
         &mut conn,
-        "analytics-iam-system-analytics",
+        pumphouse::record::IAM_KEY,
         &[pumphouse::produce::encode_iam(
             &pumphouse::produce::Sampler::new(1).iam(0, 1_763_700_000),
         )],

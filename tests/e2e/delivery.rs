@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 
 #[test]
 fn iam_records_reach_the_file_sink_field_by_field() {

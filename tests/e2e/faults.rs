@@ -7,36 +7,26 @@ use nix::sys::signal::Signal;
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
 
 #[test]
 fn trapping_and_looping_plugins_do_not_stop_the_other_pumps() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, 300, 1);
-    let config = format!(
-        r#"{source}{healthy}
-[[pumps]]
-name = "trap"
-plugin = "{trap}"
-retry = {{ initial = "20ms", max = "100ms" }}
-[pumps.config]
-path = "/out/trap.jsonl"
-every = 3
-[pumps.sandbox]
-dirs = [{{ host = "out", guest = "/out" }}]
-
-[[pumps]]
-name = "spin"
-plugin = "{spin}"
-timeout = "200ms"
-retry = {{ initial = "50ms", max = "200ms" }}
-"#,
-        source = source(&redis, "iam", "batch_size = 50"),
-        healthy = file_pump("healthy", "healthy.jsonl", ""),
-        trap = fixture("trap"),
-        spin = fixture("spin"),
-    );
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 50)
+        .pump(Pump::file("healthy", "healthy.jsonl"))
+        .pump(
+            Pump::sink("trap", fixture("trap"), "trap.jsonl")
+                .retry("20ms", "100ms")
+                .config("every", 3),
+        )
+        .pump(
+            Pump::new("spin", fixture("spin"))
+                .set("timeout", "200ms")
+                .retry("50ms", "200ms"),
+        );
     let mut host = Host::start(&config);
     let healthy = wait_lines(
         &host.out().join("healthy.jsonl"),
@@ -96,20 +86,10 @@ fn sigterm_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // A sink that takes 5 ms per batch of 200: draining takes over half a
     // second, so the signal surely lands mid-stream.
-    let config = format!(
-        r#"{}
-[[pumps]]
-name = "file"
-plugin = "{}"
-[pumps.config]
-path = "/out/iam.jsonl"
-every = 0
-delay_ms = 5
-[pumps.sandbox]
-dirs = [{{ host = "out", guest = "/out" }}]
-"#,
-        source(&redis, "iam", "batch_size = 200"),
-        fixture("trap")
+    let config = HostConfig::new(&redis).source("batch_size", 200).pump(
+        Pump::sink("file", fixture("trap"), "iam.jsonl")
+            .config("every", 0)
+            .config("delay_ms", 5),
     );
     let out = dir.path().join("out/iam.jsonl");
     let mut host = Host::start_in(dir, &config);
@@ -156,11 +136,10 @@ fn a_batch_claimed_by_a_killed_host_is_redelivered_after_its_lease() {
     push_iam(&mut conn, 100, 3);
     // First host: its only pump never finishes a batch, so the claim is
     // in flight when the host is killed.
-    let stuck = format!(
-        "{}\n[[pumps]]\nname = \"stuck\"\nplugin = \"{}\"\ntimeout = \"60s\"\n",
-        source(&redis, "iam", "batch_size = 40\nlease = \"2s\""),
-        fixture("spin")
-    );
+    let stuck = HostConfig::new(&redis)
+        .source("batch_size", 40)
+        .source("lease", "2s")
+        .pump(Pump::new("stuck", fixture("spin")).set("timeout", "60s"));
     let mut first = Host::start(&stuck);
     wait_for(Duration::from_secs(30), "a claim", || {
         let (_, claimed) = left_in_redis(&mut conn, IAM_KEY);
@@ -175,11 +154,12 @@ fn a_batch_claimed_by_a_killed_host_is_redelivered_after_its_lease() {
     );
     assert!(claimed > 0);
 
-    let second = Host::start(&format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 40\nlease = \"2s\""),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let second = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 40)
+            .source("lease", "2s")
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
     let lines = wait_lines(
         &second.out().join("iam.jsonl"),
         100,
@@ -195,11 +175,7 @@ fn a_batch_claimed_by_a_killed_host_is_redelivered_after_its_lease() {
 #[test]
 fn readiness_follows_redis_and_delivery_resumes_after_a_restart() {
     let mut redis = RedisServer::start().unwrap();
-    let config = format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump("file", "iam.jsonl", "")
-    );
+    let config = HostConfig::new(&redis).pump(Pump::file("file", "iam.jsonl"));
     let host = Host::start(&config);
     wait_for(Duration::from_secs(20), "ready", || {
         (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(())
@@ -238,19 +214,14 @@ fn a_plugin_that_allocates_without_bound_hits_its_memory_limit_alone() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, 200, 6);
-    let config = format!(
-        r#"{source}{healthy}
-[[pumps]]
-name = "hog"
-plugin = "{hog}"
-retry = {{ initial = "50ms", max = "200ms" }}
-[pumps.sandbox]
-max_memory = "16MiB"
-"#,
-        source = source(&redis, "iam", "batch_size = 50"),
-        healthy = file_pump("healthy", "healthy.jsonl", ""),
-        hog = fixture("hog"),
-    );
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 50)
+        .pump(Pump::file("healthy", "healthy.jsonl"))
+        .pump(
+            Pump::new("hog", fixture("hog"))
+                .retry("50ms", "200ms")
+                .sandbox("max_memory", "16MiB"),
+        );
     let mut host = Host::start(&config);
     let lines = wait_lines(
         &host.out().join("healthy.jsonl"),

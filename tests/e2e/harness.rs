@@ -486,7 +486,7 @@ pub fn push_iam(
 ) -> Vec<pumphouse::produce::IamRecord> {
     let mut sampler = pumphouse::produce::Sampler::new(seed);
     let records: Vec<_> = (0..n).map(|i| sampler.iam(i, T0)).collect();
-    push_iam_records(conn, "analytics-iam-system-analytics", &records);
+    push_iam_records(conn, pumphouse::record::IAM_KEY, &records);
     records
 }
 

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
 
 /// The iam sample `seq` of every whole line in a JSON Lines file, and how
 /// many lines were not whole records (a write torn by SIGKILL).

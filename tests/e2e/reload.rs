@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
 
 /// Writes a file the safe way: a temporary name, then a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) {

@@ -20,11 +20,11 @@ fn records_recorded_by_the_reporter_reach_the_file_sink_exactly_once() {
     let redis = RedisServer::start().unwrap();
     let mut sampler = Sampler::new(21);
     let records: Vec<_> = (0..N).map(|i| sampler.iam(i, T0 + i as i64)).collect();
-    let host = Host::start(&format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 500"),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 500)
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
+use pumphouse::record::IAM_KEY;
 const N: u64 = 200;
 const WAIT: Duration = Duration::from_secs(60);
 

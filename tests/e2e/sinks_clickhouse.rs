@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::sink_servers::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const PASSWORD_VAR: &str = "PUMPHOUSE_TEST_CLICKHOUSE_PASSWORD";
 const PASSWORD: &str = "pump-s3cret";
 const WAIT: Duration = Duration::from_secs(120);

@@ -10,8 +10,8 @@ use pumphouse::produce::{IamRecord, Sampler};
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(60);
 
 const IAM_HEADER: [&str; 8] = [
@@ -25,8 +25,9 @@ const IAM_HEADER: [&str; 8] = [
     "ExpireAt",
 ];
 
-fn csv_pump(name: &str, file: &str, config: &str) -> String {
-    sink_pump(&plugin("csv"), name, file, "", config)
+/// The `csv` sink writing `<host dir>/out/<file>`.
+fn csv_pump(name: &str, file: &str) -> Pump {
+    Pump::sink(name, plugin("csv"), file)
 }
 
 /// Every row of a CSV file, parsed by the `csv` crate.
@@ -66,11 +67,11 @@ fn iam_records_become_csv_rows_field_by_field() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let records = push_iam(&mut conn, 800, 6);
-    let host = Host::start(&format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 128"),
-        csv_pump("csv", "iam.csv", "fsync = true"),
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 128)
+            .pump(csv_pump("csv", "iam.csv").config("fsync", true)),
+    );
     wait_drained(&mut conn, IAM_KEY);
     let rows = read_csv(&host.out().join("iam.csv"), b',');
     assert_eq!(rows[0], IAM_HEADER, "one header row first");
@@ -91,6 +92,7 @@ fn tyk_records_become_rows_with_default_and_configured_columns() {
     let mut conn = redis_conn(&redis);
     let records = push_tyk(&mut conn, TYK_KEY, 300, 4);
     let custom = r#"
+[config]
 delimiter = ";"
 crlf = true
 columns = [
@@ -101,12 +103,13 @@ columns = [
   "RawResponse",
   "Network",
 ]"#;
-    let host = Host::start(&format!(
-        "{}{}{}",
-        source(&redis, "tyk", "batch_size = 64"),
-        csv_pump("default", "tyk.csv", ""),
-        csv_pump("custom", "custom.csv", custom),
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .tyk()
+            .source("batch_size", 64)
+            .pump(csv_pump("default", "tyk.csv"))
+            .pump(csv_pump("custom", "custom.csv").toml(custom)),
+    );
     wait_drained(&mut conn, TYK_KEY);
 
     let rows = read_csv(&host.out().join("tyk.csv"), b',');
@@ -224,11 +227,7 @@ fn awkward_text_round_trips_and_a_torn_row_is_cut_off() {
     .unwrap();
     let host = Host::start_in(
         dir,
-        &format!(
-            "{}{}",
-            source(&redis, "iam", ""),
-            csv_pump("csv", "iam.csv", ""),
-        ),
+        HostConfig::new(&redis).pump(csv_pump("csv", "iam.csv")),
     );
     wait_drained(&mut conn, IAM_KEY);
     let rows = read_csv(&host.out().join("iam.csv"), b',');

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------------------

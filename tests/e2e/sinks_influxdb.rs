@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use crate::harness::*;
 use crate::sink_servers::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const PASSWORD_VAR: &str = "PUMPHOUSE_TEST_INFLUX_PASSWORD";
 const USER: &str = "pump";
 const PASSWORD: &str = "pump-s3cret";

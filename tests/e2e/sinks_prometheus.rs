@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(120);
 
 fn prometheus_pump(config: &str) -> String {
@@ -271,7 +271,7 @@ fn iam_decisions_are_counted_per_user_and_effect() {
     let config = source(&redis, "iam", "batch_size = 40") + &prometheus_pump("");
     let host = Host::start(&config);
     let records = push_iam(&mut conn, 400, 8);
-    wait_drained(&mut conn, "analytics-iam-system-analytics");
+    wait_drained(&mut conn, pumphouse::record::IAM_KEY);
 
     let mut expected: BTreeMap<Vec<String>, f64> = BTreeMap::new();
     for r in &records {

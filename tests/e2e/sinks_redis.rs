@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const IAM_KEY: &str = "analytics-iam-system-analytics";
-const TYK_KEY: &str = "analytics-tyk-system-analytics";
+use pumphouse::record::IAM_KEY;
+use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A `redis` pump writing to `target`, with `config` lines added to its
