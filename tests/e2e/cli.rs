@@ -244,7 +244,7 @@ fn metrics_endpoint_exposes_the_documented_series() {
             &pumphouse::produce::Sampler::new(1).iam(0, 1_763_700_000),
         )],
     );
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", ""),
         file_pump("file", "x.jsonl", "")

@@ -88,11 +88,6 @@ impl HostConfig {
         self.source("format", "tyk")
     }
 
-    /// Records are any MessagePack map.
-    pub fn generic(self) -> HostConfig {
-        self.source("format", "generic")
-    }
-
     /// Sets `source.<key>`.
     pub fn source(self, key: &str, value: impl Into<Value>) -> HostConfig {
         self.set(&format!("source.{key}"), value)
@@ -108,24 +103,6 @@ impl HostConfig {
     /// Adds a pump.
     pub fn pump(mut self, pump: Pump) -> HostConfig {
         self.pumps.push(pump);
-        self
-    }
-
-    /// Removes the pump called `name` (for reload tests).
-    pub fn without_pump(mut self, name: &str) -> HostConfig {
-        self.pumps.retain(|p| p.name != name);
-        self
-    }
-
-    /// Changes the pump called `name` in place (for reload tests).
-    pub fn edit_pump(mut self, name: &str, f: impl FnOnce(Pump) -> Pump) -> HostConfig {
-        let i = self
-            .pumps
-            .iter()
-            .position(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no pump {name}"));
-        let p = self.pumps.remove(i);
-        self.pumps.insert(i, f(p));
         self
     }
 
@@ -153,7 +130,6 @@ impl fmt::Display for HostConfig {
 /// One `[[pumps]]` entry.
 #[derive(Clone)]
 pub struct Pump {
-    name: String,
     table: Table,
 }
 
@@ -163,10 +139,7 @@ impl Pump {
         let mut table = Table::new();
         table.insert("name".into(), name.into());
         table.insert("plugin".into(), Value::String(plugin.into()));
-        Pump {
-            name: name.to_string(),
-            table,
-        }
+        Pump { table }
     }
 
     /// The sink at `plugin` with `config.path = "/out/<file>"` and the host
@@ -180,11 +153,6 @@ impl Pump {
     /// The `file` sink writing `<host dir>/out/<file>`.
     pub fn file(name: &str, file: &str) -> Pump {
         Pump::sink(name, plugin("file"), file)
-    }
-
-    /// The pump's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Sets a field by dotted path (`"timeout"`, `"retry.max_attempts"`,
@@ -224,20 +192,6 @@ impl Pump {
         }
         push_to(&mut self.table, "sandbox.dirs", Value::Table(d));
         self
-    }
-
-    /// Appends a filter plugin to `filters_chain`, with its config.
-    pub fn filter(mut self, plugin: impl Into<String>, config: Table) -> Pump {
-        let mut f = Table::new();
-        f.insert("plugin".into(), Value::String(plugin.into()));
-        f.insert("config".into(), Value::Table(config));
-        push_to(&mut self.table, "filters_chain", Value::Table(f));
-        self
-    }
-
-    /// Buffers batches in the pump's disk spool.
-    pub fn disk(self) -> Pump {
-        self.set("buffer", "disk")
     }
 
     /// Merges a TOML fragment into the pump, for settings easier read as

@@ -22,7 +22,7 @@ fn iam_records_reach_the_file_sink_field_by_field() {
         .collect();
     push_iam_records(&mut conn, IAM_KEY, &records);
 
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", "batch_size = 128"),
         file_pump("file", "iam.jsonl", "")
@@ -74,7 +74,7 @@ fn tyk_records_from_sharded_keys_with_an_unknown_field_arrive_intact() {
             )],
         );
     }
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "tyk", "shards = 3\nbatch_size = 64"),
         file_pump("file", "tyk.jsonl", "")
@@ -154,7 +154,7 @@ fn a_corrupt_record_is_dead_lettered_and_its_neighbours_delivered() {
         ],
     );
 
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", ""),
         file_pump("file", "iam.jsonl", "")
@@ -304,7 +304,7 @@ fn a_filter_plugin_in_the_chain_selects_records() {
     let records = push_iam(&mut conn, 500, 4);
     let denied = records.iter().filter(|r| r.effect == "deny").count();
     let chain = format!("[[pumps.filters_chain]]\nplugin = \"{}\"\nconfig = {{ field = \"Effect\", pattern = \"^deny$\" }}", plugin("match"));
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", ""),
         file_pump("denied", "denied.jsonl", &chain)
@@ -326,7 +326,7 @@ fn at_most_once_delivery_pops_and_delivers() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, 2000, 8);
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", "delivery = \"at-most-once\""),
         file_pump("file", "iam.jsonl", "")
@@ -354,7 +354,7 @@ fn claims_fall_back_to_lua_when_redis_refuses_sort() {
         .query(&mut conn)
         .unwrap();
     let records = push_iam(&mut conn, 3000, 5);
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", "batch_size = 500"),
         file_pump("file", "iam.jsonl", "")
@@ -400,7 +400,7 @@ fn an_idle_host_polls_with_llen_and_its_epoch_ticker_sleeps() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let mut records = push_iam(&mut conn, 100, 3);
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", ""),
         file_pump("file", "iam.jsonl", "")

@@ -187,7 +187,7 @@ fn redis_restarted_mid_run_with_aof_loses_nothing_and_the_host_recovers() {
     let mut redis = RedisServer::start_with(true).unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..N));
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", "batch_size = 200\nlease = \"3s\""),
         // A slow sink keeps the run going while Redis restarts.
@@ -222,7 +222,7 @@ fn a_failing_disk_buffered_pump_does_not_hold_back_the_healthy_one() {
     let flag = dir.path().join("out/outage");
     let host = Host::start_in(
         dir,
-        &format!(
+        format!(
             "spool_dir = \"spool\"\n{}{}{}",
             source(&redis, "iam", ""),
             file_pump("healthy", "healthy.jsonl", ""),
@@ -308,7 +308,7 @@ fn poison_records_are_dead_lettered_exactly_and_dlq_replays_them() {
     let sent = iam_bytes(0..N);
     push(&mut conn, IAM_KEY, &sent);
     let list = format!("{poison:?}");
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}{}",
         source(&redis, "iam", "batch_size = 1000"),
         faulty_pump(
@@ -407,7 +407,7 @@ fn oversized_batches_are_split_until_the_sink_takes_them() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..N));
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}{}",
         source(&redis, "iam", "batch_size = 1000"),
         // Refuses anything above 40 000 bytes: the host halves on demand.
@@ -443,7 +443,7 @@ fn retries_stop_after_max_attempts_and_the_records_are_dead_lettered() {
     std::fs::write(dir.path().join("out/outage"), b"").unwrap();
     let _host = Host::start_in(
         dir,
-        &format!(
+        format!(
             "{}{}",
             source(&redis, "iam", ""),
             faulty_pump(
@@ -475,7 +475,7 @@ fn a_rate_limited_pump_is_paced_and_delivers_everything() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..3000));
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&redis, "iam", ""),
         file_pump(
@@ -590,7 +590,7 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
         )
     };
     // The first consumer's sink never returns: its entries stay pending.
-    let mut first = Host::start(&format!(
+    let mut first = Host::start(format!(
         "{}[[pumps]]\nname = \"stuck\"\nplugin = \"{}\"\ntimeout = \"60s\"\n",
         src(&redis),
         fixture("spin")
@@ -605,7 +605,7 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
     });
     first.kill9();
 
-    let second = Host::start(&format!(
+    let second = Host::start(format!(
         "{}{}",
         src(&redis),
         file_pump("file", "events.jsonl", "")

@@ -101,7 +101,7 @@ fn pumps_added_changed_and_removed_under_load_lose_and_repeat_nothing() {
     let dir = setup(&[("file.wasm", "file")]);
     let host = Host::start_in(
         dir,
-        &config(
+        config(
             &redis,
             &format!(
                 "{}{}",
@@ -197,7 +197,7 @@ fn broken_configs_and_plugins_leave_the_running_pumps_untouched() {
     let mut conn = redis_conn(&redis);
     let dir = setup(&[("sink.wasm", "file"), ("match.wasm", "match")]);
     let good = pump("a", "sink.wasm", "a.jsonl", "");
-    let host = Host::start_in(dir, &config(&redis, &good));
+    let host = Host::start_in(dir, config(&redis, &good));
     let sha = started(&host)["pumps"][0]["sha256"].clone();
     let a = host.out().join("a.jsonl");
     let mut sent = 0;
@@ -276,7 +276,7 @@ fn a_replaced_wasm_of_a_running_pump_is_swapped_in() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let dir = setup(&[("sink.wasm", "blackhole")]);
-    let host = Host::start_in(dir, &config(&redis, &pump("a", "sink.wasm", "a.jsonl", "")));
+    let host = Host::start_in(dir, config(&redis, &pump("a", "sink.wasm", "a.jsonl", "")));
     let first = started(&host);
     assert_eq!(first["pumps"][0]["plugin_name"], "blackhole");
     let before = first["pumps"][0]["loaded_at"].clone();
@@ -313,7 +313,7 @@ fn rss_kib(pid: i32) -> u64 {
 fn two_hundred_reloads_do_not_grow_memory() {
     let redis = RedisServer::start().unwrap();
     let dir = setup(&[("file.wasm", "file")]);
-    let host = Host::start_in(dir, &config(&redis, &pump("a", "file.wasm", "a.jsonl", "")));
+    let host = Host::start_in(dir, config(&redis, &pump("a", "file.wasm", "a.jsonl", "")));
     let mut rss = Vec::new();
     for i in 0..200 {
         // Each reload changes the pump, so its lane and instance are replaced.

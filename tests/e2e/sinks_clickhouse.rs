@@ -198,7 +198,7 @@ env = ["{PASSWORD_VAR}"]
 fn start_host(redis: &RedisServer, format: &str, http: &str, table: &str) -> Host {
     Host::start_in_env(
         tempfile::tempdir().unwrap(),
-        &format!(
+        format!(
             "{}{}",
             source(redis, format, "batch_size = 50"),
             pump(http, table)

@@ -99,7 +99,7 @@ fn iam_records_reach_the_target_list_byte_for_byte() {
     let mut dst = redis_conn(&target);
     let produced = iam_bytes(21, 0..1500);
     push(&mut src, IAM_KEY, &produced);
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&source_redis, "iam", "batch_size = 200"),
         redis_pump("fwd", &target, "key = \"copy\"\nmode = \"list\"", None),
@@ -129,12 +129,12 @@ fn a_second_pumphouse_drains_the_forwarded_tyk_list_like_the_producers() {
     let produced: Vec<Vec<u8>> = records.iter().map(encode_tyk).collect();
     push(&mut src, TYK_KEY, &produced);
 
-    let _a = Host::start(&format!(
+    let _a = Host::start(format!(
         "{}{}",
         source(&source_redis, "tyk", "batch_size = 64"),
         redis_pump("fwd", &target, &format!("key = \"{TYK_KEY}\""), None),
     ));
-    let b = Host::start(&format!(
+    let b = Host::start(format!(
         "{}{}",
         source(&target, "tyk", "batch_size = 50"),
         file_pump("file", "tyk.jsonl", ""),
@@ -182,7 +182,7 @@ fn json_payloads_match_the_iam_records_field_by_field() {
     let mut src = redis_conn(&source_redis);
     let mut dst = redis_conn(&target);
     let records = push_iam(&mut src, 700, 5);
-    let _host = Host::start(&format!(
+    let _host = Host::start(format!(
         "{}{}",
         source(&source_redis, "iam", "batch_size = 128"),
         redis_pump(
@@ -212,7 +212,7 @@ fn stream_entries_hold_the_tyk_records() {
     let mut src = redis_conn(&source_redis);
     let mut dst = redis_conn(&target);
     let produced = push_tyk_bytes(&mut src, 3, 0..600);
-    let _host = Host::start(&format!(
+    let _host = Host::start(format!(
         "{}{}",
         source(&source_redis, "tyk", "batch_size = 100"),
         redis_pump(
@@ -263,7 +263,7 @@ fn a_subscriber_receives_every_published_record() {
 
     let produced = iam_bytes(8, 0..500);
     push(&mut src, IAM_KEY, &produced);
-    let _host = Host::start(&format!(
+    let _host = Host::start(format!(
         "{}{}",
         source(&source_redis, "iam", "batch_size = 100"),
         redis_pump(
@@ -291,7 +291,7 @@ fn a_target_restart_mid_run_loses_nothing() {
     let mut target = RedisServer::start_with(true).unwrap();
     let mut src = redis_conn(&source_redis);
     let first = push_tyk_bytes(&mut src, 12, 0..300);
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}",
         source(&source_redis, "tyk", "batch_size = 50"),
         redis_pump("fwd", &target, "key = \"copy\"", None),
@@ -335,7 +335,7 @@ fn a_target_missing_from_sandbox_sockets_gets_nothing_and_loses_nothing() {
     let mut dst = redis_conn(&target);
     push_iam(&mut src, 200, 2);
     let other = free_port();
-    let host = Host::start(&format!(
+    let host = Host::start(format!(
         "{}{}{}",
         source(&source_redis, "iam", "batch_size = 50"),
         redis_pump(
