@@ -19,15 +19,15 @@ use toml::{Table, Value};
 
 use super::harness::{plugin, RedisServer};
 
-/// Sets `path` (dotted) in `table` to `value`, creating tables on the way.
-fn set_path(table: &mut Table, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
+/// The table holding the last part of dotted `path`, and that part;
+/// tables on the way are created.
+fn parent_of<'a, 'p>(table: &'a mut Table, path: &'p str) -> (&'a mut Table, &'p str) {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
     let mut t = table;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            t.insert(part.to_string(), value);
-            return;
-        }
+    for part in parent.into_iter().flat_map(|p| p.split('.')) {
         let next = t
             .entry(part.to_string())
             .or_insert_with(|| Value::Table(Table::new()));
@@ -36,6 +36,13 @@ fn set_path(table: &mut Table, path: &str, value: Value) {
             other => panic!("config path {path}: {part} is {other}, not a table"),
         };
     }
+    (t, last)
+}
+
+/// Sets `path` (dotted) in `table` to `value`, creating tables on the way.
+fn set_path(table: &mut Table, path: &str, value: Value) {
+    let (t, last) = parent_of(table, path);
+    t.insert(last.to_string(), value);
 }
 
 /// Merges `from` into `into`: tables merge key by key, anything else
@@ -204,22 +211,7 @@ impl Pump {
 
 /// Appends `value` to the array at `path`, creating it.
 fn push_to(table: &mut Table, path: &str, value: Value) {
-    let (parent, last) = match path.rsplit_once('.') {
-        Some((p, l)) => (Some(p), l),
-        None => (None, path),
-    };
-    let mut t = table;
-    if let Some(parent) = parent {
-        for part in parent.split('.') {
-            let next = t
-                .entry(part.to_string())
-                .or_insert_with(|| Value::Table(Table::new()));
-            t = match next {
-                Value::Table(inner) => inner,
-                other => panic!("config path {path}: {part} is {other}, not a table"),
-            };
-        }
-    }
+    let (t, last) = parent_of(table, path);
     match t
         .entry(last.to_string())
         .or_insert_with(|| Value::Array(Vec::new()))
