@@ -279,3 +279,14 @@ fn pump_name(text: &str, index: usize) -> Option<String> {
     let name = doc.get("pumps")?.get(index)?.get("name")?.as_str()?;
     Some(name.to_string())
 }
+
+/// Refuses settings that belong to another mode: the first `(name, set)`
+/// that is set names itself and the setting that would allow it.
+fn only_in(mode: &str, setting: &str, fields: &[(&str, bool)]) -> Result<(), String> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(format!(
+            "{name}: only for {mode}; remove it or set {setting}"
+        )),
+        None => Ok(()),
+    }
+}

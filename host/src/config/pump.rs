@@ -181,15 +181,14 @@ impl TryFrom<RawPump> for PumpConfig {
                 when_full: raw.when_full.unwrap_or_default(),
             }),
             BufferKind::Memory => {
-                let set = [
-                    ("max_spool_bytes", raw.max_spool_bytes.is_some()),
-                    ("when_full", raw.when_full.is_some()),
-                ];
-                if let Some((name, _)) = set.iter().find(|(_, set)| *set) {
-                    return Err(format!(
-                        "{name}: only for buffer = \"disk\" pumps; remove it or set buffer = \"disk\""
-                    ));
-                }
+                super::only_in(
+                    "buffer = \"disk\" pumps",
+                    "buffer = \"disk\"",
+                    &[
+                        ("max_spool_bytes", raw.max_spool_bytes.is_some()),
+                        ("when_full", raw.when_full.is_some()),
+                    ],
+                )?;
                 Buffer::Memory
             }
         };

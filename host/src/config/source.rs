@@ -163,16 +163,15 @@ impl TryFrom<RawSource> for SourceConfig {
                 max_deliveries: raw.max_deliveries.unwrap_or(DEFAULT_MAX_DELIVERIES),
             }),
             SourceType::List => {
-                let set = [
-                    ("group", raw.group.is_some()),
-                    ("stream_field", raw.stream_field.is_some()),
-                    ("max_deliveries", raw.max_deliveries.is_some()),
-                ];
-                if let Some((name, _)) = set.iter().find(|(_, set)| *set) {
-                    return Err(format!(
-                        "{name}: only for type = \"stream\" sources; remove it or set type = \"stream\""
-                    ));
-                }
+                super::only_in(
+                    "type = \"stream\" sources",
+                    "type = \"stream\"",
+                    &[
+                        ("group", raw.group.is_some()),
+                        ("stream_field", raw.stream_field.is_some()),
+                        ("max_deliveries", raw.max_deliveries.is_some()),
+                    ],
+                )?;
                 SourceKind::List
             }
         };
