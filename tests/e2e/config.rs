@@ -179,6 +179,35 @@ impl Pump {
         self.set(&format!("sandbox.{key}"), value)
     }
 
+    /// Sets `filters.<key>`, one of the host's record filters
+    /// (`"usernames"`, `"skip_response_codes"`).
+    pub fn filter(self, key: &str, value: impl Into<Value>) -> Pump {
+        self.set(&format!("filters.{key}"), value)
+    }
+
+    /// Appends the filter plugin at `plugin` to `filters_chain`, with
+    /// `config` as its config table.
+    pub fn filter_plugin<'a, V: Into<Value>>(
+        mut self,
+        plugin: impl Into<String>,
+        config: impl IntoIterator<Item = (&'a str, V)>,
+    ) -> Pump {
+        let mut f = Table::new();
+        f.insert("plugin".into(), Value::String(plugin.into()));
+        let config: Table = config
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        f.insert("config".into(), Value::Table(config));
+        push_to(&mut self.table, "filters_chain", Value::Table(f));
+        self
+    }
+
+    /// Buffers in a disk spool (`buffer = "disk"`) instead of memory.
+    pub fn disk(self) -> Pump {
+        self.set("buffer", "disk")
+    }
+
     /// Retries start at `initial` and are capped at `max`.
     pub fn retry(self, initial: &str, max: &str) -> Pump {
         self.set("retry.initial", initial).set("retry.max", max)

@@ -22,11 +22,11 @@ fn iam_records_reach_the_file_sink_field_by_field() {
         .collect();
     push_iam_records(&mut conn, IAM_KEY, &records);
 
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 128"),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 128)
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
     let lines = wait_lines(&host.out().join("iam.jsonl"), 1000, Duration::from_secs(60));
     assert_iam_lines(&lines, &records);
     wait_for(Duration::from_secs(10), "acks", || {
@@ -74,11 +74,13 @@ fn tyk_records_from_sharded_keys_with_an_unknown_field_arrive_intact() {
             )],
         );
     }
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "tyk", "shards = 3\nbatch_size = 64"),
-        file_pump("file", "tyk.jsonl", "")
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .tyk()
+            .source("shards", 3)
+            .source("batch_size", 64)
+            .pump(Pump::file("file", "tyk.jsonl")),
+    );
     let lines = wait_lines(&host.out().join("tyk.jsonl"), 400, Duration::from_secs(60));
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut seen = std::collections::HashSet::new();
@@ -154,11 +156,7 @@ fn a_corrupt_record_is_dead_lettered_and_its_neighbours_delivered() {
         ],
     );
 
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(HostConfig::new(&redis).pump(Pump::file("file", "iam.jsonl")));
     let lines = wait_lines(&host.out().join("iam.jsonl"), 4, Duration::from_secs(60));
     let mut seqs: Vec<u64> = lines.iter().map(iam_seq).collect();
     seqs.sort();
@@ -228,12 +226,14 @@ fn host_filters_and_omit_detailed_recording_apply_per_pump() {
     let records = push_iam(&mut conn, 600, 11);
     let alice = records.iter().filter(|r| r.username == "alice").count();
     assert!(alice > 0 && alice < 600);
-    let config = format!(
-        "{}{}{}",
-        source(&redis, "iam", ""),
-        file_pump("alice", "alice.jsonl", "omit_detailed_recording = true\n[pumps.filters]\nusernames = [\"alice\", \"bob\"]\nskip_usernames = [\"bob\"]"),
-        file_pump("others", "others.jsonl", "[pumps.filters]\nskip_usernames = [\"alice\"]"),
-    );
+    let config = HostConfig::new(&redis)
+        .pump(
+            Pump::file("alice", "alice.jsonl")
+                .set("omit_detailed_recording", true)
+                .filter("usernames", strings(["alice", "bob"]))
+                .filter("skip_usernames", strings(["bob"])),
+        )
+        .pump(Pump::file("others", "others.jsonl").filter("skip_usernames", strings(["alice"])));
     let host = Host::start(&config);
     wait_lines(
         &host.out().join("alice.jsonl"),
@@ -279,10 +279,11 @@ fn tyk_host_filters_select_by_api_and_response_code() {
         .iter()
         .filter(|r| r.api_id == api && r.response_code != 500)
         .count();
-    let config = format!(
-        "{}{}",
-        source(&redis, "tyk", ""),
-        file_pump("f", "f.jsonl", &format!("omit_detailed_recording = true\n[pumps.filters]\napi_ids = [\"{api}\"]\nskip_response_codes = [500]")),
+    let config = HostConfig::new(&redis).tyk().pump(
+        Pump::file("f", "f.jsonl")
+            .set("omit_detailed_recording", true)
+            .filter("api_ids", strings([&api]))
+            .filter("skip_response_codes", vec![500]),
     );
     let host = Host::start(&config);
     wait_for(Duration::from_secs(30), "acks", || {
@@ -303,11 +304,11 @@ fn a_filter_plugin_in_the_chain_selects_records() {
     let mut conn = redis_conn(&redis);
     let records = push_iam(&mut conn, 500, 4);
     let denied = records.iter().filter(|r| r.effect == "deny").count();
-    let chain = format!("[[pumps.filters_chain]]\nplugin = \"{}\"\nconfig = {{ field = \"Effect\", pattern = \"^deny$\" }}", plugin("match"));
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump("denied", "denied.jsonl", &chain)
+    let host = Host::start(HostConfig::new(&redis).pump(
+        Pump::file("denied", "denied.jsonl").filter_plugin(
+            plugin("match"),
+            [("field", "Effect"), ("pattern", "^deny$")],
+        ),
     ));
     wait_for(Duration::from_secs(30), "acks", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
@@ -326,11 +327,11 @@ fn at_most_once_delivery_pops_and_delivers() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, 2000, 8);
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", "delivery = \"at-most-once\""),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("delivery", "at-most-once")
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
     let lines = wait_lines(&host.out().join("iam.jsonl"), 2000, Duration::from_secs(60));
     let seqs: std::collections::HashSet<u64> = lines.iter().map(iam_seq).collect();
     assert_eq!(seqs.len(), 2000);
@@ -354,11 +355,11 @@ fn claims_fall_back_to_lua_when_redis_refuses_sort() {
         .query(&mut conn)
         .unwrap();
     let records = push_iam(&mut conn, 3000, 5);
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 500"),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 500)
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
     let lines = wait_lines(&host.out().join("iam.jsonl"), 3000, Duration::from_secs(60));
     assert_iam_lines(&lines, &records);
     wait_for(Duration::from_secs(10), "acks", || {
@@ -400,11 +401,7 @@ fn an_idle_host_polls_with_llen_and_its_epoch_ticker_sleeps() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let mut records = push_iam(&mut conn, 100, 3);
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump("file", "iam.jsonl", "")
-    ));
+    let host = Host::start(HostConfig::new(&redis).pump(Pump::file("file", "iam.jsonl")));
     let out = host.out().join("iam.jsonl");
     wait_lines(&out, 100, Duration::from_secs(60));
     wait_for(Duration::from_secs(10), "acks", || {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use super::config::{HostConfig, Pump};
+pub use super::config::{strings, HostConfig, Pump};
 pub use pumphouse::demo::RedisServer;
 
 pub fn root() -> PathBuf {

@@ -43,19 +43,18 @@ fn iam_bytes(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
 
 /// A file sink taking `delay_ms` per batch (the `trap` fixture, never
 /// trapping), so runs last long enough for faults to land mid-stream.
-fn slow_pump(delay_ms: u64) -> String {
-    format!(
-        "[[pumps]]\nname = \"slow\"\nplugin = \"{}\"\n[pumps.config]\npath = \"/out/iam.jsonl\"\nevery = 0\ndelay_ms = {delay_ms}\n[pumps.sandbox]\ndirs = [{{ host = \"out\", guest = \"/out\" }}]\n",
-        fixture("trap")
-    )
+fn slow_pump(delay_ms: i64) -> Pump {
+    Pump::sink("slow", fixture("trap"), "iam.jsonl")
+        .config("every", 0)
+        .config("delay_ms", delay_ms)
 }
 
 /// An `XRANGE` reply.
 type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
 /// A pump of the `faulty` fixture writing to `/out/<file>`.
-fn faulty_pump(name: &str, file: &str, extra: &str, config: &str) -> String {
-    sink_pump(&fixture("faulty"), name, file, extra, config)
+fn faulty_pump(name: &str, file: &str) -> Pump {
+    Pump::sink(name, fixture("faulty"), file)
 }
 
 fn payload(e: &pumphouse::dlq::Entry) -> Vec<u8> {
@@ -87,24 +86,16 @@ fn sigkill_at_random_points_loses_nothing_on_disk_and_memory_pumps() {
     const IN_FLIGHT: u64 = 4;
     let redis = RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "spool_dir = \"spool\"\n{}{}{}",
-        source(
-            &redis,
-            "iam",
-            &format!("batch_size = {BATCH}\nlease = \"2s\"")
-        ),
-        file_pump(
-            "disk",
-            "disk.jsonl",
-            &format!("buffer = \"disk\"\nmax_in_flight_batches = {IN_FLIGHT}")
-        ),
-        file_pump(
-            "memory",
-            "memory.jsonl",
-            &format!("max_in_flight_batches = {IN_FLIGHT}")
-        ),
-    );
+    let config = HostConfig::new(&redis)
+        .set("spool_dir", "spool")
+        .source("batch_size", BATCH as i64)
+        .source("lease", "2s")
+        .pump(
+            Pump::file("disk", "disk.jsonl")
+                .disk()
+                .set("max_in_flight_batches", IN_FLIGHT as i64),
+        )
+        .pump(Pump::file("memory", "memory.jsonl").set("max_in_flight_batches", IN_FLIGHT as i64));
     // The producer pushes steadily while the host is killed and restarted.
     let done = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -187,12 +178,13 @@ fn redis_restarted_mid_run_with_aof_loses_nothing_and_the_host_recovers() {
     let mut redis = RedisServer::start_with(true).unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..N));
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 200\nlease = \"3s\""),
-        // A slow sink keeps the run going while Redis restarts.
-        slow_pump(20)
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 200)
+            .source("lease", "3s")
+            // A slow sink keeps the run going while Redis restarts.
+            .pump(slow_pump(20)),
+    );
     let path = host.out().join("iam.jsonl");
     wait_for(Duration::from_secs(60), "some deliveries", || {
         (coverage(&path, N).0 > 2000).then_some(())
@@ -222,17 +214,15 @@ fn a_failing_disk_buffered_pump_does_not_hold_back_the_healthy_one() {
     let flag = dir.path().join("out/outage");
     let host = Host::start_in(
         dir,
-        format!(
-            "spool_dir = \"spool\"\n{}{}{}",
-            source(&redis, "iam", ""),
-            file_pump("healthy", "healthy.jsonl", ""),
-            faulty_pump(
-                "failing",
-                "failing.jsonl",
-                "buffer = \"disk\"\nretry = { initial = \"20ms\", max = \"200ms\" }",
-                "fail_while_exists = \"/out/outage\""
+        HostConfig::new(&redis)
+            .set("spool_dir", "spool")
+            .pump(Pump::file("healthy", "healthy.jsonl"))
+            .pump(
+                faulty_pump("failing", "failing.jsonl")
+                    .disk()
+                    .retry("20ms", "200ms")
+                    .config("fail_while_exists", "/out/outage"),
             ),
-        ),
     );
     let written = |pump: &str| {
         host.metric(&format!(
@@ -307,23 +297,13 @@ fn poison_records_are_dead_lettered_exactly_and_dlq_replays_them() {
     let mut conn = redis_conn(&redis);
     let sent = iam_bytes(0..N);
     push(&mut conn, IAM_KEY, &sent);
-    let list = format!("{poison:?}");
-    let host = Host::start(format!(
-        "{}{}{}",
-        source(&redis, "iam", "batch_size = 1000"),
-        faulty_pump(
-            "partial",
-            "partial.jsonl",
-            "",
-            &format!("reject_seqs = {list}")
-        ),
-        faulty_pump(
-            "bisect",
-            "bisect.jsonl",
-            "",
-            &format!("invalid_seqs = {list}")
-        ),
-    ));
+    let list = Vec::from(poison.map(|s| s as i64));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 1000)
+            .pump(faulty_pump("partial", "partial.jsonl").config("reject_seqs", list.clone()))
+            .pump(faulty_pump("bisect", "bisect.jsonl").config("invalid_seqs", list)),
+    );
     for file in ["partial.jsonl", "bisect.jsonl"] {
         let path = host.out().join(file);
         let lines = wait_lines(&path, (N - 4) as usize, Duration::from_secs(60));
@@ -407,19 +387,18 @@ fn oversized_batches_are_split_until_the_sink_takes_them() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..N));
-    let host = Host::start(format!(
-        "{}{}{}",
-        source(&redis, "iam", "batch_size = 1000"),
-        // Refuses anything above 40 000 bytes: the host halves on demand.
-        faulty_pump("halved", "halved.jsonl", "", "too_large_above = 40000"),
-        // The same limit set on the pump: batches are cut before sending.
-        faulty_pump(
-            "presplit",
-            "presplit.jsonl",
-            "max_batch_bytes = 40000",
-            "too_large_above = 40000"
-        ),
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .source("batch_size", 1000)
+            // Refuses anything above 40 000 bytes: the host halves on demand.
+            .pump(faulty_pump("halved", "halved.jsonl").config("too_large_above", 40000))
+            // The same limit set on the pump: batches are cut before sending.
+            .pump(
+                faulty_pump("presplit", "presplit.jsonl")
+                    .set("max_batch_bytes", 40000)
+                    .config("too_large_above", 40000),
+            ),
+    );
     for file in ["halved.jsonl", "presplit.jsonl"] {
         let lines = wait_lines(&host.out().join(file), N as usize, Duration::from_secs(60));
         let seqs: HashSet<u64> = lines.iter().map(iam_seq).collect();
@@ -443,15 +422,11 @@ fn retries_stop_after_max_attempts_and_the_records_are_dead_lettered() {
     std::fs::write(dir.path().join("out/outage"), b"").unwrap();
     let _host = Host::start_in(
         dir,
-        format!(
-            "{}{}",
-            source(&redis, "iam", ""),
-            faulty_pump(
-                "down",
-                "down.jsonl",
-                "retry = { initial = \"10ms\", max = \"20ms\", max_attempts = 3 }",
-                "fail_while_exists = \"/out/outage\""
-            ),
+        HostConfig::new(&redis).pump(
+            faulty_pump("down", "down.jsonl")
+                .retry("10ms", "20ms")
+                .set("retry.max_attempts", 3)
+                .config("fail_while_exists", "/out/outage"),
         ),
     );
     let entries = wait_for(Duration::from_secs(30), "50 dead letters", || {
@@ -475,15 +450,10 @@ fn a_rate_limited_pump_is_paced_and_delivers_everything() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..3000));
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump(
-            "paced",
-            "paced.jsonl",
-            "rate_limit = { records_per_second = 1000 }"
-        ),
-    ));
+    let host = Host::start(
+        HostConfig::new(&redis)
+            .pump(Pump::file("paced", "paced.jsonl").set("rate_limit.records_per_second", 1000)),
+    );
     let lines = wait_lines(
         &host.out().join("paced.jsonl"),
         3000,
@@ -504,11 +474,10 @@ fn two_instances_share_one_source_and_the_survivor_finishes_after_a_kill() {
     let mut conn = redis_conn(&redis);
     push(&mut conn, IAM_KEY, &iam_bytes(0..N));
     // A sink that takes 10 ms per batch, so both instances get work.
-    let config = format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 100\nlease = \"2s\""),
-        slow_pump(10)
-    );
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 100)
+        .source("lease", "2s")
+        .pump(slow_pump(10));
     let a = Host::start(&config);
     let mut b = Host::start(&config);
     let (pa, pb) = (a.out().join("iam.jsonl"), b.out().join("iam.jsonl"));
@@ -582,19 +551,17 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
     }
     let () = pipe.query(&mut conn).unwrap();
 
-    let src = |r: &RedisServer| {
-        source(
-            r,
-            "iam",
-            &format!("type = \"stream\"\nkey = \"{KEY}\"\nbatch_size = 300\nlease = \"2s\"\nmax_deliveries = 2"),
-        )
-    };
+    let src = HostConfig::new(&redis)
+        .source("type", "stream")
+        .source("key", KEY)
+        .source("batch_size", 300)
+        .source("lease", "2s")
+        .source("max_deliveries", 2);
     // The first consumer's sink never returns: its entries stay pending.
-    let mut first = Host::start(format!(
-        "{}[[pumps]]\nname = \"stuck\"\nplugin = \"{}\"\ntimeout = \"60s\"\n",
-        src(&redis),
-        fixture("spin")
-    ));
+    let mut first = Host::start(
+        src.clone()
+            .pump(Pump::new("stuck", fixture("spin")).set("timeout", "60s")),
+    );
     wait_for(Duration::from_secs(30), "entries pending", || {
         let summary: Vec<redis::Value> = redis::cmd("XPENDING")
             .arg(KEY)
@@ -605,11 +572,7 @@ fn a_stream_consumer_killed_with_pending_entries_is_taken_over_and_poison_dead_l
     });
     first.kill9();
 
-    let second = Host::start(format!(
-        "{}{}",
-        src(&redis),
-        file_pump("file", "events.jsonl", "")
-    ));
+    let second = Host::start(src.pump(Pump::file("file", "events.jsonl")));
     let path = second.out().join("events.jsonl");
     wait_for(Duration::from_secs(60), "all entries delivered", || {
         (coverage(&path, N).0 == N as usize).then_some(())
@@ -649,15 +612,10 @@ fn a_damaged_spool_is_set_aside_and_the_host_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     std::fs::write(dir.path().join("out/outage"), b"").unwrap();
-    let config = format!(
-        "spool_dir = \"spool\"\n{}{}",
-        source(&redis, "iam", ""),
-        faulty_pump(
-            "spooled",
-            "spooled.jsonl",
-            "buffer = \"disk\"",
-            "fail_while_exists = \"/out/outage\""
-        ),
+    let config = HostConfig::new(&redis).set("spool_dir", "spool").pump(
+        faulty_pump("spooled", "spooled.jsonl")
+            .disk()
+            .config("fail_while_exists", "/out/outage"),
     );
     let mut host = Host::start_at(dir.path(), &config);
     push(&mut conn, IAM_KEY, &iam_bytes(0..2000));
