@@ -12,16 +12,14 @@ fn check(config: &str) -> (i32, String, String) {
     pumphouse(&["check", "--config", path.to_str().unwrap()])
 }
 
-fn good_config() -> String {
-    format!(
-        "[source]\nredis_url = \"redis://127.0.0.1:1/0\"\nformat = \"iam\"\n{}",
-        file_pump("file", "x.jsonl", "")
-    )
+/// A valid config: one file pump, its Redis down (`check` only reports it).
+fn good_config() -> HostConfig {
+    HostConfig::at_url("redis://127.0.0.1:1/0").pump(Pump::file("file", "x.jsonl"))
 }
 
 #[test]
 fn check_accepts_a_good_config_and_names_what_it_loaded() {
-    let (code, out, err) = check(&good_config());
+    let (code, out, err) = check(&good_config().to_toml());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("pump file: sink file"), "{out}");
     assert!(out.contains("redis: NOT reachable"), "{out}");
@@ -29,50 +27,43 @@ fn check_accepts_a_good_config_and_names_what_it_loaded() {
 
 #[test]
 fn check_rejects_bad_configs_naming_the_field_or_plugin() {
-    let good = good_config();
+    let pump = |edit: fn(Pump) -> Pump| good_config().edit_pump("file", edit);
     let cases: Vec<(String, &str)> = vec![
+        (good_config().source("batchsize", 10).to_toml(), "batchsize"),
         (
-            good.replace("format = \"iam\"", "format = \"iam\"\nbatchsize = 10"),
-            "batchsize",
-        ),
-        (
-            good.replace("format = \"iam\"", "format = \"iam\"\nbatch_size = 0"),
+            good_config().source("batch_size", 0).to_toml(),
             "source.batch_size",
         ),
-        (good.replace("format = \"iam\"", "format = \"xml\""), "xml"),
+        (good_config().source("format", "xml").to_toml(), "xml"),
         (
-            good.replace("name = \"file\"", "name = \"has space\""),
+            pump(|p| p.set("name", "has space")).to_toml(),
             "pumps[0].name",
         ),
         (
-            good.replace(&plugin("file"), "/nonexistent/nope.wasm"),
+            pump(|p| p.set("plugin", "/nonexistent/nope.wasm")).to_toml(),
             "/nonexistent/nope.wasm",
         ),
         (
-            good.replace(&plugin("file"), &plugin("match")),
+            pump(|p| p.set("plugin", plugin("match"))).to_toml(),
             "filter plugin",
         ),
         (
-            good.replace("path = \"/out/x.jsonl\"", "path = \"/elsewhere/x.jsonl\""),
+            pump(|p| p.config("path", "/elsewhere/x.jsonl")).to_toml(),
             "pump file: sink",
         ),
         (
-            good.replace("redis://127.0.0.1:1/0", "${PUMPHOUSE_TEST_UNSET_VAR}"),
+            good_config()
+                .source("redis_url", "${PUMPHOUSE_TEST_UNSET_VAR}")
+                .to_toml(),
             "PUMPHOUSE_TEST_UNSET_VAR",
         ),
         ("this is [not toml".to_string(), "c.toml"),
         (
-            good.replace(
-                "[pumps.sandbox]",
-                "[pumps.sandbox]\nallowed_outbound_hosts = [\"example.com:443\"]",
-            ),
+            pump(|p| p.sandbox("allowed_outbound_hosts", strings(["example.com:443"]))).to_toml(),
             "pumps[0] (file).sandbox.allowed_outbound_hosts[0]",
         ),
         (
-            good.replace(
-                "[pumps.sandbox]",
-                "[pumps.sandbox]\nsockets = [\"https://statsd:8125\"]",
-            ),
+            pump(|p| p.sandbox("sockets", strings(["https://statsd:8125"]))).to_toml(),
             "sandbox.sockets[0]",
         ),
     ];
@@ -93,7 +84,8 @@ fn a_file_that_is_not_a_component_is_rejected_with_its_name() {
     let bogus = dir.path().join("half-copied.wasm");
     let real = std::fs::read(plugin("file")).unwrap();
     std::fs::write(&bogus, &real[..real.len() / 2]).unwrap();
-    let (code, _, err) = check(&good_config().replace(&plugin("file"), bogus.to_str().unwrap()));
+    let config = good_config().edit_pump("file", |p| p.set("plugin", bogus.to_str().unwrap()));
+    let (code, _, err) = check(&config.to_toml());
     assert_ne!(code, 0);
     assert!(
         err.contains("half-copied.wasm") && err.contains("not a valid WebAssembly component"),
@@ -244,11 +236,7 @@ fn metrics_endpoint_exposes_the_documented_series() {
             &pumphouse::produce::Sampler::new(1).iam(0, 1_763_700_000),
         )],
     );
-    let host = Host::start(format!(
-        "{}{}",
-        source(&redis, "iam", ""),
-        file_pump("file", "x.jsonl", "")
-    ));
+    let host = Host::start(HostConfig::new(&redis).pump(Pump::file("file", "x.jsonl")));
     wait_lines(&host.out().join("x.jsonl"), 1, Duration::from_secs(30));
     let m = wait_for(Duration::from_secs(10), "metrics", || {
         let m = host.metrics();

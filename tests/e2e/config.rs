@@ -113,6 +113,29 @@ impl HostConfig {
         self
     }
 
+    /// Replaces the pump named `name` by `edit` of it, keeping its place:
+    /// a reload test changes one pump of the config it started with.
+    pub fn edit_pump(mut self, name: &str, edit: impl FnOnce(Pump) -> Pump) -> HostConfig {
+        let i = self.pump_index(name);
+        let pump = self.pumps.remove(i);
+        self.pumps.insert(i, edit(pump));
+        self
+    }
+
+    /// Drops the pump named `name`.
+    pub fn without_pump(mut self, name: &str) -> HostConfig {
+        let i = self.pump_index(name);
+        self.pumps.remove(i);
+        self
+    }
+
+    fn pump_index(&self, name: &str) -> usize {
+        self.pumps
+            .iter()
+            .position(|p| p.table.get("name").and_then(Value::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("no pump named {name} in the config"))
+    }
+
     /// The TOML document.
     pub fn to_toml(&self) -> String {
         let mut doc = self.doc.clone();

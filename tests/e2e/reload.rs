@@ -17,13 +17,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A pump of `plugins/<wasm>` writing to `/out/<file>`.
-fn pump(name: &str, wasm: &str, file: &str, extra: &str) -> String {
-    format!(
-        "[[pumps]]\nname = \"{name}\"\nplugin = \"{wasm}\"\n{extra}\n[pumps.config]\npath = \"/out/{file}\"\n[pumps.sandbox]\ndirs = [{{ host = \"out\", guest = \"/out\" }}]\n"
-    )
-}
-
 /// A host directory with `plugins/` holding copies of bundled plugins.
 fn setup(plugins: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -34,21 +27,19 @@ fn setup(plugins: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// The config text: `plugins_dir`, the source and pumps, plus `[server]`
-/// (the harness adds it at start; reloads keep the same listen address).
-fn config(redis: &RedisServer, pumps: &str) -> String {
-    format!(
-        "plugins_dir = \"plugins\"\n[reload]\ndebounce = \"100ms\"\n{}{pumps}",
-        source(redis, "iam", "batch_size = 200")
-    )
+/// The config without pumps: `plugins_dir`, a quick reload debounce and
+/// the source.
+fn config(redis: &RedisServer) -> HostConfig {
+    HostConfig::new(redis)
+        .set("plugins_dir", "plugins")
+        .set("reload.debounce", "100ms")
+        .source("batch_size", 200)
 }
 
-fn rewrite(host: &Host, redis: &RedisServer, pumps: &str) {
-    let text = format!(
-        "{}\n[server]\nlisten = \"{}\"\n",
-        config(redis, pumps),
-        host.http
-    );
+/// Rewrites the host's config file as `config` plus `[server]` (the
+/// harness adds it at start; reloads keep the same listen address).
+fn rewrite(host: &Host, config: impl std::fmt::Display) {
+    let text = format!("{config}\n[server]\nlisten = \"{}\"\n", host.http);
     write_atomic(&host.dir.join("pumphouse.toml"), text.as_bytes());
 }
 
@@ -99,17 +90,10 @@ fn pumps_added_changed_and_removed_under_load_lose_and_repeat_nothing() {
     const N: u64 = 30_000;
     let redis = RedisServer::start().unwrap();
     let dir = setup(&[("file.wasm", "file")]);
-    let host = Host::start_in(
-        dir,
-        config(
-            &redis,
-            &format!(
-                "{}{}",
-                pump("a", "file.wasm", "a.jsonl", ""),
-                pump("b", "file.wasm", "b.jsonl", "")
-            ),
-        ),
-    );
+    let first = config(&redis)
+        .pump(Pump::sink("a", "file.wasm", "a.jsonl"))
+        .pump(Pump::sink("b", "file.wasm", "b.jsonl"));
+    let host = Host::start_in(dir, &first);
     let producer = {
         let url = redis.url();
         std::thread::spawn(move || {
@@ -127,15 +111,11 @@ fn pumps_added_changed_and_removed_under_load_lose_and_repeat_nothing() {
         (seqs(&a).len() > 2000).then_some(())
     });
     // Reload 1 (file watch): a changes, b goes, c arrives.
-    rewrite(
-        &host,
-        &redis,
-        &format!(
-            "{}{}",
-            pump("a", "file.wasm", "a.jsonl", "max_in_flight_batches = 8"),
-            pump("c", "file.wasm", "c.jsonl", "")
-        ),
-    );
+    let second = first
+        .edit_pump("a", |a| a.set("max_in_flight_batches", 8))
+        .without_pump("b")
+        .pump(Pump::sink("c", "file.wasm", "c.jsonl"));
+    rewrite(&host, &second);
     wait_for(Duration::from_secs(30), "the file-watch reload", || {
         (pump_names(&host) == ["a", "c"]).then_some(())
     });
@@ -154,12 +134,7 @@ fn pumps_added_changed_and_removed_under_load_lose_and_repeat_nothing() {
     // Reload 2 (POST): a changes again, c is unchanged.
     rewrite(
         &host,
-        &redis,
-        &format!(
-            "{}{}",
-            pump("a", "file.wasm", "a.jsonl", "max_in_flight_batches = 4"),
-            pump("c", "file.wasm", "c.jsonl", "")
-        ),
+        second.edit_pump("a", |a| a.set("max_in_flight_batches", 4)),
     );
     let (code, body) = http_post(&host.http, "/admin/reload");
     assert_eq!(code, 200, "{body}");
@@ -196,8 +171,8 @@ fn broken_configs_and_plugins_leave_the_running_pumps_untouched() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let dir = setup(&[("sink.wasm", "file"), ("match.wasm", "match")]);
-    let good = pump("a", "sink.wasm", "a.jsonl", "");
-    let host = Host::start_in(dir, config(&redis, &good));
+    let good = config(&redis).pump(Pump::sink("a", "sink.wasm", "a.jsonl"));
+    let host = Host::start_in(dir, &good);
     let sha = started(&host)["pumps"][0]["sha256"].clone();
     let a = host.out().join("a.jsonl");
     let mut sent = 0;
@@ -210,30 +185,42 @@ fn broken_configs_and_plugins_leave_the_running_pumps_untouched() {
     };
     still_delivers("first delivery");
     let cases = [
-        ("invalid TOML", "[[pumps]\nname = ".to_string(), "pumphouse.toml"),
+        (
+            "invalid TOML",
+            format!("{}[[pumps]\nname = ", config(&redis)),
+            "pumphouse.toml",
+        ),
         (
             "an unknown field",
-            pump("a", "sink.wasm", "a.jsonl", "colour = \"red\""),
+            good.clone()
+                .edit_pump("a", |a| a.set("colour", "red"))
+                .to_toml(),
             "colour",
         ),
         (
             "an init that fails",
-            "[[pumps]]\nname = \"a\"\nplugin = \"sink.wasm\"\n[pumps.config]\npath = \"/nowhere/a.jsonl\"\n".to_string(),
+            config(&redis)
+                .pump(Pump::new("a", "sink.wasm").config("path", "/nowhere/a.jsonl"))
+                .to_toml(),
             "init",
         ),
         (
             "a filter used as a sink",
-            pump("a", "match.wasm", "a.jsonl", ""),
+            config(&redis)
+                .pump(Pump::sink("a", "match.wasm", "a.jsonl"))
+                .to_toml(),
             "must be a sink",
         ),
         (
             "a missing plugin",
-            pump("a", "gone.wasm", "a.jsonl", ""),
+            config(&redis)
+                .pump(Pump::sink("a", "gone.wasm", "a.jsonl"))
+                .to_toml(),
             "gone.wasm",
         ),
     ];
-    for (i, (what, pumps, needle)) in cases.iter().enumerate() {
-        rewrite(&host, &redis, pumps);
+    for (i, (what, text, needle)) in cases.iter().enumerate() {
+        rewrite(&host, text);
         let (code, body) = http_post(&host.http, "/admin/reload");
         assert_eq!(code, 422, "{what}: {body}");
         assert!(body.contains(needle), "{what}: {body}");
@@ -253,7 +240,7 @@ fn broken_configs_and_plugins_leave_the_running_pumps_untouched() {
 
     // A plugin copied in place without a rename: the half-written file is
     // refused, the old version keeps running, the complete file is loaded.
-    rewrite(&host, &redis, &good);
+    rewrite(&host, &good);
     let (code, _) = http_post(&host.http, "/admin/reload");
     assert_eq!(code, 200);
     let full = std::fs::read(plugin("blackhole")).unwrap();
@@ -276,7 +263,10 @@ fn a_replaced_wasm_of_a_running_pump_is_swapped_in() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let dir = setup(&[("sink.wasm", "blackhole")]);
-    let host = Host::start_in(dir, config(&redis, &pump("a", "sink.wasm", "a.jsonl", "")));
+    let host = Host::start_in(
+        dir,
+        config(&redis).pump(Pump::sink("a", "sink.wasm", "a.jsonl")),
+    );
     let first = started(&host);
     assert_eq!(first["pumps"][0]["plugin_name"], "blackhole");
     let before = first["pumps"][0]["loaded_at"].clone();
@@ -313,12 +303,17 @@ fn rss_kib(pid: i32) -> u64 {
 fn two_hundred_reloads_do_not_grow_memory() {
     let redis = RedisServer::start().unwrap();
     let dir = setup(&[("file.wasm", "file")]);
-    let host = Host::start_in(dir, config(&redis, &pump("a", "file.wasm", "a.jsonl", "")));
+    let start = config(&redis).pump(Pump::sink("a", "file.wasm", "a.jsonl"));
+    let host = Host::start_in(dir, &start);
     let mut rss = Vec::new();
     for i in 0..200 {
         // Each reload changes the pump, so its lane and instance are replaced.
-        let extra = format!("max_in_flight_batches = {}", 8 + i % 2);
-        rewrite(&host, &redis, &pump("a", "file.wasm", "a.jsonl", &extra));
+        rewrite(
+            &host,
+            start
+                .clone()
+                .edit_pump("a", |a| a.set("max_in_flight_batches", 8 + i % 2)),
+        );
         // The file watcher may apply the change first; either way the
         // pump's lane and instance are replaced once per rewrite.
         let (code, body) = http_post(&host.http, "/admin/reload");
