@@ -359,22 +359,16 @@ fn records_in(requests: &[Received]) -> Vec<Value> {
     out
 }
 
-fn http_pump(name: &str, url: &str, port: u16, config: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "{name}"
-plugin = "{plugin}"
-retry = {{ initial = "50ms", max = "500ms" }}
-{extra}
-[pumps.config]
-url = "{url}"
-{config}
-[pumps.sandbox]
-allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
-"#,
-        plugin = plugin("http"),
-    )
+/// The `http` sink sending to `url`, retrying quickly, allowed to reach
+/// the receiver on `port`.
+fn http_pump(name: &str, url: &str, port: u16) -> Pump {
+    Pump::new(name, plugin("http"))
+        .retry("50ms", "500ms")
+        .config("url", url)
+        .sandbox(
+            "allowed_outbound_hosts",
+            strings([format!("http://127.0.0.1:{port}")]),
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -414,17 +408,17 @@ fn http_sink_posts_iam_records_gzipped_with_a_secret_header() {
     let (rx, seen) = recorder();
     // `$${` keeps the host's own config interpolation away from the
     // placeholder, so the plugin resolves it from its sandbox env.
-    let config = source(&redis, "iam", "batch_size = 100")
-        + &http_pump(
-            "http",
-            &rx.url("/ingest"),
-            rx.port,
-            r#"format = "json_array"
-gzip = true
-headers = { Authorization = "Bearer $${PUMPHOUSE_TEST_HTTP_TOKEN}", X-Source = "pumphouse-e2e" }"#,
-            "",
-        )
-        + r#"env = ["PUMPHOUSE_TEST_HTTP_TOKEN"]"#;
+    let config = HostConfig::new(&redis).source("batch_size", 100).pump(
+        http_pump("http", &rx.url("/ingest"), rx.port)
+            .config("format", "json_array")
+            .config("gzip", true)
+            .config(
+                "headers.Authorization",
+                "Bearer $${PUMPHOUSE_TEST_HTTP_TOKEN}",
+            )
+            .config("headers.X-Source", "pumphouse-e2e")
+            .sandbox("env", strings(["PUMPHOUSE_TEST_HTTP_TOKEN"])),
+    );
     let host = Host::start_in_env(
         tempfile::tempdir().unwrap(),
         &config,
@@ -459,15 +453,11 @@ fn http_sink_posts_tyk_records_as_ndjson() {
         &records.iter().map(encode_tyk).collect::<Vec<_>>(),
     );
     let (rx, seen) = recorder();
-    let config = source(&redis, "tyk", "batch_size = 64")
-        + &http_pump(
-            "http",
-            &rx.url("/tyk?team=edge"),
-            rx.port,
-            r#"format = "ndjson"
-method = "PUT""#,
-            "",
-        );
+    let config = HostConfig::new(&redis).tyk().source("batch_size", 64).pump(
+        http_pump("http", &rx.url("/tyk?team=edge"), rx.port)
+            .config("format", "ndjson")
+            .config("method", "PUT"),
+    );
     let _host = Host::start(&config);
     let got = wait_records(&seen, "/tyk", 400);
     assert_eq!(got.len(), 400);
@@ -490,16 +480,12 @@ method = "PUT""#,
 fn http_sink_init_fails_naming_a_variable_the_sandbox_does_not_grant() {
     let redis = RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = source(&redis, "iam", "")
-        + &http_pump(
-            "http",
-            "http://127.0.0.1:9/",
-            9,
-            r#"headers = { Authorization = "Bearer $${PUMPHOUSE_TEST_UNGRANTED}" }"#,
-            "",
-        );
+    let config = HostConfig::new(&redis).pump(http_pump("http", "http://127.0.0.1:9/", 9).config(
+        "headers.Authorization",
+        "Bearer $${PUMPHOUSE_TEST_UNGRANTED}",
+    ));
     let path = dir.path().join("pumphouse.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, config.to_toml()).unwrap();
     let (code, out, err) = pumphouse(&["check", "--config", path.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}{err}");
     let text = format!("{out}{err}");
@@ -553,11 +539,12 @@ fn http_sink_faults_retry_after_too_large_and_a_bad_record() {
             _ => reply(status, format!("refused with {status}")),
         }
     });
-    let pump = |name: &str| http_pump(name, &rx.url(&format!("/{name}")), rx.port, "", "");
-    let config = source(&redis, "iam", "batch_size = 200")
-        + &pump("retry-after")
-        + &pump("too-large")
-        + &pump("bad-record");
+    let pump = |name: &str| http_pump(name, &rx.url(&format!("/{name}")), rx.port);
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 200)
+        .pump(pump("retry-after"))
+        .pump(pump("too-large"))
+        .pump(pump("bad-record"));
     let host = Host::start(&config);
 
     let ra = wait_records(&stored, "/retry-after", N as usize);
@@ -633,14 +620,9 @@ fn http_sink_loses_nothing_when_the_receiver_restarts() {
     let bytes: Vec<Vec<u8>> = records.iter().map(encode_iam).collect();
     push(&mut conn, IAM_KEY, &bytes[..500]);
     let (mut rx, seen) = recorder();
-    let config = source(&redis, "iam", "batch_size = 50")
-        + &http_pump(
-            "http",
-            &rx.url("/ingest"),
-            rx.port,
-            "format = \"ndjson\"",
-            "",
-        );
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 50)
+        .pump(http_pump("http", &rx.url("/ingest"), rx.port).config("format", "ndjson"));
     let host = Host::start(&config);
     wait_records(&seen, "/ingest", 500);
 
@@ -820,24 +802,15 @@ fn bulk_server(rules: BulkRules) -> (Receiver, Arc<Mutex<Bulk>>) {
     (rx, state)
 }
 
-fn es_pump(rx: &Receiver, config: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "es"
-plugin = "{plugin}"
-retry = {{ initial = "50ms", max = "500ms" }}
-[pumps.config]
-url = "{url}"
-{config}
-[pumps.sandbox]
-allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
-{extra}
-"#,
-        plugin = plugin("elasticsearch"),
-        url = rx.url(""),
-        port = rx.port,
-    )
+/// The `elasticsearch` sink sending to `rx`, retrying quickly.
+fn es_pump(rx: &Receiver) -> Pump {
+    Pump::new("es", plugin("elasticsearch"))
+        .retry("50ms", "500ms")
+        .config("url", rx.url(""))
+        .sandbox(
+            "allowed_outbound_hosts",
+            strings([format!("http://127.0.0.1:{}", rx.port)]),
+        )
 }
 
 fn wait_docs(state: &Mutex<Bulk>, n: usize) -> HashMap<String, Doc> {
@@ -871,15 +844,14 @@ fn elasticsearch_sink_indexes_iam_records_by_day_and_id() {
         authorization: Some(format!("Basic {}", b64.encode("pump:s3cret-pw"))),
         index_prefix: "iam-".into(),
     });
-    let config = source(&redis, "iam", "batch_size = 100")
-        + &es_pump(
-            &rx,
-            r#"index = "iam-%Y.%m.%d"
-pipeline = "pumphouse-enrich"
-username = "pump"
-password = "$${PUMPHOUSE_TEST_ES_PASSWORD}""#,
-            r#"env = ["PUMPHOUSE_TEST_ES_PASSWORD"]"#,
-        );
+    let config = HostConfig::new(&redis).source("batch_size", 100).pump(
+        es_pump(&rx)
+            .config("index", "iam-%Y.%m.%d")
+            .config("pipeline", "pumphouse-enrich")
+            .config("username", "pump")
+            .config("password", "$${PUMPHOUSE_TEST_ES_PASSWORD}")
+            .sandbox("env", strings(["PUMPHOUSE_TEST_ES_PASSWORD"])),
+    );
     let host = Host::start_in_env(
         tempfile::tempdir().unwrap(),
         &config,
@@ -956,11 +928,13 @@ fn elasticsearch_sink_loses_and_duplicates_nothing_across_a_server_crash() {
         authorization: Some("ApiKey a2V5LWlkOmtleQ==".into()),
         index_prefix: "tyk-".into(),
     });
-    let config = source(&redis, "tyk", "batch_size = 100")
-        + &es_pump(
-            &rx,
-            "index = \"tyk-%Y.%m.%d\"\napi_key = \"a2V5LWlkOmtleQ==\"",
-            "",
+    let config = HostConfig::new(&redis)
+        .tyk()
+        .source("batch_size", 100)
+        .pump(
+            es_pump(&rx)
+                .config("index", "tyk-%Y.%m.%d")
+                .config("api_key", "a2V5LWlkOmtleQ=="),
         );
     let host = Host::start(&config);
     wait_docs(&state, 200);

@@ -15,26 +15,19 @@ use pumphouse::record::IAM_KEY;
 use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A `redis` pump writing to `target`, with `config` lines added to its
-/// config and the target's address granted in `sandbox.sockets` (unless
-/// `sockets` overrides the grant).
-fn redis_pump(name: &str, target: &RedisServer, config: &str, sockets: Option<&str>) -> String {
-    let address = format!("127.0.0.1:{}", target.port());
-    let sockets = sockets.map_or_else(|| format!("sockets = [\"{address}\"]"), str::to_owned);
-    format!(
-        r#"
-[[pumps]]
-name = "{name}"
-plugin = "{plugin}"
-retry = {{ initial = "20ms", max = "300ms" }}
-[pumps.config]
-address = "{address}"
-{config}
-[pumps.sandbox]
-{sockets}
-"#,
-        plugin = plugin("redis"),
-    )
+/// A `redis` pump writing to `target`, retrying quickly, with no socket
+/// granted in its sandbox.
+fn ungranted_redis_pump(name: &str, target: &RedisServer) -> Pump {
+    Pump::new(name, plugin("redis"))
+        .retry("20ms", "300ms")
+        .config("address", format!("127.0.0.1:{}", target.port()))
+}
+
+/// A `redis` pump writing to `target`, the target's address granted in
+/// `sandbox.sockets`.
+fn redis_pump(name: &str, target: &RedisServer) -> Pump {
+    ungranted_redis_pump(name, target)
+        .sandbox("sockets", strings([format!("127.0.0.1:{}", target.port())]))
 }
 
 /// Every element of a list.
@@ -99,11 +92,15 @@ fn iam_records_reach_the_target_list_byte_for_byte() {
     let mut dst = redis_conn(&target);
     let produced = iam_bytes(21, 0..1500);
     push(&mut src, IAM_KEY, &produced);
-    let host = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "iam", "batch_size = 200"),
-        redis_pump("fwd", &target, "key = \"copy\"\nmode = \"list\"", None),
-    ));
+    let host = Host::start(
+        HostConfig::new(&source_redis)
+            .source("batch_size", 200)
+            .pump(
+                redis_pump("fwd", &target)
+                    .config("key", "copy")
+                    .config("mode", "list"),
+            ),
+    );
     wait_for(WAIT, "1500 records on the target", || {
         (llen(&mut dst, "copy") >= 1500).then_some(())
     });
@@ -129,16 +126,18 @@ fn a_second_pumphouse_drains_the_forwarded_tyk_list_like_the_producers() {
     let produced: Vec<Vec<u8>> = records.iter().map(encode_tyk).collect();
     push(&mut src, TYK_KEY, &produced);
 
-    let _a = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "tyk", "batch_size = 64"),
-        redis_pump("fwd", &target, &format!("key = \"{TYK_KEY}\""), None),
-    ));
-    let b = Host::start(format!(
-        "{}{}",
-        source(&target, "tyk", "batch_size = 50"),
-        file_pump("file", "tyk.jsonl", ""),
-    ));
+    let _a = Host::start(
+        HostConfig::new(&source_redis)
+            .tyk()
+            .source("batch_size", 64)
+            .pump(redis_pump("fwd", &target).config("key", TYK_KEY)),
+    );
+    let b = Host::start(
+        HostConfig::new(&target)
+            .tyk()
+            .source("batch_size", 50)
+            .pump(Pump::file("file", "tyk.jsonl")),
+    );
     let lines = wait_lines(&b.out().join("tyk.jsonl"), 400, WAIT);
     wait_drained(&mut src, TYK_KEY);
     wait_drained(&mut dst, TYK_KEY);
@@ -182,16 +181,16 @@ fn json_payloads_match_the_iam_records_field_by_field() {
     let mut src = redis_conn(&source_redis);
     let mut dst = redis_conn(&target);
     let records = push_iam(&mut src, 700, 5);
-    let _host = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "iam", "batch_size = 128"),
-        redis_pump(
-            "json",
-            &target,
-            "key = \"iam-json\"\npayload = \"json\"\npush = \"lpush\"",
-            None
-        ),
-    ));
+    let _host = Host::start(
+        HostConfig::new(&source_redis)
+            .source("batch_size", 128)
+            .pump(
+                redis_pump("json", &target)
+                    .config("key", "iam-json")
+                    .config("payload", "json")
+                    .config("push", "lpush"),
+            ),
+    );
     wait_for(WAIT, "700 JSON records", || {
         (llen(&mut dst, "iam-json") >= 700).then_some(())
     });
@@ -212,17 +211,17 @@ fn stream_entries_hold_the_tyk_records() {
     let mut src = redis_conn(&source_redis);
     let mut dst = redis_conn(&target);
     let produced = push_tyk_bytes(&mut src, 3, 0..600);
-    let _host = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "tyk", "batch_size = 100"),
-        redis_pump(
-            "xadd",
-            &target,
-            "key = \"tyk-stream\"\nmode = \"stream\"",
-            None
-        ),
-        // The stream's entries use the default field, `record`.
-    ));
+    // The stream's entries use the default field, `record`.
+    let _host = Host::start(
+        HostConfig::new(&source_redis)
+            .tyk()
+            .source("batch_size", 100)
+            .pump(
+                redis_pump("xadd", &target)
+                    .config("key", "tyk-stream")
+                    .config("mode", "stream"),
+            ),
+    );
     let entries: Vec<(String, BTreeMap<String, Vec<u8>>)> = wait_for(WAIT, "600 entries", || {
         let e: Vec<(String, BTreeMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
             .arg("tyk-stream")
@@ -263,16 +262,15 @@ fn a_subscriber_receives_every_published_record() {
 
     let produced = iam_bytes(8, 0..500);
     push(&mut src, IAM_KEY, &produced);
-    let _host = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "iam", "batch_size = 100"),
-        redis_pump(
-            "pub",
-            &target,
-            "key = \"iam-live\"\nmode = \"pubsub\"",
-            None
-        ),
-    ));
+    let _host = Host::start(
+        HostConfig::new(&source_redis)
+            .source("batch_size", 100)
+            .pump(
+                redis_pump("pub", &target)
+                    .config("key", "iam-live")
+                    .config("mode", "pubsub"),
+            ),
+    );
     let mut got = Vec::new();
     while got.len() < produced.len() {
         let msg = pubsub.get_message().expect("a message within the wait");
@@ -291,11 +289,12 @@ fn a_target_restart_mid_run_loses_nothing() {
     let mut target = RedisServer::start_with(true).unwrap();
     let mut src = redis_conn(&source_redis);
     let first = push_tyk_bytes(&mut src, 12, 0..300);
-    let host = Host::start(format!(
-        "{}{}",
-        source(&source_redis, "tyk", "batch_size = 50"),
-        redis_pump("fwd", &target, "key = \"copy\"", None),
-    ));
+    let host = Host::start(
+        HostConfig::new(&source_redis)
+            .tyk()
+            .source("batch_size", 50)
+            .pump(redis_pump("fwd", &target).config("key", "copy")),
+    );
     wait_for(WAIT, "the first 300 on the target", || {
         (llen(&mut redis_conn(&target), "copy") >= 300).then_some(())
     });
@@ -335,17 +334,16 @@ fn a_target_missing_from_sandbox_sockets_gets_nothing_and_loses_nothing() {
     let mut dst = redis_conn(&target);
     push_iam(&mut src, 200, 2);
     let other = free_port();
-    let host = Host::start(format!(
-        "{}{}{}",
-        source(&source_redis, "iam", "batch_size = 50"),
-        redis_pump(
-            "unlisted",
-            &target,
-            "key = \"a\"",
-            Some(&format!("sockets = [\"127.0.0.1:{other}\"]"))
-        ),
-        redis_pump("ungranted", &target, "key = \"b\"", Some("")),
-    ));
+    let host = Host::start(
+        HostConfig::new(&source_redis)
+            .source("batch_size", 50)
+            .pump(
+                ungranted_redis_pump("unlisted", &target)
+                    .config("key", "a")
+                    .sandbox("sockets", strings([format!("127.0.0.1:{other}")])),
+            )
+            .pump(ungranted_redis_pump("ungranted", &target).config("key", "b")),
+    );
     let denials = "pumphouse_sandbox_denials_total{pump=\"unlisted\",capability=\"socket\"}";
     wait_for(WAIT, denials, || {
         (host.metric(denials) >= 1.0).then_some(())
