@@ -19,25 +19,19 @@ const FUTURE: i64 = 4_102_444_800;
 /// latency max).
 type Counts = BTreeMap<(String, String, String), (u64, u64, u64, f64, f64)>;
 
-fn aggregate_pump(recorder: &Recorder, grace: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "agg"
-plugin = "{plugin}"
-tick_interval = "200ms"
-[pumps.config]
-window = "1m"
-grace = "{grace}"
-[pumps.config.output]
-kind = "http"
-url = "http://{addr}/rows"
-[pumps.sandbox]
-allowed_outbound_hosts = ["http://{addr}"]
-"#,
-        plugin = plugin("aggregate"),
-        addr = recorder.addr,
-    )
+/// The `aggregate` pump: one-minute windows written to `recorder`.
+fn aggregate_pump(recorder: &Recorder, grace: &str) -> Pump {
+    let addr = recorder.addr;
+    Pump::new("agg", plugin("aggregate"))
+        .set("tick_interval", "200ms")
+        .config("window", "1m")
+        .config("grace", grace)
+        .config("output.kind", "http")
+        .config("output.url", format!("http://{addr}/rows"))
+        .sandbox(
+            "allowed_outbound_hosts",
+            strings([format!("http://{addr}")]),
+        )
 }
 
 fn window_start(secs: i64) -> String {
@@ -152,14 +146,14 @@ fn tyk_windows_survive_a_kill_and_redelivered_batches_count_once() {
     // is acknowledged: after the kill, every batch the aggregate pump
     // counted comes again.
     std::fs::write(dir.path().join("out/hold"), b"").unwrap();
-    let config = source(&redis, "tyk", "batch_size = 40\nlease = \"1s\"")
-        + &aggregate_pump(&recorder, "5m")
-        + &sink_pump(
-            &fixture("faulty"),
-            "holder",
-            "held.jsonl",
-            "",
-            "fail_while_exists = \"/out/hold\"",
+    let config = HostConfig::new(&redis)
+        .tyk()
+        .source("batch_size", 40)
+        .source("lease", "1s")
+        .pump(aggregate_pump(&recorder, "5m"))
+        .pump(
+            Pump::sink("holder", fixture("faulty"), "held.jsonl")
+                .config("fail_while_exists", "/out/hold"),
         );
     let mut sampler = pumphouse::produce::Sampler::new(11);
     let records: Vec<_> = (0..400)
@@ -215,7 +209,9 @@ fn iam_effects_are_counted_per_user_in_partial_rows() {
     let recorder = Recorder::start();
     // Records from the past: their windows are over by the host's clock, so
     // each batch's counts are written at once, as partial rows.
-    let config = source(&redis, "iam", "batch_size = 25") + &aggregate_pump(&recorder, "0s");
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 25)
+        .pump(aggregate_pump(&recorder, "0s"));
     let _host = Host::start(&config);
     let mut sampler = pumphouse::produce::Sampler::new(5);
     let records: Vec<_> = (0..300)

@@ -349,14 +349,10 @@ pub fn wait_lines(path: &Path, n: usize, within: Duration) -> Vec<serde_json::Va
     })
 }
 
-/// A file pump writing to `<host dir>/out/<file>` as `/out/<file>`.
+/// A file pump writing to `<host dir>/out/<file>` as `/out/<file>`, with
+/// `extra` lines in its `[[pumps]]` table. Used by sandbox.rs until it
+/// moves to the builder ([`Pump::file`]).
 pub fn file_pump(name: &str, file: &str, extra: &str) -> String {
-    sink_pump(&plugin("file"), name, file, extra, "")
-}
-
-/// A pump of the sink at `plugin` whose config has `path = "/out/<file>"`
-/// plus `config` lines, with `<host dir>/out` mounted as `/out`.
-pub fn sink_pump(plugin: &str, name: &str, file: &str, extra: &str, config: &str) -> String {
     format!(
         r#"
 [[pumps]]
@@ -365,14 +361,15 @@ plugin = "{plugin}"
 {extra}
 [pumps.config]
 path = "/out/{file}"
-{config}
 [pumps.sandbox]
 dirs = [{{ host = "out", guest = "/out" }}]
-"#
+"#,
+        plugin = plugin("file"),
     )
 }
 
-/// A `[source]` section.
+/// A `[source]` section. Used by sandbox.rs until it moves to the builder
+/// ([`HostConfig::new`]).
 pub fn source(r: &RedisServer, format: &str, extra: &str) -> String {
     format!(
         r#"

@@ -174,35 +174,30 @@ impl ClickHouse {
     }
 }
 
-fn pump(http: &str, table: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "clickhouse"
-plugin = "{plugin}"
-retry = {{ initial = "50ms", max = "500ms" }}
-[pumps.config]
-url = "http://{http}"
-table = "{table}"
-user = "pump"
-password = "$${{{PASSWORD_VAR}}}"
-[pumps.sandbox]
-allowed_outbound_hosts = ["http://{http}"]
-env = ["{PASSWORD_VAR}"]
-"#,
-        plugin = plugin("clickhouse"),
-    )
+/// The `clickhouse` sink writing to `table` of the ClickHouse at `http`,
+/// its password from the sandbox env.
+fn pump(http: &str, table: &str) -> Pump {
+    Pump::new("clickhouse", plugin("clickhouse"))
+        .retry("50ms", "500ms")
+        .config("url", format!("http://{http}"))
+        .config("table", table)
+        .config("user", "pump")
+        .config("password", format!("$${{{PASSWORD_VAR}}}"))
+        .sandbox(
+            "allowed_outbound_hosts",
+            strings([format!("http://{http}")]),
+        )
+        .sandbox("env", strings([PASSWORD_VAR]))
 }
 
 /// A host draining `format` records into `table` of the ClickHouse at `http`.
 fn start_host(redis: &RedisServer, format: &str, http: &str, table: &str) -> Host {
     Host::start_in_env(
         tempfile::tempdir().unwrap(),
-        format!(
-            "{}{}",
-            source(redis, format, "batch_size = 50"),
-            pump(http, table)
-        ),
+        HostConfig::new(redis)
+            .source("format", format)
+            .source("batch_size", 50)
+            .pump(pump(http, table)),
         &[(PASSWORD_VAR, PASSWORD)],
     )
 }

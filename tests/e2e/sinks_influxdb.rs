@@ -138,25 +138,23 @@ bind-address = "{rpc}"
 
 /// A host draining `format` records into the influxd at `http`.
 fn start_host(redis: &RedisServer, format: &str, http: &str) -> Host {
-    let config = format!(
-        r#"{source}
-[[pumps]]
-name = "influxdb"
-plugin = "{plugin}"
-retry = {{ initial = "50ms", max = "500ms" }}
-[pumps.config]
-url = "http://{http}"
-database = "pumps"
-id_tag = "_id"
-username = "{USER}"
-password = "$${{{PASSWORD_VAR}}}"
-[pumps.sandbox]
-allowed_outbound_hosts = ["http://{http}"]
-env = ["{PASSWORD_VAR}"]
-"#,
-        source = source(redis, format, "batch_size = 50"),
-        plugin = plugin("influxdb"),
-    );
+    let config = HostConfig::new(redis)
+        .source("format", format)
+        .source("batch_size", 50)
+        .pump(
+            Pump::new("influxdb", plugin("influxdb"))
+                .retry("50ms", "500ms")
+                .config("url", format!("http://{http}"))
+                .config("database", "pumps")
+                .config("id_tag", "_id")
+                .config("username", USER)
+                .config("password", format!("$${{{PASSWORD_VAR}}}"))
+                .sandbox(
+                    "allowed_outbound_hosts",
+                    strings([format!("http://{http}")]),
+                )
+                .sandbox("env", strings([PASSWORD_VAR])),
+        );
     Host::start_in_env(
         tempfile::tempdir().unwrap(),
         &config,

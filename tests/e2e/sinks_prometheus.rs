@@ -13,17 +13,9 @@ use crate::harness::*;
 use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(120);
 
-fn prometheus_pump(config: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "prom"
-plugin = "{plugin}"
-[pumps.config]
-{config}
-"#,
-        plugin = plugin("prometheus"),
-    )
+/// The `prometheus` pump, with its default config.
+fn prometheus_pump() -> Pump {
+    Pump::new("prom", plugin("prometheus"))
 }
 
 /// Waits until every pushed record was delivered and acknowledged, so the
@@ -206,7 +198,10 @@ fn sum_by(
 fn tyk_counts_and_latencies_reach_a_real_prometheus() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let config = source(&redis, "tyk", "batch_size = 50") + &prometheus_pump("");
+    let config = HostConfig::new(&redis)
+        .tyk()
+        .source("batch_size", 50)
+        .pump(prometheus_pump());
     let host = Host::start(&config);
     let records = push_tyk(&mut conn, TYK_KEY, 600, 21);
     wait_drained(&mut conn, TYK_KEY);
@@ -268,7 +263,9 @@ fn tyk_counts_and_latencies_reach_a_real_prometheus() {
 fn iam_decisions_are_counted_per_user_and_effect() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let config = source(&redis, "iam", "batch_size = 40") + &prometheus_pump("");
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 40)
+        .pump(prometheus_pump());
     let host = Host::start(&config);
     let records = push_iam(&mut conn, 400, 8);
     wait_drained(&mut conn, pumphouse::record::IAM_KEY);
@@ -294,7 +291,10 @@ fn iam_decisions_are_counted_per_user_and_effect() {
 fn a_small_max_series_folds_new_label_sets_into_other_and_keeps_totals() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let config = source(&redis, "tyk", "batch_size = 25") + &prometheus_pump("max_series = 2");
+    let config = HostConfig::new(&redis)
+        .tyk()
+        .source("batch_size", 25)
+        .pump(prometheus_pump().config("max_series", 2));
     let host = Host::start(&config);
     let records = push_tyk(&mut conn, TYK_KEY, 300, 4);
     wait_drained(&mut conn, TYK_KEY);
@@ -358,9 +358,10 @@ fn a_small_max_series_folds_new_label_sets_into_other_and_keeps_totals() {
 fn a_bad_config_fails_the_pump_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let config = "[source]\nredis_url = \"redis://127.0.0.1:1/0\"\nformat = \"tyk\"\n".to_string()
-        + &prometheus_pump("metrics = [{ name = \"Requests\", type = \"counter\" }]");
-    std::fs::write(&path, config).unwrap();
+    let config = HostConfig::at_url("redis://127.0.0.1:1/0").tyk().pump(
+        prometheus_pump().toml(r#"config.metrics = [{ name = "Requests", type = "counter" }]"#),
+    );
+    std::fs::write(&path, config.to_toml()).unwrap();
     let (code, out, err) = pumphouse(&["check", "--config", path.to_str().unwrap()]);
     assert_ne!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
