@@ -22,6 +22,7 @@
 //! | [`telemetry`] | logging setup and metric names | — |
 //! | [`backoff`] | retrying work that must not be given up (dead letters, spool writes) | — |
 //! | [`daemon`] | `run` (start everything), `check`, and the reload trigger (file watch, SIGHUP, `/admin/reload`) | all |
+//! | [`notify`] | systemd readiness (`READY=1`, `RELOADING=1`, `STOPPING=1`) | socket |
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
 //! | [`dlq`] | the dead-letter entry format, its writer, and `pumphouse dlq list/replay/purge` | Redis |
@@ -35,6 +36,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dlq;
+pub mod notify;
 pub mod pipeline;
 pub mod plugins_cli;
 pub mod produce;

@@ -87,6 +87,12 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print a shell completion script, e.g.
+    /// `pumphouse completions bash > /etc/bash_completion.d/pumphouse`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (pumphouse.1 and one per subcommand) into a
+    /// directory, e.g. `pumphouse man /usr/local/share/man/man1`.
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +255,22 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Dlq { command } => dlq(command).await,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pumphouse",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { dir } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(Cli::command(), &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Check { config } => {
             let config = Config::load(&config)?;
             print!("{}", pumphouse::daemon::check(&config).await?);

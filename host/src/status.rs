@@ -99,6 +99,13 @@ impl PumpStatus {
     }
 }
 
+/// A Prometheus label value, escaped as the text format requires.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// RFC 3339 text of a time, for status documents.
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
@@ -156,8 +163,54 @@ impl Status {
         self.redis_ok.load(Ordering::Relaxed)
     }
 
+    /// `pumphouse_redis_up` and `pumphouse_pump_up{pump}` in Prometheus
+    /// text, read from the live status at scrape time: a removed pump's
+    /// series goes with it, which a gauge in the metrics registry (that
+    /// never forgets a series) could not do, and alert rules read levels.
+    pub fn render_metrics(&self) -> String {
+        use crate::telemetry::{PUMP_UP, REDIS_UP};
+        let mut out = format!(
+            "# HELP {REDIS_UP} 1 while Redis answers the source, else 0\n\
+             # TYPE {REDIS_UP} gauge\n{REDIS_UP} {}\n",
+            u8::from(self.redis_ok())
+        );
+        let pumps = self.pumps();
+        if !pumps.is_empty() {
+            out.push_str(&format!(
+                "# HELP {PUMP_UP} 1 while a pump delivers (ok on /readyz), else 0\n\
+                 # TYPE {PUMP_UP} gauge\n"
+            ));
+        }
+        for p in pumps {
+            out.push_str(&format!(
+                "{PUMP_UP}{{pump=\"{}\"}} {}\n",
+                label_value(&p.name),
+                u8::from(p.get() == PumpState::Ok)
+            ));
+        }
+        out
+    }
+
     /// Ready: started, Redis answers and no pump is failing.
     pub fn ready(&self) -> bool {
         self.started() && self.redis_ok() && self.pumps().iter().all(|p| p.get() == PumpState::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_redis_is_rendered_as_a_level() {
+        assert_eq!(label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label_value("x\ny"), r"x\ny");
+        let status = Status::default();
+        assert!(status.render_metrics().contains("\npumphouse_redis_up 0\n"));
+        status.set_redis(true);
+        let text = status.render_metrics();
+        assert!(text.contains("\npumphouse_redis_up 1\n"), "{text}");
+        // No pumps yet: no pump_up family at all (an empty family is noise).
+        assert!(!text.contains("pumphouse_pump_up"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ mod aggregate;
 mod cli;
 mod config;
 mod delivery;
+mod deploy;
 mod faults;
 mod harness;
 mod plugins_cli;

@@ -2,6 +2,7 @@
 //! in a temp dir, killed on drop and restartable on the same ports and
 //! data; the harness's `http` sets them up and queries them back.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -189,4 +190,110 @@ pub fn tyk_with_numeric_path(r: &pumphouse::produce::TykRecord) -> Vec<u8> {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &value).unwrap();
     out
+}
+
+/// A private Prometheus server scraping one target every second (job
+/// `pumphouse`), optionally with alert rule files evaluated every second.
+pub struct PrometheusServer {
+    _process: ServerProcess,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    /// `None` (after a loud SKIPPED line) when `prometheus` is not installed.
+    pub fn start(target: &str, rule_files: &[PathBuf]) -> Option<PrometheusServer> {
+        let program = find_binary(&["prometheus"])?;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        let rules: String = rule_files
+            .iter()
+            .map(|r| format!("  - {}\n", r.display()))
+            .collect();
+        let rules = if rules.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rules}")
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}\
+                 scrape_configs:\n  - job_name: pumphouse\n    scrape_interval: 1s\n    \
+                 metrics_path: /metrics\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", crate::harness::free_port());
+        let mut process = ServerProcess::new(
+            program,
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address={addr}"),
+            ],
+            dir.path().join("prometheus.log"),
+        );
+        process.spawn();
+        crate::harness::wait_for(
+            std::time::Duration::from_secs(60),
+            "prometheus ready",
+            || matches!(crate::harness::http_get(&addr, "/-/ready"), Ok((200, _))).then_some(()),
+        );
+        Some(PrometheusServer {
+            _process: process,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    /// `GET <path>` of the HTTP API, as JSON whose `status` is `success`.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let (code, body) = crate::harness::http_get(&self.addr, path).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{path}: {body}");
+        v["data"].clone()
+    }
+
+    /// An instant PromQL query: each result's labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let data = self.api(&format!(
+            "/api/v1/query?query={}",
+            crate::harness::url_encode(promql)
+        ));
+        data["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{promql:?} gave no vector: {data}"))
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// The alerts now firing: each one's labels.
+    pub fn firing(&self) -> Vec<BTreeMap<String, String>> {
+        self.api("/api/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| {
+                a["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect()
+            })
+            .collect()
+    }
 }

@@ -181,8 +181,14 @@ pub async fn start(
             shutdown.clone(),
         )?;
     }
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        crate::notify::stopping();
+    });
     let done = tokio::spawn(pipeline::run(
         source, lanes, finished, settings, status, shutdown,
     ));
+    crate::notify::ready("draining Redis");
     Ok(Started { http, done })
 }

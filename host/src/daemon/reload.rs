@@ -74,10 +74,17 @@ impl Reloader {
     /// Reloads from `path`, recording the outcome.
     async fn reload(&mut self, path: &Path, why: &str) -> Result<String, String> {
         let started = std::time::Instant::now();
+        crate::notify::reloading();
         let result = match Config::load(path) {
             Ok(c) => self.apply(c).await,
             Err(e) => Err(e.to_string()),
         };
+        // Ready again either way: a failed reload leaves the running pumps.
+        crate::notify::ready(if result.is_ok() {
+            "draining Redis"
+        } else {
+            "draining Redis; the last reload failed"
+        });
         let (label, detail) = match &result {
             Ok(summary) => {
                 tracing::info!(trigger = why, took = ?started.elapsed(), "config reloaded: {summary}");

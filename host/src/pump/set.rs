@@ -117,6 +117,7 @@ impl LaneSet {
         status: Arc<PumpStatus>,
     ) -> LaneHandle {
         let name = lane.name();
+        crate::telemetry::register_pump(&name);
         let form = spool.is_none().then(|| lane.first_form());
         let (tx, rx) = mpsc::channel(cap);
         let before = self.tasks.lock().expect("lane set lock").remove(&name);

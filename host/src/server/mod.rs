@@ -100,7 +100,7 @@ async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
         Some(h) => (
             StatusCode::OK,
             [("content-type", "text/plain; version=0.0.4")],
-            h.render(),
+            h.render() + &s.status.render_metrics(),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -171,7 +171,8 @@ impl Spool {
     fn publish(&self, t: Totals) {
         let pump = self.pump.to_string();
         metrics::gauge!(telemetry::SPOOL_RECORDS, "pump" => pump.clone()).set(t.records as f64);
-        metrics::gauge!(telemetry::SPOOL_BYTES, "pump" => pump).set(t.bytes as f64);
+        metrics::gauge!(telemetry::SPOOL_BYTES, "pump" => pump.clone()).set(t.bytes as f64);
+        metrics::gauge!(telemetry::SPOOL_MAX_BYTES, "pump" => pump).set(self.max_bytes as f64);
     }
 
     /// Current totals.

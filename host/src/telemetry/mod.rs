@@ -49,6 +49,30 @@ pub const SANDBOX_DENIALS: &str = "pumphouse_sandbox_denials_total";
 pub const PLUGIN_KV_ERRORS: &str = "pumphouse_kv_errors_total";
 /// Plugin log lines dropped by the pump's log rate limit, by `pump`.
 pub const PLUGIN_LOG_SUPPRESSED: &str = "pumphouse_plugin_log_suppressed_total";
+/// 1 while Redis answers the source's commands, 0 while it does not: alert
+/// rules need a level, not only `pumphouse_redis_errors_total`'s rate.
+/// Rendered from the live status ([`crate::status::Status::render_metrics`]).
+pub const REDIS_UP: &str = "pumphouse_redis_up";
+/// 1 while a pump is delivering (`ok` on `/readyz`), 0 while it retries or
+/// is fatal, by `pump`. Rendered from the live status, like `REDIS_UP`.
+pub const PUMP_UP: &str = "pumphouse_pump_up";
+/// A disk pump's `max_spool_bytes`, by `pump`, so "spool nearly full" is
+/// one division in PromQL.
+pub const SPOOL_MAX_BYTES: &str = "pumphouse_spool_max_bytes";
+
+/// Exports a pump's record counters at 0 from its start. A counter that
+/// first appears already at N hides its first N from PromQL's `increase`
+/// and `rate`, so an alert on the first dead letters would never fire.
+pub fn register_pump(pump: &str) {
+    for name in [
+        PUMP_RECORDS_WRITTEN,
+        PUMP_RECORDS_FILTERED,
+        RECORDS_DEAD_LETTERED,
+        PUMP_RECORDS_GAVE_UP,
+    ] {
+        metrics::counter!(name, "pump" => pump.to_string()).increment(0);
+    }
+}
 
 /// Installs the global tracing subscriber. `PUMPHOUSE_LOG` (or `RUST_LOG`)
 /// sets the filter, e.g. `info,pumphouse=debug`.
@@ -142,5 +166,10 @@ fn describe() {
     describe_counter!(
         PLUGIN_LOG_SUPPRESSED,
         "Plugin log lines dropped by the pump's log rate limit"
+    );
+    describe_gauge!(
+        SPOOL_MAX_BYTES,
+        Unit::Bytes,
+        "A disk-buffered pump's max_spool_bytes"
     );
 }
