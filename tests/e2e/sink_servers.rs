@@ -279,6 +279,13 @@ impl PrometheusServer {
             .collect()
     }
 
+    /// A query's single value, `None` while it has no result.
+    pub fn scalar(&self, promql: &str) -> Option<f64> {
+        let result = self.query(promql);
+        assert!(result.len() <= 1, "{promql:?} gave {result:?}");
+        result.first().map(|(_, v)| *v)
+    }
+
     /// The alerts now firing: each one's labels.
     pub fn firing(&self) -> Vec<BTreeMap<String, String>> {
         self.api("/api/v1/alerts")["alerts"]

@@ -3,12 +3,10 @@
 //! PromQL with counts equal to what the produced records add up to.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::sink_servers::PrometheusServer;
 
 use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(120);
@@ -24,116 +22,6 @@ fn wait_drained(conn: &mut redis::Connection, key: &str) {
     wait_for(WAIT, "every record acknowledged", || {
         (left_in_redis(conn, key) == (0, 0)).then_some(())
     });
-}
-
-/// A Prometheus server scraping one target every second, killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    /// `None` when the `prometheus` binary is not installed.
-    fn start(target: &str) -> Option<Prometheus> {
-        if Command::new("prometheus")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            // Written to the stream itself: the test harness captures
-            // `eprintln!` of passing tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: prometheus not installed (scripts/lib/ensure-deps installs it)"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: pumphouse\n    scrape_interval: 1s\n    \
-                 metrics_path: /metrics\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = dir.path().join("prometheus.log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn prometheus");
-        let prom = Prometheus {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        };
-        wait_for(WAIT, "prometheus ready", || {
-            matches!(http_get(&prom.addr, "/-/ready"), Ok((200, _))).then_some(())
-        });
-        Some(prom)
-    }
-
-    /// An instant PromQL query: each result's labels and value.
-    fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        let (code, body) = http_get(
-            &self.addr,
-            &format!("/api/v1/query?query={}", url_encode(promql)),
-        )
-        .unwrap();
-        assert_eq!(code, 200, "query {promql:?}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "success", "{body}");
-        v["data"]["result"]
-            .as_array()
-            .expect("a vector result")
-            .iter()
-            .map(|r| {
-                let labels = r["metric"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                let value = r["value"][1].as_str().unwrap().parse().unwrap();
-                (labels, value)
-            })
-            .collect()
-    }
-
-    /// A query's single value, `None` while it has no result.
-    fn scalar(&self, promql: &str) -> Option<f64> {
-        let result = self.query(promql);
-        assert!(result.len() <= 1, "{promql:?} gave {result:?}");
-        result.first().map(|(_, v)| *v)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- prometheus log ----\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
 }
 
 /// The samples of `name` in a `/metrics` text: labels and value.
@@ -218,7 +106,7 @@ fn tyk_counts_and_latencies_reach_a_real_prometheus() {
     );
     let latency_sum: i64 = records.iter().map(|r| r.request_time).sum();
 
-    let Some(prom) = Prometheus::start(&host.http) else {
+    let Some(prom) = PrometheusServer::start(&host.http, &[]) else {
         return;
     };
     let counts = r#"sum by (code, api) (pumphouse_plugin_tyk_http_requests_total{pump="prom"})"#;
