@@ -201,6 +201,20 @@ impl Pump {
         self
     }
 
+    /// Appends a `filters_chain` entry: the filter plugin at `plugin` with
+    /// `config` as its config.
+    pub fn filter(mut self, plugin: impl Into<String>, config: &[(&str, Value)]) -> Pump {
+        let mut f = Table::new();
+        f.insert("plugin".into(), Value::String(plugin.into()));
+        let c: Table = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        f.insert("config".into(), Value::Table(c));
+        push_to(&mut self.table, "filters_chain", Value::Table(f));
+        self
+    }
+
     /// Merges a TOML fragment into the pump, for settings easier read as
     /// TOML (`"rate_limit = { records_per_second = 100 }"`).
     pub fn toml(mut self, fragment: &str) -> Pump {
@@ -247,7 +261,8 @@ mod tests {
                     .config("mode", "x")
                     .mount("out", "/out")
                     .sandbox("sockets", strings(["127.0.0.1:1"]))
-                    .toml("rate_limit = { records_per_second = 10 }"),
+                    .toml("rate_limit = { records_per_second = 10 }")
+                    .filter("/p/f.wasm", &[("mode", "keep".into())]),
             );
         let doc: Table = cfg.to_toml().parse().unwrap();
         assert_eq!(doc["source"]["batch_size"].as_integer(), Some(50));
@@ -259,5 +274,10 @@ mod tests {
         assert_eq!(p["sandbox"]["dirs"][0]["guest"].as_str(), Some("/out"));
         assert_eq!(p["sandbox"]["sockets"][0].as_str(), Some("127.0.0.1:1"));
         assert_eq!(p["rate_limit"]["records_per_second"].as_integer(), Some(10));
+        assert_eq!(p["filters_chain"][0]["plugin"].as_str(), Some("/p/f.wasm"));
+        assert_eq!(
+            p["filters_chain"][0]["config"]["mode"].as_str(),
+            Some("keep")
+        );
     }
 }
