@@ -859,3 +859,20 @@ fn a_hostile_plugin_cannot_break_metrics() {
         Some(N as f64)
     );
 }
+
+#[test]
+fn an_oversized_kv_commit_is_refused_before_redis() {
+    let (_redis, mut conn, base) = setup();
+    let config = base.pump(hostile("kv", "kv-flood"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "kv", "retry", 2.0);
+    assert_reported(&host, "kv", "retrying", "over the limit of 1000");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pumphouse:kv:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "nothing reached Redis: {keys:?}");
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
+}

@@ -14,6 +14,7 @@
 //! | `partial-huge`| answers `partial`, every record rejected with a reason of `size` bytes (default 1 MiB) |
 //! | `log-forge`   | logs a line holding a newline and a forged timestamp and level (and writes one to stderr), then delivers |
 //! | `metrics-abuse` | tries every way to break `/metrics` (reserved labels, two types for one name, the host's own names, counter overflow), then delivers |
+//! | `kv-flood`    | commits `lines` (default 1001) writes in one `kv.commit`; its error becomes `retry` |
 //! | `histogram-flood` | makes `lines` (default 10) `histogram-observe` calls of `size` values (default 1 000 000), then delivers |
 //!
 //! Every mode accepts JSON batches.
@@ -68,6 +69,7 @@ impl Sink for Hostile {
             "log-forge",
             "metrics-abuse",
             "histogram-flood",
+            "kv-flood",
         ];
         if !known.contains(&config.mode.as_str()) {
             return Err(Error::fatal(format!("unknown mode {:?}", config.mode)));
@@ -190,6 +192,13 @@ impl Sink for Hostile {
                 counter_add("abuse_overflow", u64::MAX, &[]);
                 counter_add("abuse_overflow", u64::MAX, &[]);
                 counter_add("abuse_ok", 1, &[("label", "line\nbreak \"quoted\"")]);
+                Ok(())
+            }
+            "kv-flood" => {
+                let writes: Vec<_> = (0..c.lines.unwrap_or(1001))
+                    .map(|i| pumphouse_sdk::kv::Write::set(format!("k{i}"), b"v".to_vec()))
+                    .collect();
+                pumphouse_sdk::kv::commit(&writes)?;
                 Ok(())
             }
             "histogram-flood" => {
