@@ -299,7 +299,8 @@ mod tests {
                     .config("mode", "x")
                     .mount("out", "/out")
                     .sandbox("sockets", strings(["127.0.0.1:1"]))
-                    .toml("rate_limit = { records_per_second = 10 }"),
+                    .toml("rate_limit = { records_per_second = 10 }")
+                    .filter("/p/f.wasm", &[("mode", "keep".into())]),
             );
         let doc: Table = cfg.to_toml().parse().unwrap();
         assert_eq!(doc["source"]["batch_size"].as_integer(), Some(50));
@@ -311,5 +312,10 @@ mod tests {
         assert_eq!(p["sandbox"]["dirs"][0]["guest"].as_str(), Some("/out"));
         assert_eq!(p["sandbox"]["sockets"][0].as_str(), Some("127.0.0.1:1"));
         assert_eq!(p["rate_limit"]["records_per_second"].as_integer(), Some(10));
+        assert_eq!(p["filters_chain"][0]["plugin"].as_str(), Some("/p/f.wasm"));
+        assert_eq!(
+            p["filters_chain"][0]["config"]["mode"].as_str(),
+            Some("keep")
+        );
     }
 }

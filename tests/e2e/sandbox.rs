@@ -1,11 +1,11 @@
 //! The sandbox against hostile plugins (`tests/plugins/hostile`,
-//! `tests/plugins/hostile-filter`): each test runs one misbehaving pump
-//! next to a healthy `file` pump in the same host and checks that the host
+//! `tests/plugins/hostile-filter`): each test runs misbehaving pumps next
+//! to a healthy `file` pump in the same host and checks that the host
 //! stays up, the healthy pump delivers every record, the offender is
 //! reported with the right error kind, and its batches are handled as the
-//! README says (retried; nothing is acked or dead-lettered for it).
+//! README says.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::config::{strings, HostConfig, Pump};
 use crate::harness::*;
 
 use pumphouse::record::IAM_KEY;
@@ -22,34 +23,21 @@ const N: u64 = 200;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A hostile sink pump `name` in `mode`, retrying fast.
-fn hostile_pump(name: &str, mode_config: &str, extra: &str, sandbox: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "{name}"
-plugin = "{plugin}"
-retry = {{ initial = "20ms", max = "100ms" }}
-{extra}
-[pumps.config]
-{mode_config}
-[pumps.sandbox]
-{sandbox}
-"#,
-        plugin = fixture("hostile"),
-    )
+fn hostile(name: &str, mode: &str) -> Pump {
+    Pump::new(name, fixture("hostile"))
+        .retry("20ms", "100ms")
+        .config("mode", mode)
 }
 
 /// Redis with `N` iam records, and the config start: source plus a
 /// healthy file pump.
-fn setup() -> (RedisServer, redis::Connection, String) {
+fn setup() -> (RedisServer, redis::Connection, HostConfig) {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, N, 11);
-    let base = format!(
-        "{}{}",
-        source(&redis, "iam", "batch_size = 50"),
-        file_pump("healthy", "healthy.jsonl", "")
-    );
+    let base = HostConfig::new(&redis)
+        .source("batch_size", 50)
+        .pump(Pump::file("healthy", "healthy.jsonl"));
     (redis, conn, base)
 }
 
@@ -72,9 +60,13 @@ fn wait_errors(host: &Host, pump: &str, kind: &str, at_least: f64) {
     });
 }
 
-/// `/readyz` is 503 and its JSON shows `pump` in `state` with `needle` in
-/// its error.
-fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
+/// Waits until the metric (exact name and labels) reaches `at_least`.
+fn wait_metric(host: &Host, name: &str, at_least: f64) {
+    wait_for(WAIT, name, || (host.metric(name) >= at_least).then_some(()));
+}
+
+/// `pump`'s entry in `/readyz` (which must be 503).
+fn readyz_pump(host: &Host, pump: &str) -> serde_json::Value {
     let (code, body) = http_get(&host.http, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     let v: serde_json::Value =
@@ -82,14 +74,21 @@ fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
     let pumps = v["pumps"]
         .as_array()
         .unwrap_or_else(|| panic!("no pumps in {body}"));
-    let p = pumps
+    pumps
         .iter()
         .find(|p| p["name"] == pump)
-        .unwrap_or_else(|| panic!("{pump} missing from {body}"));
-    assert_eq!(p["state"], state, "{body}");
+        .unwrap_or_else(|| panic!("{pump} missing from {body}"))
+        .clone()
+}
+
+/// `/readyz` is 503 and its JSON shows `pump` in `state` with `needle` in
+/// its error.
+fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
+    let p = readyz_pump(host, pump);
+    assert_eq!(p["state"], state, "{p}");
     assert!(
         p["error"].as_str().unwrap_or("").contains(needle),
-        "expected {needle:?} in {pump}'s error: {body}"
+        "expected {needle:?} in {pump}'s error: {p}"
     );
 }
 
@@ -109,10 +108,48 @@ fn assert_held_not_dropped(conn: &mut redis::Connection) {
     assert_eq!(dead, 0, "retried, not dead-lettered");
 }
 
+/// Peak and current resident memory of a process, in MiB (`VmHWM`,
+/// `VmRSS` of `/proc/<pid>/status`).
+fn rss_mib(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024)
+}
+
+/// Redis' `used_memory`, in MiB.
+fn redis_mib(conn: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / (1024.0 * 1024.0)
+}
+
+/// Prints the figures of a scenario (the test log keeps them) and checks
+/// the host's peak memory stayed far below what the attack asked for.
+fn report_figures(scenario: &str, host: &Host, conn: &mut redis::Connection) {
+    let (peak, now) = rss_mib(host.pid());
+    let healthy = read_jsonl(&host.out().join("healthy.jsonl")).len();
+    let redis = redis_mib(conn);
+    let _ = writeln!(
+        std::io::stderr(),
+        "FIGURES {scenario}: host RSS peak {peak} MiB, now {now} MiB; healthy pump delivered {healthy}/{N}; Redis used_memory {redis:.1} MiB"
+    );
+    assert!(peak < 1024, "{scenario}: host peaked at {peak} MiB");
+}
+
 #[test]
 fn a_plugin_that_traps_on_every_call_is_retried_on_fresh_instances() {
     let (_redis, mut conn, base) = setup();
-    let config = base + &hostile_pump("hostile", "mode = \"trap\"", "", "");
+    let config = base.pump(hostile("hostile", "trap"));
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     wait_errors(&host, "hostile", "trap", 3.0);
@@ -126,7 +163,7 @@ fn a_plugin_sleeping_in_a_host_call_is_timed_out() {
     let (_redis, mut conn, base) = setup();
     // The guest blocks in a wasi:clocks poll, where epochs never fire: the
     // wall-clock guard has to end the call.
-    let config = base + &hostile_pump("sleeper", "mode = \"sleep\"", "timeout = \"300ms\"", "");
+    let config = base.pump(hostile("sleeper", "sleep").set("timeout", "300ms"));
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     wait_errors(&host, "sleeper", "timeout", 2.0);
@@ -138,13 +175,7 @@ fn a_plugin_sleeping_in_a_host_call_is_timed_out() {
 #[test]
 fn a_plugin_cannot_read_outside_its_dirs() {
     let (_redis, mut conn, base) = setup();
-    let config = base
-        + &hostile_pump(
-            "escaper",
-            "mode = \"fs-escape\"",
-            "",
-            "dirs = [{ host = \"out\", guest = \"/out\", read_only = true }]",
-        );
+    let config = base.pump(hostile("escaper", "fs-escape").dir("out", "/out", true));
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     // Every read failed inside the guest, so the plugin reports `retry`;
@@ -163,14 +194,22 @@ fn a_plugin_cannot_read_outside_its_dirs() {
 #[test]
 fn a_plugin_sees_only_the_environment_variables_it_is_given() {
     let (_redis, mut conn, base) = setup();
-    let config = base
-        + &hostile_pump(
-            "env",
-            r#"mode = "env"
-names = ["PUMPHOUSE_TEST_GIVEN", "PUMPHOUSE_TEST_SECRET", "HOME", "PATH"]"#,
-            "",
-            r#"env = ["PUMPHOUSE_TEST_GIVEN", "PUMPHOUSE_TEST_MISSING"]"#,
-        );
+    let config = base.pump(
+        hostile("env", "env")
+            .config(
+                "names",
+                strings([
+                    "PUMPHOUSE_TEST_GIVEN",
+                    "PUMPHOUSE_TEST_SECRET",
+                    "HOME",
+                    "PATH",
+                ]),
+            )
+            .sandbox(
+                "env",
+                strings(["PUMPHOUSE_TEST_GIVEN", "PUMPHOUSE_TEST_MISSING"]),
+            ),
+    );
     let host = Host::start_in_env(
         tempfile::tempdir().unwrap(),
         &config,
@@ -317,39 +356,39 @@ fn outbound_http_reaches_only_allowlisted_destinations() {
     let (_redis, _conn, base) = setup();
     let server = Recorder::start();
     let port = server.addr.port();
-    let http = |name: &str, url: String, sandbox: String| {
-        hostile_pump(
-            name,
-            &format!("mode = \"http\"\nurl = \"{url}\""),
-            "",
-            &sandbox,
-        )
+    let http = |name: &str, url: String, allowed: String| {
+        hostile(name, "http")
+            .config("url", url)
+            .sandbox("allowed_outbound_hosts", strings([allowed]))
     };
     let config = base
         // Allowed by name, and the name may resolve to loopback.
-        + &http(
-            "allowed",
-            format!("http://localhost:{port}/allowed"),
-            "allowed_outbound_hosts = [\"http://localhost:*\"]\nallow_private_networks = true".into(),
+        .pump(
+            http(
+                "allowed",
+                format!("http://localhost:{port}/allowed"),
+                "http://localhost:*".into(),
+            )
+            .sandbox("allow_private_networks", true),
         )
         // Allowed because the entry names the loopback IP itself.
-        + &http(
+        .pump(http(
             "literal",
             format!("http://127.0.0.1:{port}/literal"),
-            format!("allowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]"),
-        )
+            format!("http://127.0.0.1:{port}"),
+        ))
         // Not on the allowlist.
-        + &http(
+        .pump(http(
             "unlisted",
             format!("http://127.0.0.1:{port}/unlisted"),
-            "allowed_outbound_hosts = [\"https://api.example.com:443\"]".into(),
-        )
+            "https://api.example.com:443".into(),
+        ))
         // On the allowlist by name, but the name resolves to loopback.
-        + &http(
+        .pump(http(
             "private",
             format!("http://localhost:{port}/private"),
-            format!("allowed_outbound_hosts = [\"http://localhost:{port}\"]"),
-        );
+            format!("http://localhost:{port}"),
+        ));
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     wait_for(WAIT, "both allowed pumps delivered over HTTP", || {
@@ -398,25 +437,14 @@ fn outbound_http_reaches_only_allowlisted_destinations() {
 #[test]
 fn malformed_plugin_answers_are_retried_not_trusted() {
     let (_redis, mut conn, base) = setup();
-    let config = base
-        + &hostile_pump("partial", "mode = \"partial-oob\"", "", "")
-        + &format!(
-            r#"
-[[pumps]]
-name = "keep"
-plugin = "{file}"
-retry = {{ initial = "20ms", max = "100ms" }}
-[pumps.config]
-path = "/out/keep.jsonl"
-[pumps.sandbox]
-dirs = [{{ host = "out", guest = "/out" }}]
-[[pumps.filters_chain]]
-plugin = "{filter}"
-config = {{ mode = "keep-oob" }}
-"#,
-            file = plugin("file"),
-            filter = fixture("hostile-filter"),
-        );
+    let config = base.pump(hostile("partial", "partial-oob")).pump(
+        Pump::file("keep", "keep.jsonl")
+            .retry("20ms", "100ms")
+            .filter_plugin(
+                fixture("hostile-filter"),
+                [("mode", toml::Value::from("keep-oob"))],
+            ),
+    );
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     wait_errors(&host, "partial", "malformed", 2.0);
@@ -440,13 +468,13 @@ config = {{ mode = "keep-oob" }}
 fn gigantic_log_floods_are_cut_and_rate_limited() {
     let (_redis, mut conn, base) = setup();
     const LINES: u64 = 300;
-    let config = base
-        + &hostile_pump(
-            "flood",
-            &format!("mode = \"log-flood\"\nlines = {LINES}\nsize = 100000"),
-            "",
-            "log_lines_per_second = 10\nlog_burst = 20",
-        );
+    let config = base.pump(
+        hostile("flood", "log-flood")
+            .config("lines", LINES as i64)
+            .config("size", 100_000)
+            .sandbox("log_lines_per_second", 10)
+            .sandbox("log_burst", 20),
+    );
     let mut host = Host::start(&config);
     assert_healthy_delivered(&host);
     wait_for(WAIT, "the flood pump delivered", || {
@@ -456,7 +484,7 @@ fn gigantic_log_floods_are_cut_and_rate_limited() {
     wait_for(WAIT, "everything acked", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
     });
-    let suppressed = host.metric("pumphouse_plugin_log_suppressed_total{pump=\"flood\"}");
+    let suppressed = host.metric("pumphouse_sandbox_log_suppressed_total{pump=\"flood\"}");
     assert!(suppressed >= 1.0, "lines were suppressed");
     host.signal(Signal::SIGTERM);
     assert_eq!(host.wait_exit(WAIT), Some(0));
@@ -490,4 +518,367 @@ fn gigantic_log_floods_are_cut_and_rate_limited() {
         })
         .sum();
     assert_eq!(summarised, suppressed, "{summaries:#?}");
+}
+
+/// `/readyz` error of `pump` once it has one.
+fn readyz_error(host: &Host, pump: &str) -> String {
+    wait_for(WAIT, &format!("{pump}'s error on /readyz"), || {
+        let p = readyz_pump(host, pump);
+        p["error"].as_str().map(str::to_string)
+    })
+}
+
+/// Dead-letter entries of `pump`.
+fn dead_of(conn: &mut redis::Connection, pump: &str) -> Vec<pumphouse::dlq::Entry> {
+    dead_letters(conn, IAM_KEY)
+        .into_iter()
+        .filter(|e| e.pump.as_deref() == Some(pump))
+        .collect()
+}
+
+/// Longest text the host keeps from a plugin, plus room for the host's own
+/// words around it ("filter x: ", "gave up after 1 attempts: ", the cut
+/// note).
+const CUT: usize = 4096 + 256;
+
+#[test]
+fn a_filter_replace_amplification_is_malformed_not_a_crash() {
+    let (_redis, mut conn, base) = setup();
+    let amplify = |name: &str, count: i64| {
+        Pump::file(name, &format!("{name}.jsonl"))
+            .retry("20ms", "100ms")
+            // Room for the filter to build a million events.
+            .sandbox("max_memory", "512MiB")
+            .filter_plugin(
+                fixture("hostile-filter"),
+                [
+                    ("mode", "replace-amplify".into()),
+                    ("count", count.into()),
+                    ("size", (4i64 << 20).into()),
+                ],
+            )
+    };
+    // A million records on one 4 MiB payload (4 TB if copied per record),
+    // and 500 records for 50 shown: within the record cap, but 2 GiB over
+    // the 512 MiB byte cap.
+    let config = base
+        .pump(amplify("million", 1_000_000))
+        .pump(amplify("bytes", 500));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "million", "malformed", 3.0);
+    wait_errors(&host, "bytes", "malformed", 3.0);
+    assert_reported(&host, "million", "retrying", "records for 50 shown");
+    assert_reported(&host, "bytes", "retrying", "sandbox.max_memory");
+    for pump in ["million", "bytes"] {
+        assert!(read_jsonl(&host.out().join(format!("{pump}.jsonl"))).is_empty());
+    }
+    assert!(host.is_running());
+    report_figures("replace amplification", &host, &mut conn);
+    assert_held_not_dropped(&mut conn);
+}
+
+#[test]
+fn plugin_strings_are_cut_and_escaped_once_everywhere() {
+    let (_redis, mut conn, base) = setup();
+    let config = base
+        // A 32 MiB `retry` reason, given up on at once: 200 dead letters.
+        .pump(hostile("reason", "retry-huge").set("retry.max_attempts", 1))
+        // A 1 MiB filter error, likewise.
+        .pump(
+            Pump::file("ferr", "ferr.jsonl")
+                .retry("20ms", "100ms")
+                .set("retry.max_attempts", 1)
+                .filter_plugin(
+                    fixture("hostile-filter"),
+                    [("mode", toml::Value::from("error-huge"))],
+                ),
+        )
+        .pump(hostile("forger", "log-forge"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_metric(
+        &host,
+        "pumphouse_pump_records_written_total{pump=\"forger\"}",
+        N as f64,
+    );
+    for pump in ["reason", "ferr"] {
+        wait_metric(
+            &host,
+            &format!("pumphouse_records_dead_lettered_total{{pump=\"{pump}\"}}"),
+            N as f64,
+        );
+        let error = readyz_error(&host, pump);
+        assert!(
+            error.len() < CUT,
+            "{pump}: /readyz error of {} bytes",
+            error.len()
+        );
+        assert!(error.contains("bytes cut]"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let dead = dead_of(&mut conn, pump);
+        assert_eq!(dead.len() as u64, N, "{pump}");
+        for e in &dead {
+            assert!(
+                e.reason.len() < CUT,
+                "{pump}: a reason of {} bytes",
+                e.reason.len()
+            );
+            assert!(
+                e.reason.contains("\\n2026-01-01T"),
+                "escaped: {}",
+                &e.reason[..200]
+            );
+        }
+        let (_, body) = http_get(&host.http, "/admin/pumps").unwrap();
+        assert!(body.len() < 8 * CUT, "/admin/pumps is {} bytes", body.len());
+    }
+    // Every record in exactly one bucket: dead-lettered, not also filtered.
+    assert_eq!(
+        host.metric("pumphouse_pump_records_filtered_total{pump=\"ferr\"}"),
+        0.0
+    );
+    wait_for(WAIT, "everything acked", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    report_figures("huge reasons", &host, &mut conn);
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    let log = host.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "no forged line in the log"
+    );
+    assert!(
+        log.contains(
+            "innocent\\n2026-01-01T00:00:00.000000Z ERROR pumphouse: forged line\\rcarriage"
+        ),
+        "the line is kept, escaped"
+    );
+    // Stderr is logged a line at a time, as the pump's.
+    let from_stderr: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("forged on stderr"))
+        .collect();
+    assert!(!from_stderr.is_empty(), "stderr reaches the log");
+    assert!(
+        from_stderr
+            .iter()
+            .all(|l| l.contains("forger") && l.contains("stderr")),
+        "{from_stderr:#?}"
+    );
+    assert!(
+        log.lines().all(|l| l.len() < 3 * CUT),
+        "no log line carries a whole plugin string"
+    );
+}
+
+#[test]
+fn dead_letters_and_their_log_lines_are_bounded_per_batch() {
+    let (_redis, mut conn, base) = setup();
+    let config = base
+        // Ten unencodable records for each one shown.
+        .pump(
+            Pump::new("unenc", plugin("blackhole"))
+                .retry("20ms", "100ms")
+                .filter_plugin(
+                    fixture("hostile-filter"),
+                    [("mode", toml::Value::from("replace-unencodable"))],
+                ),
+        )
+        // Every record rejected with a 1 MiB reason.
+        .pump(hostile("rejects", "partial-huge"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    for pump in ["unenc", "rejects"] {
+        wait_metric(
+            &host,
+            &format!("pumphouse_records_dead_lettered_total{{pump=\"{pump}\"}}"),
+            N as f64,
+        );
+    }
+    wait_for(WAIT, "everything acked", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    // At most one dead letter per claimed record; the filter's surplus is
+    // counted instead.
+    assert_eq!(dead_of(&mut conn, "unenc").len() as u64, N);
+    assert_eq!(
+        host.metric("pumphouse_pump_dead_letters_capped_total{pump=\"unenc\"}"),
+        (9 * N) as f64
+    );
+    let rejects = dead_of(&mut conn, "rejects");
+    assert_eq!(rejects.len() as u64, N);
+    assert!(rejects.iter().all(|e| e.reason.len() < CUT));
+    // Nothing counted twice: dead-lettered, never also filtered.
+    assert_eq!(
+        host.metric("pumphouse_pump_records_filtered_total{pump=\"unenc\"}"),
+        0.0
+    );
+    report_figures("dead-letter floods", &host, &mut conn);
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    // One summary line per batch and pump, not one per record.
+    let batches = (N / 50) as usize;
+    let log = host.log_text();
+    for pump in ["unenc", "rejects"] {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains("dead-lettered a record") && l.contains(pump))
+            .count();
+        assert!(
+            (1..=batches).contains(&lines),
+            "{pump}: {lines} dead-letter lines for {batches} batches"
+        );
+    }
+}
+
+/// A Prometheus server scraping `target` every second, when installed.
+fn prometheus(
+    target: &str,
+    dir: &std::path::Path,
+) -> Option<(crate::sink_servers::ServerProcess, String)> {
+    let bin = crate::sink_servers::find_binary(&["prometheus"])?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n  - job_name: pumphouse\n    scrape_interval: 1s\n    \
+             static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p = crate::sink_servers::ServerProcess::new(
+        bin,
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+        ],
+        dir.join("prometheus.log"),
+    );
+    p.spawn();
+    Some((p, addr))
+}
+
+/// The value of an instant PromQL query with one result.
+fn prom_scalar(addr: &str, promql: &str) -> Option<f64> {
+    let (code, body) =
+        http_get(addr, &format!("/api/v1/query?query={}", url_encode(promql))).ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn a_hostile_plugin_cannot_break_metrics() {
+    let (_redis, mut conn, base) = setup();
+    let config = base
+        .pump(hostile("metrics", "metrics-abuse"))
+        .pump(hostile("observer", "histogram-flood"));
+    let host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    for pump in ["metrics", "observer"] {
+        wait_metric(
+            &host,
+            &format!("pumphouse_pump_records_written_total{{pump=\"{pump}\"}}"),
+            N as f64,
+        );
+    }
+    let text = host.metrics();
+    // Nothing with a reserved label, the host's label or a duplicate one.
+    for refused in [
+        "abuse_latency",
+        "abuse_quantile",
+        "abuse_name",
+        "abuse_pump",
+        "abuse_dup",
+        "pumphouse_plugin_..",
+    ] {
+        assert!(!text.contains(refused), "{refused} exported:\n{text}");
+    }
+    // One type per name.
+    let mut types: HashMap<&str, usize> = HashMap::new();
+    for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        *types
+            .entry(l.split_whitespace().nth(2).unwrap())
+            .or_default() += 1;
+    }
+    assert!(types.values().all(|n| *n == 1), "{types:?}");
+    assert!(types.contains_key("pumphouse_plugin_abuse_typed_total"));
+    assert!(
+        !types.contains_key("pumphouse_plugin_abuse_typed"),
+        "{types:?}"
+    );
+    // The plugin's `log_suppressed` is its own series, not the host's.
+    assert_eq!(
+        host.metric("pumphouse_plugin_log_suppressed_total{pump=\"metrics\"}"),
+        N as f64 / 50.0
+    );
+    assert_eq!(
+        host.metric("pumphouse_sandbox_log_suppressed_total{pump=\"metrics\"}"),
+        0.0
+    );
+    // Saturated, not wrapped.
+    assert_eq!(
+        host.metric("pumphouse_plugin_abuse_overflow_total{pump=\"metrics\"}"),
+        u64::MAX as f64
+    );
+    assert!(
+        host.metric("pumphouse_sandbox_denials_total{pump=\"metrics\",capability=\"metric_name\"}")
+            >= 7.0 * (N / 50) as f64
+    );
+    assert!(
+        host.metric("pumphouse_sandbox_denials_total{pump=\"metrics\",capability=\"metric_type\"}")
+            >= 2.0
+    );
+    // A million observations per call: cut to the per-call cap.
+    assert!(
+        host.metric(
+            "pumphouse_sandbox_denials_total{pump=\"observer\",capability=\"metric_observations\"}"
+        ) >= 1.0
+    );
+    let count = host.metric("pumphouse_plugin_flood_ms_count{pump=\"observer\"}");
+    assert!(
+        count > 0.0 && count <= (N / 50 * 10 * 10_000) as f64,
+        "{count}"
+    );
+    report_figures("metrics abuse", &host, &mut conn);
+    // A real Prometheus still scrapes everything.
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_prom, addr)) = prometheus(&host.http, dir.path()) else {
+        return;
+    };
+    let up = wait_for(WAIT, "prometheus scraped the host", || {
+        prom_scalar(&addr, "up{job=\"pumphouse\"}")
+            .filter(|_| prom_scalar(&addr, "pumphouse_plugin_abuse_ok_total").is_some())
+    });
+    assert_eq!(up, 1.0, "the scrape succeeds");
+    assert_eq!(
+        prom_scalar(
+            &addr,
+            "pumphouse_pump_records_written_total{pump=\"healthy\"}"
+        ),
+        Some(N as f64)
+    );
+}
+
+#[test]
+fn an_oversized_kv_commit_is_refused_before_redis() {
+    let (_redis, mut conn, base) = setup();
+    let config = base.pump(hostile("kv", "kv-flood"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "kv", "retry", 2.0);
+    assert_reported(&host, "kv", "retrying", "over the limit of 1000");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pumphouse:kv:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "nothing reached Redis: {keys:?}");
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
 }

@@ -282,7 +282,7 @@ pub struct RetryConfig {
     /// First delay.
     #[serde(with = "humantime_serde")]
     pub initial: Duration,
-    /// Delay cap.
+    /// Delay cap; jitter stays inside it.
     #[serde(with = "humantime_serde")]
     pub max: Duration,
     /// Failed attempts at the same records before they are dead-lettered

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use super::FieldError;
 use crate::sandbox::{OutboundRule, SocketRule};
 
-/// Linear memory a plugin instance may grow to.
+/// Memory a plugin instance may hold: all of its linear memories and
+/// tables together.
 pub const DEFAULT_MAX_MEMORY: ByteSize = ByteSize::mib(128);
 /// Cap on each wait of a plugin's outbound HTTP request (connect, first
 /// byte, between bytes).
@@ -26,7 +27,9 @@ pub const DEFAULT_LOG_BURST: u32 = 500;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// Linear memory limit per plugin instance, e.g. `"64MiB"`.
+    /// Limit on one plugin instance's memory, e.g. `"64MiB"`: all of its
+    /// linear memories and tables together (a table element counts 8
+    /// bytes). Growing past it traps the call (`kind="memory"`).
     pub max_memory: ByteSize,
     /// Host directories the plugin can see; nothing else of the filesystem
     /// is visible.

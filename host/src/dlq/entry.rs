@@ -69,15 +69,27 @@ impl DeadLetters {
             .iter()
             .map(|r| serde_json::to_vec(&Entry::new(key, pump, r)).expect("entry serializes"))
             .collect();
-        for r in &records {
-            tracing::warn!(
-                source = key,
-                pump = pump.unwrap_or("-"),
-                bytes = r.bytes.len(),
-                "dead-lettered a record: {}",
-                r.reason
-            );
-        }
+        // One line per batch, not per record: a batch of bad records must
+        // not become as many log lines.
+        let bytes: usize = records.iter().map(|r| r.bytes.len()).sum();
+        let reasons: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.reason.as_str()).collect();
+        let more = match records.len() {
+            1 => String::new(),
+            n => format!(
+                " (and {} more records of this batch, {} distinct reasons)",
+                n - 1,
+                reasons.len()
+            ),
+        };
+        tracing::warn!(
+            source = key,
+            pump = pump.unwrap_or("-"),
+            records = records.len(),
+            bytes,
+            "dead-lettered a record: {}{more}",
+            records[0].reason
+        );
         crate::backoff::forever(
             Duration::from_millis(100),
             Duration::from_secs(5),

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::batch::{Batch, Encoded, Form};
 use crate::dlq::DeadRecord;
 use crate::record::{self, Schema};
@@ -13,8 +15,10 @@ use crate::runtime::bindings::{self as wit, Encoding};
 pub(super) enum Payload {
     /// Still the source's record: its index in the batch.
     Original(u32),
-    /// Bytes a filter produced (`replace`), in that filter's encoding.
-    Replaced(Encoding, Vec<u8>),
+    /// Bytes a filter produced (`replace`), in that filter's encoding: a
+    /// slice of the one buffer the filter returned, shared by all of the
+    /// verdict's records, never copied per record.
+    Replaced(Encoding, Bytes),
 }
 
 /// A record on its way through the lane.
@@ -29,7 +33,7 @@ impl Item {
     /// is the source's record, else what the filter made of it.
     pub fn dead(self, batch: &Batch, reason: String) -> DeadRecord {
         let (encoding, bytes) = match self.payload {
-            Payload::Replaced(e, b) => (e, b),
+            Payload::Replaced(e, b) => (e, b.to_vec()),
             Payload::Original(i) => (Encoding::Msgpack, batch.records[i as usize].clone()),
         };
         DeadRecord {

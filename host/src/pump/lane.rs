@@ -196,9 +196,13 @@ impl Lane {
             if items.is_empty() {
                 break;
             }
-            let before = items.len();
+            let (before, dead_before) = (items.len(), dead.len());
             items = self.run_filter(fi, batch, items, &mut dead).await;
-            filtered += before.saturating_sub(items.len()) as u64;
+            // Records the filter did not pass on and that were not
+            // dead-lettered meanwhile were filtered: each record ends in
+            // exactly one bucket.
+            let died = dead.len() - dead_before;
+            filtered += before.saturating_sub(items.len() + died) as u64;
         }
         if filtered > 0 {
             metrics::counter!(telemetry::PUMP_RECORDS_FILTERED, "pump" => pump.clone())
@@ -207,6 +211,7 @@ impl Lane {
         if !items.is_empty() {
             self.deliver(batch, items, &mut dead).await;
         }
+        cap_dead_letters(&mut dead, batch.len(), &pump);
         if !dead.is_empty() {
             self.spec.status.add_dead_lettered(dead.len() as u64);
             self.dead_letters.write(&batch.key, Some(&pump), dead).await;
@@ -278,6 +283,28 @@ impl Lane {
         self.retry.reset();
         self.spec.status.set(PumpState::Ok);
     }
+}
+
+/// Keeps a batch's dead letters within the batch's own record count: only
+/// a filter's `replace` can make more records than it was shown, and its
+/// surplus must not turn one claimed batch into a flood of entries in
+/// Redis. What is left out is counted and logged.
+pub(super) fn cap_dead_letters(dead: &mut Vec<DeadRecord>, records: usize, pump: &str) {
+    let cap = records.max(1);
+    if dead.len() <= cap {
+        return;
+    }
+    let over = dead.len() - cap;
+    let reason = crate::runtime::text::PluginText::new(&dead[cap].reason);
+    dead.truncate(cap);
+    metrics::counter!(telemetry::PUMP_DEAD_LETTERS_CAPPED, "pump" => pump.to_string())
+        .increment(over as u64);
+    tracing::error!(
+        pump,
+        kept = cap,
+        left_out = over,
+        "a batch of {records} records made more dead letters than it holds records; {over} filter-made records were counted, not stored (first: {reason})"
+    );
 }
 
 /// Resolves after `tick` when set; never otherwise.

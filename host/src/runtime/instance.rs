@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmtime::Store;
 
 use super::bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
+use super::text::{clean, PluginText};
 use super::{CallError, PluginState};
 use crate::config::EPOCH_TICK;
 
@@ -93,17 +94,31 @@ fn classify(e: wasmtime::Error, timeout: Duration) -> CallError {
             return CallError::Timeout(timeout);
         }
     }
+    if let Some(over) = e.downcast_ref::<super::limits::OverLimit>() {
+        return CallError::Memory(over.to_string());
+    }
     let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") {
+    if text.contains("growth failed") || text.contains("over sandbox.max_memory") {
         return CallError::Memory(summary(&text));
     }
     CallError::Trap(summary(&text))
 }
 
 /// The first lines of an error: wasmtime appends a multi-line backtrace,
-/// and the first lines say what happened.
+/// and the first lines say what happened. Cut like any plugin text: a
+/// trap message can quote the guest.
 fn summary(s: &str) -> String {
-    s.lines().take(3).collect::<Vec<_>>().join(" | ")
+    PluginText::new(&s.lines().take(3).collect::<Vec<_>>().join(" | ")).into_string()
+}
+
+/// Makes every string of a sink's answer a [`PluginText`], once, before
+/// the host copies it into status, logs or dead letters.
+fn clean_write_error(e: &mut WriteError) {
+    match e {
+        WriteError::Retry(s) | WriteError::InvalidBatch(s) | WriteError::Fatal(s) => clean(s),
+        WriteError::Partial(failed) => failed.iter_mut().for_each(|f| clean(&mut f.reason)),
+        WriteError::TooLarge => {}
+    }
 }
 
 impl Instance {
@@ -111,8 +126,16 @@ impl Instance {
         self.store.set_epoch_deadline(self.ticks);
     }
 
-    /// The plugin's self-description.
+    /// The plugin's self-description, its name and version made
+    /// [`PluginText`]s.
     pub async fn describe(&mut self) -> Result<PluginInfo, CallError> {
+        let mut info = self.describe_raw().await?;
+        clean(&mut info.name);
+        clean(&mut info.version);
+        Ok(info)
+    }
+
+    async fn describe_raw(&mut self) -> Result<PluginInfo, CallError> {
         self.arm();
         let (t, ticker) = (self.timeout, &self.ticker);
         // Both worlds export the same `plugin` interface, as two generated types.
@@ -141,7 +164,7 @@ impl Instance {
                 guard(ticker, t, call.call_init(&mut self.store, config_json)).await?
             }
         };
-        r.map_err(CallError::Init)
+        r.map_err(|e| CallError::Init(PluginText::new(&e).into_string()))
     }
 
     /// Sends a batch to a sink.
@@ -150,12 +173,16 @@ impl Instance {
         let t = self.timeout;
         match &self.exports {
             Exports::Sink(s) => {
-                guard(
+                let mut r = guard(
                     &self.ticker,
                     t,
                     s.pumphouse_plugin_sink().call_write(&mut self.store, batch),
                 )
-                .await
+                .await;
+                if let Ok(Err(e)) = &mut r {
+                    clean_write_error(e);
+                }
+                r
             }
             Exports::Filter(_) => Err(CallError::Trap("write() called on a filter plugin".into())),
         }
@@ -167,13 +194,17 @@ impl Instance {
         let t = self.timeout;
         match &self.exports {
             Exports::Filter(f) => {
-                guard(
+                let mut r = guard(
                     &self.ticker,
                     t,
                     f.pumphouse_plugin_filter()
                         .call_process(&mut self.store, batch),
                 )
-                .await
+                .await;
+                if let Ok(Err(msg)) = &mut r {
+                    clean(msg);
+                }
+                r
             }
             Exports::Sink(_) => Err(CallError::Trap("process() called on a sink plugin".into())),
         }

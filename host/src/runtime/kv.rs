@@ -20,6 +20,12 @@ use crate::telemetry;
 pub const MAX_KEY: usize = 512;
 /// Largest value a plugin may store, in bytes.
 pub const MAX_VALUE: usize = 16 * 1024 * 1024;
+/// Most writes one `commit` may carry: a commit is one Redis transaction,
+/// and Redis serves no other client while it runs, so a commit must stay
+/// small enough to finish well inside [`KV_TIMEOUT`].
+pub const MAX_COMMIT_WRITES: usize = 1000;
+/// Most value bytes one `commit` may carry.
+pub const MAX_COMMIT_BYTES: usize = 2 * MAX_VALUE;
 /// How long one `get` or `commit` may wait for Redis before the plugin is
 /// told to retry; the call still counts against the plugin's timeout.
 const KV_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,6 +171,7 @@ impl kv::Host for PluginState {
     }
 
     async fn commit(&mut self, writes: Vec<Write>) -> Result<(), String> {
+        check_commit(&writes)?;
         let mut keyed = Vec::with_capacity(writes.len());
         for w in writes {
             if w.value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
@@ -178,17 +185,54 @@ impl kv::Host for PluginState {
         match tokio::time::timeout(KV_TIMEOUT, self.kv.store.commit(&keyed)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.kv_failed("commit", e)),
+            // The transaction may have been applied: say so rather than
+            // report a failure that might not be one.
             Err(_) => Err(self.kv_failed(
                 "commit",
-                format!("kv: commit timed out after {KV_TIMEOUT:?}"),
+                format!("kv: commit outcome unknown: no answer from Redis within {KV_TIMEOUT:?}; it may have been applied"),
             )),
         }
     }
 }
 
+/// Refuses a commit over [`MAX_COMMIT_WRITES`] or [`MAX_COMMIT_BYTES`]
+/// before it reaches Redis.
+fn check_commit(writes: &[Write]) -> Result<(), String> {
+    if writes.len() > MAX_COMMIT_WRITES {
+        return Err(format!(
+            "kv: a commit of {} writes is over the limit of {MAX_COMMIT_WRITES}; commit in smaller steps",
+            writes.len()
+        ));
+    }
+    let bytes: usize = writes
+        .iter()
+        .filter_map(|w| w.value.as_ref())
+        .map(Vec::len)
+        .sum();
+    if bytes > MAX_COMMIT_BYTES {
+        return Err(format!(
+            "kv: a commit of {bytes} value bytes is over the limit of {MAX_COMMIT_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commits_are_bounded_in_writes_and_bytes() {
+        let w = |n: usize| Write {
+            key: "k".into(),
+            value: Some(vec![0; n]),
+            ttl_seconds: None,
+        };
+        assert!(check_commit(&vec![w(1); MAX_COMMIT_WRITES]).is_ok());
+        assert!(check_commit(&vec![w(1); MAX_COMMIT_WRITES + 1]).is_err());
+        assert!(check_commit(&[w(MAX_VALUE), w(MAX_VALUE)]).is_ok());
+        assert!(check_commit(&[w(MAX_VALUE), w(MAX_VALUE), w(1)]).is_err());
+    }
 
     #[test]
     fn keys_are_namespaced_per_pump_and_bounded() {

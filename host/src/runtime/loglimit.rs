@@ -2,7 +2,7 @@
 //! and the host's warnings about their sandbox denials): a token bucket per
 //! pump, shared by every instance of the pump so a crash loop that
 //! re-instantiates cannot reset it. Suppressed lines are counted in
-//! `pumphouse_plugin_log_suppressed_total{pump}` and summarised in one line
+//! `pumphouse_sandbox_log_suppressed_total{pump}` and summarised in one line
 //! when logging resumes.
 
 use std::num::NonZeroU32;

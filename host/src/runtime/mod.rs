@@ -16,8 +16,11 @@ mod host;
 pub mod http;
 mod instance;
 pub mod kv;
+pub mod limits;
 pub mod loglimit;
 mod sockets;
+mod stderr;
+pub mod text;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -52,7 +55,8 @@ const PLUGIN_EXPORT: &str = "pumphouse:plugin/plugin@0.1.0";
 pub struct Sandbox {
     /// Host directories the plugin sees, already created.
     pub dirs: Vec<DirConfig>,
-    /// Linear memory limit in bytes.
+    /// Limit in bytes on all of an instance's linear memories and tables
+    /// together.
     pub max_memory: usize,
     /// Per-call time limit.
     pub timeout: Duration,
@@ -121,7 +125,7 @@ pub struct PluginState {
     http: WasiHttpCtx,
     http_hooks: HttpHooks,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: limits::Limits,
     pump: Arc<str>,
     logs: Arc<LogLimiter>,
     kv: Kv,
@@ -364,8 +368,17 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// `describe` runs before any pump owns the plugin: it gets a log
+    /// budget of the default size of its own, so it cannot flood `check`.
     async fn describe(&self) -> Result<PluginInfo, CallError> {
-        let mut inst = self.instantiate("describe", &Sandbox::default()).await?;
+        let one = NonZeroU32::MIN;
+        let rate = NonZeroU32::new(crate::config::DEFAULT_LOG_LINES_PER_SECOND).unwrap_or(one);
+        let burst = NonZeroU32::new(crate::config::DEFAULT_LOG_BURST).unwrap_or(one);
+        let sandbox = Sandbox {
+            logs: Arc::new(LogLimiter::new("describe", rate, burst)),
+            ..Sandbox::default()
+        };
+        let mut inst = self.instantiate("describe", &sandbox).await?;
         inst.describe().await
     }
 
@@ -388,8 +401,13 @@ impl Plugin {
         // File calls run on the thread already running the plugin instead
         // of a hop to the blocking pool and back: each hop is two thread
         // wake-ups, and a busy machine makes them wait for a core.
+        // Stdout belongs to the stdout sink; stderr goes through the pump's
+        // log budget, a line at a time.
         wasi.inherit_stdout()
-            .inherit_stderr()
+            .stderr(stderr::PluginStderr {
+                pump: pump.clone(),
+                logs: sandbox.logs.clone(),
+            })
             .allow_blocking_current_thread(true);
         for name in &sandbox.env {
             match std::env::var(name) {
@@ -427,10 +445,7 @@ impl Plugin {
                 sandbox.logs.clone(),
             ),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(sandbox.max_memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: limits::Limits::new(sandbox.max_memory),
             pump,
             logs: sandbox.logs.clone(),
             kv: sandbox.kv.clone(),

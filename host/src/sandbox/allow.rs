@@ -313,11 +313,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// True for addresses that reach the host itself or a private network:
-/// loopback, RFC 1918 private, shared (100.64/10), link-local,
-/// unspecified, broadcast, multicast, IPv6 unique-local and link-local,
-/// and the IPv4-mapped forms of all these. Outbound requests to them are
-/// refused unless the pump allows private networks or names the IP.
+/// True for addresses that are not plainly public: loopback, RFC 1918
+/// private, shared (100.64/10), link-local, unspecified, broadcast,
+/// multicast, reserved (240/4), the IETF protocol block (192.0.0/24),
+/// benchmarking (198.18/15), documentation, IPv6 unique-local, link-local,
+/// site-local, discard-only and documentation, and every IPv6 form that
+/// carries an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo) when
+/// the IPv4 address it carries is one of these. Outbound requests to them
+/// are refused unless the pump allows private networks or names the IP.
 pub fn is_non_public(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => is_non_public_v4(v4),
@@ -326,24 +329,66 @@ pub fn is_non_public(ip: IpAddr) -> bool {
 }
 
 fn is_non_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
         || ip.is_unspecified()
         || ip.is_broadcast()
         || ip.is_multicast()
+        || ip.is_documentation()
         || a == 0
+        || a >= 240
         || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b == 18 || b == 19))
+}
+
+/// The IPv4 addresses an IPv6 address carries in its well-known
+/// embeddings: IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and
+/// `64:ff9b:1::/48` (RFC 6052, /96 and /48 layouts), 6to4 `2002::/16`, and
+/// Teredo `2001::/32` (server and client).
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let o = ip.octets();
+    let seg = ip.segments();
+    let v4 = |b: [u8; 4]| Ipv4Addr::from(b);
+    let mut out = Vec::new();
+    if seg[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        out.push(v4([o[12], o[13], o[14], o[15]]));
+    }
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        out.push(v4([o[12], o[13], o[14], o[15]]));
+    }
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        // /48: v4 in bits 48..64 and 72..88 (bits 64..72 are `u`).
+        out.push(v4([o[6], o[7], o[9], o[10]]));
+        out.push(v4([o[12], o[13], o[14], o[15]]));
+    }
+    if seg[0] == 0x2002 {
+        out.push(v4([o[2], o[3], o[4], o[5]]));
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        out.push(v4([o[4], o[5], o[6], o[7]]));
+        out.push(v4([!o[12], !o[13], !o[14], !o[15]]));
+    }
+    out
 }
 
 fn is_non_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let seg = ip.segments();
+    let first = seg[0];
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
+        // 100::/64, discard-only
+        || seg[..4] == [0x100, 0, 0, 0]
+        // 2001:db8::/32 and 3fff::/20, documentation
+        || (first == 0x2001 && seg[1] == 0xdb8)
+        || (first & 0xfff0) == 0x3ff0
+        || embedded_v4(ip).into_iter().any(is_non_public_v4)
 }
 
 #[cfg(test)]
@@ -464,6 +509,23 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            // IPv4-compatible, NAT64 (/96 and /48), 6to4 and Teredo forms.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1:7f00:0:100::",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "2001:0:7f00:1::1",
+            "2001:0:102:304::80ff:fffe",
+            "fec0::1",
+            "100::1",
+            "2001:db8::1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "240.0.0.1",
         ] {
             assert!(is_non_public(ip.parse().unwrap()), "{ip}");
         }
@@ -474,6 +536,9 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            "::1.1.1.1",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
         ] {
             assert!(!is_non_public(ip.parse().unwrap()), "{ip}");
         }

@@ -32,6 +32,9 @@ pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
 pub const PUMP_THROTTLED_MS: &str = "pumphouse_pump_throttled_milliseconds_total";
 /// Records a pump gave up on after `retry.max_attempts` (dead-lettered).
 pub const PUMP_RECORDS_GAVE_UP: &str = "pumphouse_pump_records_gave_up_total";
+/// Filter-made records left out of a batch's dead letters: a lane stores
+/// at most as many dead letters per batch as the batch holds records.
+pub const PUMP_DEAD_LETTERS_CAPPED: &str = "pumphouse_pump_dead_letters_capped_total";
 /// Records and bytes waiting in a disk-buffered pump's spool.
 pub const SPOOL_RECORDS: &str = "pumphouse_spool_records";
 pub const SPOOL_BYTES: &str = "pumphouse_spool_bytes";
@@ -48,7 +51,7 @@ pub const STREAM_POISON: &str = "pumphouse_stream_poison_total";
 pub const SANDBOX_DENIALS: &str = "pumphouse_sandbox_denials_total";
 pub const PLUGIN_KV_ERRORS: &str = "pumphouse_kv_errors_total";
 /// Plugin log lines dropped by the pump's log rate limit, by `pump`.
-pub const PLUGIN_LOG_SUPPRESSED: &str = "pumphouse_plugin_log_suppressed_total";
+pub const PLUGIN_LOG_SUPPRESSED: &str = "pumphouse_sandbox_log_suppressed_total";
 /// 1 while Redis answers the source's commands, 0 while it does not: alert
 /// rules need a level, not only `pumphouse_redis_errors_total`'s rate.
 /// Rendered from the live status ([`crate::status::Status::render_metrics`]).
@@ -92,7 +95,8 @@ pub fn init_logging(json: bool) {
     };
 }
 
-/// Every metric a plugin emits is named with this prefix.
+/// Every metric a plugin emits is named with this prefix. No host series
+/// starts with it, so a plugin cannot add to one of the host's own.
 pub const PLUGIN_METRIC_PREFIX: &str = "pumphouse_plugin_";
 
 /// Buckets of plugin histograms: latencies in milliseconds are what
@@ -140,6 +144,10 @@ fn describe() {
     describe_counter!(PUMP_RECORDS_WRITTEN, "Records a pump's sink accepted");
     describe_counter!(PUMP_RECORDS_FILTERED, "Records a pump's filters dropped");
     describe_counter!(PUMP_ERRORS, "Failed plugin calls by kind");
+    describe_counter!(
+        PUMP_DEAD_LETTERS_CAPPED,
+        "Filter-made records left out of a batch's dead letters (at most one per record claimed)"
+    );
     describe_histogram!(
         PUMP_BATCH_SECONDS,
         Unit::Seconds,

@@ -10,6 +10,12 @@
 //! | `http`        | POSTs the batch's payloads as JSON lines to `url`; errors map as the SDK maps them (denied → `fatal`) |
 //! | `partial-oob` | answers `partial` naming an index past the end of the batch             |
 //! | `log-flood`   | logs `lines` lines (default 1000) of `size` bytes (default 100000), then delivers |
+//! | `retry-huge`  | answers `retry` with a reason of `size` bytes (default 32 MiB) made of forged log lines |
+//! | `partial-huge`| answers `partial`, every record rejected with a reason of `size` bytes (default 1 MiB) |
+//! | `log-forge`   | logs a line holding a newline and a forged timestamp and level (and writes one to stderr), then delivers |
+//! | `metrics-abuse` | tries every way to break `/metrics` (reserved labels, two types for one name, the host's own names, counter overflow), then delivers |
+//! | `kv-flood`    | commits `lines` (default 1001) writes in one `kv.commit`; its error becomes `retry` |
+//! | `histogram-flood` | makes `lines` (default 10) `histogram-observe` calls of `size` values (default 1 000 000), then delivers |
 //!
 //! Every mode accepts JSON batches.
 
@@ -58,6 +64,12 @@ impl Sink for Hostile {
             "http",
             "partial-oob",
             "log-flood",
+            "retry-huge",
+            "partial-huge",
+            "log-forge",
+            "metrics-abuse",
+            "histogram-flood",
+            "kv-flood",
         ];
         if !known.contains(&config.mode.as_str()) {
             return Err(Error::fatal(format!("unknown mode {:?}", config.mode)));
@@ -139,9 +151,76 @@ impl Sink for Hostile {
                 }
                 Ok(())
             }
+            "retry-huge" => Err(WriteError::Retry(forged(c.size.unwrap_or(32 << 20)))),
+            "partial-huge" => {
+                let reason = forged(c.size.unwrap_or(1 << 20));
+                Err(WriteError::Partial(
+                    (0..batch.len() as u32)
+                        .map(|index| FailedEvent {
+                            index,
+                            reason: reason.clone(),
+                            retryable: false,
+                        })
+                        .collect(),
+                ))
+            }
+            "log-forge" => {
+                pumphouse_sdk::info!(
+                    "innocent\n2026-01-01T00:00:00.000000Z ERROR pumphouse: forged line\rcarriage"
+                );
+                eprintln!(
+                    "on stderr\n2026-01-01T00:00:00.000000Z ERROR pumphouse: forged on stderr"
+                );
+                Ok(())
+            }
+            "metrics-abuse" => {
+                use pumphouse_sdk::metrics::{counter_add, gauge_set, histogram_observe};
+                histogram_observe("abuse_latency", &[1.0], &[("le", "5")]);
+                histogram_observe("abuse_quantile", &[1.0], &[("quantile", "0.5")]);
+                counter_add("abuse_name", 1, &[("__name__", "up")]);
+                counter_add("abuse_pump", 1, &[("pump", "healthy")]);
+                counter_add("abuse_dup", 1, &[("a", "1"), ("a", "2")]);
+                // One name, two types: the second is refused.
+                counter_add("abuse_typed", 1, &[]);
+                gauge_set("abuse_typed", 1.0, &[]);
+                gauge_set("abuse_typed_total", 1.0, &[]);
+                histogram_observe("abuse_typed", &[1.0], &[]);
+                // The host's own series, from a plugin.
+                counter_add("log_suppressed", 1, &[]);
+                counter_add("../pumphouse_records_acked", 1, &[]);
+                // Past u64::MAX.
+                counter_add("abuse_overflow", u64::MAX, &[]);
+                counter_add("abuse_overflow", u64::MAX, &[]);
+                counter_add("abuse_ok", 1, &[("label", "line\nbreak \"quoted\"")]);
+                Ok(())
+            }
+            "kv-flood" => {
+                let writes: Vec<_> = (0..c.lines.unwrap_or(1001))
+                    .map(|i| pumphouse_sdk::kv::Write::set(format!("k{i}"), b"v".to_vec()))
+                    .collect();
+                pumphouse_sdk::kv::commit(&writes)?;
+                Ok(())
+            }
+            "histogram-flood" => {
+                let values = vec![5.0; c.size.unwrap_or(1_000_000)];
+                for _ in 0..c.lines.unwrap_or(10) {
+                    pumphouse_sdk::metrics::histogram_observe("flood_ms", &values, &[]);
+                }
+                Ok(())
+            }
             other => Err(WriteError::Fatal(format!("unknown mode {other}"))),
         }
     }
+}
+
+/// `size` bytes of lines that look like the host's own log lines.
+fn forged(size: usize) -> String {
+    let line = "\n2026-01-01T00:00:00.000000Z ERROR pumphouse: forged";
+    let mut s = String::with_capacity(size + line.len());
+    while s.len() < size {
+        s.push_str(line);
+    }
+    s
 }
 
 pumphouse_sdk::export_sink!(Hostile);
