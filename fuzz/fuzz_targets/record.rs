@@ -113,10 +113,16 @@ fuzz_target!(|data: &[u8]| {
 
     match (&meta, full_parse(bytes)) {
         (Err(e), Ok(_)) => assert!(
-            matches!(e, DecodeError::FieldType { .. } | DecodeError::BadTime { .. }),
+            matches!(
+                e,
+                DecodeError::FieldType { .. } | DecodeError::BadTime { .. }
+            ),
             "the full parse reads it, the decoder says {e}"
         ),
-        (Ok(_), Err(e)) => assert!(e.contains("depth limit"), "the decoder reads it, the full parse says {e}"),
+        (Ok(_), Err(e)) => assert!(
+            e.contains("depth limit"),
+            "the decoder reads it, the full parse says {e}"
+        ),
         _ => {}
     }
     if meta.is_err() {
@@ -127,8 +133,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(()) => {
             let mut de = serde_json::Deserializer::from_slice(&json);
             de.disable_recursion_limit();
-            let v: serde_json::Value = serde::Deserialize::deserialize(&mut de)
-                .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&json)));
+            let v: serde_json::Value =
+                serde::Deserialize::deserialize(&mut de).unwrap_or_else(|e| {
+                    panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&json))
+                });
             de.end().expect("nothing after the JSON");
             assert!(v.is_object(), "not an object: {v}");
         }
@@ -145,12 +153,27 @@ fuzz_target!(|data: &[u8]| {
         Ok(entries) if entries.iter().any(|(k, _)| omitted(k)) => {
             let kept: Vec<_> = entries.iter().filter(|(k, _)| !omitted(k)).collect();
             let got = full_parse(&msgpack).expect("the form without fields is a map");
-            assert_eq!(format!("{kept:?}"), format!("{:?}", got.iter().collect::<Vec<_>>()));
+            assert_eq!(
+                format!("{kept:?}"),
+                format!("{:?}", got.iter().collect::<Vec<_>>())
+            );
             let again = record::decode(schema, &msgpack).expect("still decodes");
             let meta = meta.as_ref().unwrap();
             assert_eq!(
-                (&again.timestamp_ms, &again.username, &again.org_id, &again.api_id, &again.response_code),
-                (&meta.timestamp_ms, &meta.username, &meta.org_id, &meta.api_id, &meta.response_code)
+                (
+                    &again.timestamp_ms,
+                    &again.username,
+                    &again.org_id,
+                    &again.api_id,
+                    &again.response_code
+                ),
+                (
+                    &meta.timestamp_ms,
+                    &meta.username,
+                    &meta.org_id,
+                    &meta.api_id,
+                    &meta.response_code
+                )
             );
         }
         // Nothing omitted (or too deep for rmpv to tell): the input as it is.
