@@ -95,6 +95,11 @@ impl HostConfig {
         self.source("format", "tyk")
     }
 
+    /// Records are any MessagePack maps (`format = "generic"`).
+    pub fn generic(self) -> HostConfig {
+        self.source("format", "generic")
+    }
+
     /// Sets `source.<key>`.
     pub fn source(self, key: &str, value: impl Into<Value>) -> HostConfig {
         self.set(&format!("source.{key}"), value)

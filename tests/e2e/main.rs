@@ -9,6 +9,7 @@ mod deploy;
 mod faults;
 mod harness;
 mod plugins_cli;
+mod records;
 mod reliability;
 mod reload;
 mod reporter;

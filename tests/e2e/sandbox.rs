@@ -552,7 +552,7 @@ fn a_filter_replace_amplification_is_malformed_not_a_crash() {
             .filter_plugin(
                 fixture("hostile-filter"),
                 [
-                    ("mode", "replace-amplify".into()),
+                    ("mode", toml::Value::from("replace-amplify")),
                     ("count", count.into()),
                     ("size", (4i64 << 20).into()),
                 ],

@@ -35,7 +35,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry of `r`, payload included.
     pub fn new(source: &str, pump: Option<&str>, r: &DeadRecord) -> Entry {
+        Entry {
+            payload: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+            ..Entry::head(source, pump, r)
+        }
+    }
+
+    /// Every field but the payload.
+    fn head(source: &str, pump: Option<&str>, r: &DeadRecord) -> Entry {
         Entry {
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
@@ -44,8 +53,30 @@ impl Entry {
             pump: pump.map(str::to_string),
             reason: r.reason.clone(),
             encoding: crate::runtime::encoding_name(r.encoding).to_string(),
-            payload: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+            payload: String::new(),
         }
+    }
+
+    /// The JSON of `r`'s entry, as [`Entry::new`] would serialize, in one
+    /// buffer of its final size: the payload is base64-encoded straight
+    /// into it. Going through the `String` of [`Entry::new`] would hold a
+    /// large record's payload twice more (the string, and a growing copy).
+    pub fn json(source: &str, pump: Option<&str>, r: &DeadRecord) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
+        // The payload is the last field, written as `"payload":""}`;
+        // base64 text needs no JSON escaping.
+        debug_assert!(out.ends_with(b"\"payload\":\"\"}"));
+        out.truncate(out.len() - 2);
+        let len =
+            base64::encoded_len(r.bytes.len(), true).expect("a payload's base64 fits in memory");
+        let at = out.len();
+        out.reserve_exact(len + 2);
+        out.resize(at + len, 0);
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(&r.bytes, &mut out[at..])
+            .expect("the buffer is sized for the base64");
+        out.extend_from_slice(b"\"}");
+        out
     }
 }
 
@@ -65,10 +96,6 @@ impl DeadLetters {
         if records.is_empty() {
             return;
         }
-        let entries: Vec<Vec<u8>> = records
-            .iter()
-            .map(|r| serde_json::to_vec(&Entry::new(key, pump, r)).expect("entry serializes"))
-            .collect();
         // One line per batch, not per record: a batch of bad records must
         // not become as many log lines.
         let bytes: usize = records.iter().map(|r| r.bytes.len()).sum();
@@ -90,6 +117,12 @@ impl DeadLetters {
             "dead-lettered a record: {}{more}",
             records[0].reason
         );
+        // Each record is freed as soon as its entry is made: a large one is
+        // not held in both forms while Redis is written.
+        let entries: Vec<Vec<u8>> = records
+            .into_iter()
+            .map(|r| Entry::json(key, pump, &r))
+            .collect();
         crate::backoff::forever(
             Duration::from_millis(100),
             Duration::from_secs(5),
@@ -104,5 +137,32 @@ impl DeadLetters {
         .await;
         metrics::counter!(telemetry::RECORDS_DEAD_LETTERED, "pump" => pump.unwrap_or("source").to_string())
             .increment(entries.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON written in one buffer is the entry [`Entry::new`] makes.
+    #[test]
+    fn entry_json_is_the_serialized_entry() {
+        for bytes in [vec![], vec![0x80], (0..=255u8).cycle().take(1000).collect()] {
+            let r = DeadRecord {
+                bytes,
+                encoding: Encoding::Msgpack,
+                reason: "undecodable: \"quoted\"\n".into(),
+            };
+            let json = Entry::json("src", Some("p"), &r);
+            let back: Entry = serde_json::from_slice(&json).unwrap();
+            let want = Entry::new("src", Some("p"), &r);
+            assert_eq!(
+                back,
+                Entry {
+                    time: back.time.clone(),
+                    ..want
+                }
+            );
+        }
     }
 }

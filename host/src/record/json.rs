@@ -4,7 +4,9 @@ use base64::Engine as _;
 use rmpv::ValueRef;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use super::{time, top_level_map, DecodeError, Schema};
+#[cfg(test)]
+use super::top_level_map;
+use super::{time, DecodeError, Schema};
 
 /// Writes one record as a JSON object: keys as in the producer's map, known
 /// time fields (and any timestamp extension) as RFC 3339 UTC strings, binary
@@ -35,6 +37,15 @@ fn msgpack_err(e: impl std::fmt::Display) -> DecodeError {
     DecodeError::Msgpack(e.to_string())
 }
 
+/// How many times larger than its record a record's JSON may be, plus
+/// [`JSON_SLACK`]. Real records grow by less than 2; the worst plain
+/// values (an empty extension, `{"ext_type":…,"data":""}` for 3 bytes)
+/// by about 11. Only maps used as map keys, whose text is escaped again at
+/// each level, grow faster (doubling per level): the bound turns that
+/// into an error instead of an allocation of gigabytes.
+pub const MAX_JSON_GROWTH: usize = 16;
+const JSON_SLACK: usize = 4096;
+
 fn write_top(
     schema: Schema,
     bytes: &[u8],
@@ -43,41 +54,148 @@ fn write_top(
 ) -> Result<(), DecodeError> {
     let mut cur = bytes;
     let Some(len) = container_len(&mut cur, Container::Map) else {
-        // Not a map: the full parse names the problem.
-        return Err(top_level_map(bytes)
-            .err()
-            .unwrap_or_else(|| DecodeError::Msgpack("expected a map".into())));
+        return Err(super::not_a_map(bytes));
     };
-    out.push(b'{');
-    let mut first = true;
-    for _ in 0..len {
-        let key = read_key(&mut cur)?;
-        if is_one_of(&key, omit) {
-            super::skip_value(&mut cur)?;
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_str(out, &key);
-        out.push(b':');
-        if is_one_of(&key, schema.time_fields()) {
-            let v = rmpv::decode::read_value_ref(&mut cur).map_err(msgpack_err)?;
-            match time::parse_time(&v) {
-                Ok(Some(t)) => t.write_rfc3339_json(out),
-                Ok(None) => out.extend_from_slice(b"null"),
-                Err(_) => serde_json::to_writer(&mut *out, &Json(&v)).map_err(msgpack_err)?,
-            }
-            continue;
-        }
-        write_value(&mut cur, out, 0)?;
-    }
-    out.push(b'}');
-    if !cur.is_empty() {
-        return Err(DecodeError::Trailing(cur.len()));
+    let start = out.len();
+    let max = start + MAX_JSON_GROWTH * bytes.len() + JSON_SLACK;
+    let top = Top {
+        schema,
+        omit,
+        body: cur,
+        len,
+        max,
+    };
+    if let Some(superseded) = top.write(out, None)? {
+        // A key repeats: host filters read its last value, so the JSON
+        // keeps only that one (JSON readers disagree on repeated keys).
+        out.truncate(start);
+        top.write(out, Some(&superseded))?;
     }
     Ok(())
+}
+
+/// A record's top-level map, to be written as JSON.
+struct Top<'a> {
+    schema: Schema,
+    omit: &'a [&'a str],
+    /// The bytes after the map's header.
+    body: &'a [u8],
+    len: usize,
+    /// The length `out` must not exceed.
+    max: usize,
+}
+
+impl Top<'_> {
+    /// Writes the entries, except those `skip` marks. Without `skip`, stops
+    /// at the first repeated key and returns which entries a later one of
+    /// the same key supersedes.
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        skip: Option<&[bool]>,
+    ) -> Result<Option<Vec<bool>>, DecodeError> {
+        let mut cur = self.body;
+        let mut seen = Seen::default();
+        out.push(b'{');
+        let mut first = true;
+        for i in 0..self.len {
+            let key = read_key(&mut cur, 0, self.max.saturating_sub(out.len()))?;
+            if is_one_of(&key, self.omit) || skip.is_some_and(|s| s[i]) {
+                super::skip_value(&mut cur)?;
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let at = out.len();
+            write_str(out, &key);
+            if skip.is_none() && seen.repeats(out, at) {
+                return self.superseded().map(Some);
+            }
+            out.push(b':');
+            if is_one_of(&key, self.schema.time_fields()) {
+                match time::read_time(&mut cur)? {
+                    Ok(Some(t)) => t.write_rfc3339_json(out),
+                    Ok(None) => out.extend_from_slice(b"null"),
+                    Err(_) => write_value(&mut cur, out, 0, self.max)?,
+                }
+                continue;
+            }
+            write_value(&mut cur, out, 0, self.max)?;
+        }
+        out.push(b'}');
+        if !cur.is_empty() {
+            return Err(DecodeError::Trailing(cur.len()));
+        }
+        Ok(None)
+    }
+
+    /// For each entry, whether a later entry has the same JSON key (omitted
+    /// keys aside, which are never written).
+    fn superseded(&self) -> Result<Vec<bool>, DecodeError> {
+        let mut cur = self.body;
+        let mut names = Vec::new();
+        let mut spans = Vec::with_capacity(self.len.min(self.body.len() / 2));
+        for _ in 0..self.len {
+            let key = read_key(&mut cur, 0, self.max)?;
+            let at = names.len();
+            write_str(&mut names, &key);
+            spans.push(at..names.len());
+            super::skip_value(&mut cur)?;
+            if names.len() > self.max {
+                return Err(DecodeError::JsonTooLarge);
+            }
+        }
+        let mut last = std::collections::HashMap::with_capacity(spans.len());
+        for (i, span) in spans.iter().enumerate() {
+            last.insert(&names[span.clone()], i);
+        }
+        Ok(spans
+            .iter()
+            .enumerate()
+            .map(|(i, span)| last[&names[span.clone()]] != i)
+            .collect())
+    }
+}
+
+/// The top-level keys written so far (as JSON text in `out`), to notice a
+/// repeated one: compared by hash, in a list while there are few, in a
+/// set once there are many, so a map of 65 535 keys costs no more than a
+/// scan per key.
+#[derive(Default)]
+struct Seen {
+    keys: Vec<(u64, std::ops::Range<usize>)>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl Seen {
+    const FEW: usize = 32;
+
+    /// Records the key written at `out[at..]`; true if it was written before.
+    fn repeats(&mut self, out: &[u8], at: usize) -> bool {
+        let text = &out[at..];
+        let h = xxhash_rust::xxh3::xxh3_64(text);
+        let maybe = if self.keys.len() < Self::FEW {
+            self.keys.iter().any(|(k, _)| *k == h)
+        } else {
+            if self.set.is_empty() {
+                self.set.extend(self.keys.iter().map(|(k, _)| *k));
+            }
+            !self.set.insert(h)
+        };
+        // Equal hashes are nearly always equal keys; make sure.
+        if maybe
+            && self
+                .keys
+                .iter()
+                .any(|(k, span)| *k == h && &out[span.clone()] == text)
+        {
+            return true;
+        }
+        self.keys.push((h, at..out.len()));
+        false
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -109,15 +227,19 @@ fn container_len(cur: &mut &[u8], want: Container) -> Option<usize> {
 }
 
 /// A map key's bytes: a string key's as they are (checked as UTF-8 when
-/// written), other keys' JSON text.
-fn read_key<'a>(cur: &mut &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
+/// written), other keys' JSON text, written by the streaming encoder (at
+/// most `max` bytes of it).
+fn read_key<'a>(
+    cur: &mut &'a [u8],
+    depth: usize,
+    max: usize,
+) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
     if let Some(k) = super::str_bytes(cur)? {
         return Ok(std::borrow::Cow::Borrowed(k));
     }
-    let v = rmpv::decode::read_value_ref(cur).map_err(msgpack_err)?;
-    Ok(std::borrow::Cow::Owned(
-        key_text(&v).into_owned().into_bytes(),
-    ))
+    let mut text = Vec::new();
+    write_value(cur, &mut text, depth + 1, max)?;
+    Ok(std::borrow::Cow::Owned(text))
 }
 
 /// True if `key` is one of `names`. Bytes that are not UTF-8 match no
@@ -129,7 +251,13 @@ fn is_one_of(key: &[u8], names: &[&str]) -> bool {
 /// rmpv's nesting limit, kept so both encoders refuse the same records.
 const MAX_DEPTH: usize = 1000;
 
-fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), DecodeError> {
+/// Writes one value as JSON; fails once `out` would grow past `max`.
+fn write_value(
+    cur: &mut &[u8],
+    out: &mut Vec<u8>,
+    depth: usize,
+    max: usize,
+) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
         return Err(DecodeError::Msgpack("nesting too deep".into()));
     }
@@ -162,10 +290,10 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
                 if i > 0 {
                     out.push(b',');
                 }
-                let k = read_key(cur)?;
+                let k = read_key(cur, depth, max.saturating_sub(out.len()))?;
                 write_str(out, &k);
                 out.push(b':');
-                write_value(cur, out, depth + 1)?;
+                write_value(cur, out, depth + 1, max)?;
             }
             out.push(b'}');
         }
@@ -178,7 +306,7 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(cur, out, depth + 1)?;
+                write_value(cur, out, depth + 1, max)?;
             }
             out.push(b']');
         }
@@ -201,6 +329,9 @@ fn write_value(cur: &mut &[u8], out: &mut Vec<u8>, depth: usize) -> Result<(), D
             let v = rmpv::decode::read_value_ref(cur).map_err(msgpack_err)?;
             serde_json::to_writer(&mut *out, &Json(&v)).map_err(msgpack_err)?;
         }
+    }
+    if out.len() > max {
+        return Err(DecodeError::JsonTooLarge);
     }
     Ok(())
 }
@@ -348,18 +479,20 @@ struct TopLevel<'a, 'b> {
 impl Serialize for TopLevel<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        for (k, v) in self.entries {
-            let key = key_text(k);
-            if self.omit.contains(&key.as_ref()) {
+        let keys: Vec<_> = self.entries.iter().map(|(k, _)| key_text(k)).collect();
+        for (i, (_, v)) in self.entries.iter().enumerate() {
+            let key = &keys[i];
+            // The last of repeated keys wins.
+            if self.omit.contains(&key.as_ref()) || keys[i + 1..].contains(key) {
                 continue;
             }
             if self.schema.time_fields().contains(&key.as_ref()) {
                 if let Ok(t) = time::parse_time(v) {
-                    map.serialize_entry(&key, &t.map(|t| t.to_rfc3339()))?;
+                    map.serialize_entry(key, &t.map(|t| t.to_rfc3339()))?;
                     continue;
                 }
             }
-            map.serialize_entry(&key, &Json(v))?;
+            map.serialize_entry(key, &Json(v))?;
         }
         map.end()
     }

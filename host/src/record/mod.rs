@@ -109,97 +109,195 @@ pub enum DecodeError {
         field: &'static str,
         message: String,
     },
+    #[error(
+        "its JSON form would be more than {} times its size",
+        json::MAX_JSON_GROWTH
+    )]
+    JsonTooLarge,
 }
 
 /// Parses one record and extracts its [`Meta`].
 ///
 /// The hot path of the host (once per record): it walks the MessagePack
-/// structure without building values ([`skip_value`]) and parses only the
-/// few top-level values the host uses. It accepts and rejects what a full
-/// parse (rmpv) would, with one exception: rmpv refuses nesting deeper than
-/// 1024 levels and this walk does not, so such a record reaches MessagePack
-/// pumps untouched, and a JSON pump, whose re-encoding uses rmpv,
-/// dead-letters it. Input that is not a map takes the full parse, for its
-/// error message.
+/// structure without building values ([`skip_value`]) and reads only the
+/// few top-level values the host uses, straight from the bytes. Nothing
+/// is allocated for what a header claims, so memory never depends on a
+/// record's counts, only on the few fields kept. It accepts and rejects
+/// what a full parse (rmpv) would, with one exception: rmpv refuses
+/// nesting deeper than 1024 levels and this walk does not, so such a
+/// record reaches MessagePack pumps untouched, and a JSON pump, whose
+/// encoder stops at 1000 levels, dead-letters it.
+///
+/// A `TimeStamp` outside years 0000–9999 (see [`time::MIN_SECS`]) is a
+/// [`DecodeError::BadTime`]: no producer writes one, and a wrapped or
+/// unwritable event time would misfile the record downstream.
 pub fn decode(schema: Schema, bytes: &[u8]) -> Result<Meta, DecodeError> {
     let mut meta = Meta {
         id: xxhash_rust::xxh3::xxh3_64(bytes),
         ..Meta::default()
     };
     let mut cur = bytes;
-    let len = match cur.first() {
-        Some(&b @ 0x80..=0x8f) => {
-            cur = &cur[1..];
-            u32::from(b & 0x0f)
-        }
-        Some(0xde) if cur.len() >= 3 => {
-            let n = u16::from_be_bytes([cur[1], cur[2]]);
-            cur = &cur[3..];
-            u32::from(n)
-        }
-        Some(0xdf) if cur.len() >= 5 => {
-            let n = u32::from_be_bytes([cur[1], cur[2], cur[3], cur[4]]);
-            cur = &cur[5..];
-            n
-        }
-        _ => {
-            top_level_map(bytes)?;
-            return Ok(meta);
-        }
+    let Some(len) = map_header(&mut cur) else {
+        return Err(not_a_map(bytes));
     };
     for _ in 0..len {
-        let key = match str_bytes(&mut cur)? {
-            Some(k) if schema != Schema::Generic => k,
-            _ => {
-                // A non-string key (or no fields to read): skip the key, if
-                // it was not a string, and the value.
-                skip_value(&mut cur)?;
-                continue;
-            }
+        let Some(key) = str_bytes(&mut cur)? else {
+            // A non-string key: skip it, then its value.
+            skip_value(&mut cur)?;
+            skip_value(&mut cur)?;
+            continue;
         };
-        let wanted = matches!(
-            (schema, key),
-            (_, b"TimeStamp")
-                | (Schema::Iam, b"Username")
-                | (Schema::Tyk, b"OrgID" | b"APIID" | b"ResponseCode")
-        );
+        let wanted = schema != Schema::Generic
+            && matches!(
+                (schema, key),
+                (_, b"TimeStamp")
+                    | (Schema::Iam, b"Username")
+                    | (Schema::Tyk, b"OrgID" | b"APIID" | b"ResponseCode")
+            );
         if !wanted {
             skip_value(&mut cur)?;
             continue;
         }
-        let value = rmpv::decode::read_value_ref(&mut cur)
-            .map_err(|e| DecodeError::Msgpack(e.to_string()))?;
         match key {
-            b"TimeStamp" => {
-                meta.timestamp_ms = time::parse_time(&value)
-                    .map_err(|message| DecodeError::BadTime {
-                        field: "TimeStamp",
-                        message,
-                    })?
-                    .map(|t| t.unix_ms())
-            }
-            b"Username" => meta.username = opt_string("Username", &value)?,
-            b"OrgID" => meta.org_id = opt_string("OrgID", &value)?,
-            b"APIID" => meta.api_id = opt_string("APIID", &value)?,
-            _ => {
-                meta.response_code = match value {
-                    ValueRef::Nil => None,
-                    ValueRef::Integer(i) => i.as_i64(),
-                    other => {
-                        return Err(DecodeError::FieldType {
-                            field: "ResponseCode",
-                            expected: "an integer",
-                            found: kind(&other),
-                        })
-                    }
-                }
-            }
+            b"TimeStamp" => meta.timestamp_ms = event_time(&mut cur)?,
+            b"Username" => meta.username = opt_string("Username", &mut cur)?,
+            b"OrgID" => meta.org_id = opt_string("OrgID", &mut cur)?,
+            b"APIID" => meta.api_id = opt_string("APIID", &mut cur)?,
+            _ => meta.response_code = opt_int("ResponseCode", &mut cur)?,
         }
     }
     if !cur.is_empty() {
         return Err(DecodeError::Trailing(cur.len()));
     }
     Ok(meta)
+}
+
+/// Reads a map header; `None`, consuming nothing, if the next value is
+/// not a map (or its header is cut short).
+fn map_header(cur: &mut &[u8]) -> Option<usize> {
+    let (&m, rest) = cur.split_first()?;
+    let (len, hdr) = match m {
+        0x80..=0x8f => (usize::from(m & 0x0f), 0),
+        0xde => (be(rest.get(..2)?), 2),
+        0xdf => (be(rest.get(..4)?), 4),
+        _ => return None,
+    };
+    *cur = &rest[hdr..];
+    Some(len)
+}
+
+/// Why `bytes`, which do not start with a map header, are not a record:
+/// cut short, followed by more bytes, or some other value. Found by
+/// skipping, never building, the value.
+pub(crate) fn not_a_map(bytes: &[u8]) -> DecodeError {
+    let mut cur = bytes;
+    if let Err(e) = skip_value(&mut cur) {
+        return e;
+    }
+    if !cur.is_empty() {
+        return DecodeError::Trailing(cur.len());
+    }
+    DecodeError::NotAMap(marker_kind(bytes[0]))
+}
+
+/// The record's own time in unix ms, checked to lie in years 0000–9999.
+fn event_time(cur: &mut &[u8]) -> Result<Option<i64>, DecodeError> {
+    let bad = |message: String| DecodeError::BadTime {
+        field: "TimeStamp",
+        message,
+    };
+    let Some(t) = time::read_time(cur)?.map_err(bad)? else {
+        return Ok(None);
+    };
+    match t.unix_ms() {
+        Some(ms) if t.in_rfc3339_range() => Ok(Some(ms)),
+        _ => Err(bad(format!(
+            "time out of range: {} seconds (years 0000 to 9999 only)",
+            t.secs
+        ))),
+    }
+}
+
+/// A string field's text (invalid UTF-8 replaced); nil is `None`.
+fn opt_string(field: &'static str, cur: &mut &[u8]) -> Result<Option<String>, DecodeError> {
+    if let Some(s) = str_bytes(cur)? {
+        return Ok(Some(String::from_utf8_lossy(s).into_owned()));
+    }
+    match cur[0] {
+        0xc0 | 0xc1 => {
+            *cur = &cur[1..];
+            Ok(None)
+        }
+        m => Err(DecodeError::FieldType {
+            field,
+            expected: "a string",
+            found: marker_kind(m),
+        }),
+    }
+}
+
+/// An integer field; nil, and integers beyond `i64`, are `None`.
+fn opt_int(field: &'static str, cur: &mut &[u8]) -> Result<Option<i64>, DecodeError> {
+    let m = *cur.first().ok_or_else(truncated)?;
+    if let Some(v) = read_int(cur)? {
+        return Ok(i64::try_from(v).ok());
+    }
+    match m {
+        0xc0 | 0xc1 => {
+            *cur = &cur[1..];
+            Ok(None)
+        }
+        m => Err(DecodeError::FieldType {
+            field,
+            expected: "an integer",
+            found: marker_kind(m),
+        }),
+    }
+}
+
+/// Reads an integer of any width; `None`, consuming nothing, if the next
+/// value is not an integer.
+fn read_int(cur: &mut &[u8]) -> Result<Option<i128>, DecodeError> {
+    let m = *cur.first().ok_or_else(truncated)?;
+    let (n, signed) = match m {
+        0x00..=0x7f => {
+            *cur = &cur[1..];
+            return Ok(Some(i128::from(m)));
+        }
+        0xe0..=0xff => {
+            *cur = &cur[1..];
+            return Ok(Some(i128::from(m as i8)));
+        }
+        0xcc..=0xcf => (1usize << (m - 0xcc), false),
+        0xd0..=0xd3 => (1usize << (m - 0xd0), true),
+        _ => return Ok(None),
+    };
+    let mut c = &cur[1..];
+    let body = take(&mut c, n)?;
+    let v = body.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+    *cur = c;
+    Ok(Some(if signed {
+        let shift = 64 - 8 * n as u32;
+        i128::from(((v << shift) as i64) >> shift)
+    } else {
+        i128::from(v)
+    }))
+}
+
+/// The kind of the value whose marker byte is `m`, for error messages
+/// (the names [`kind`] gives).
+fn marker_kind(m: u8) -> &'static str {
+    match m {
+        0xc0 | 0xc1 => "nil",
+        0xc2 | 0xc3 => "a boolean",
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => "an integer",
+        0xca | 0xcb => "a float",
+        0xa0..=0xbf | 0xd9..=0xdb => "a string",
+        0xc4..=0xc6 => "binary",
+        0x90..=0x9f | 0xdc | 0xdd => "an array",
+        0x80..=0x8f | 0xde | 0xdf => "a map",
+        0xc7..=0xc9 | 0xd4..=0xd8 => "an extension",
+    }
 }
 
 fn truncated() -> DecodeError {
@@ -283,7 +381,9 @@ fn skip_value(cur: &mut &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Parses the top-level map, requiring that it spans all of `bytes`.
+/// Parses the top-level map, requiring that it spans all of `bytes`: the
+/// full parse the scanning code is checked against in tests.
+#[cfg(test)]
 pub(crate) fn top_level_map(
     bytes: &[u8],
 ) -> Result<Vec<(ValueRef<'_>, ValueRef<'_>)>, DecodeError> {
@@ -296,18 +396,6 @@ pub(crate) fn top_level_map(
     match value {
         ValueRef::Map(entries) => Ok(entries),
         other => Err(DecodeError::NotAMap(kind(&other))),
-    }
-}
-
-fn opt_string(field: &'static str, value: &ValueRef<'_>) -> Result<Option<String>, DecodeError> {
-    match value {
-        ValueRef::Nil => Ok(None),
-        ValueRef::String(s) => Ok(Some(String::from_utf8_lossy(s.as_bytes()).into_owned())),
-        other => Err(DecodeError::FieldType {
-            field,
-            expected: "a string",
-            found: kind(other),
-        }),
     }
 }
 
@@ -328,12 +416,15 @@ pub(crate) fn kind(v: &ValueRef<'_>) -> &'static str {
 
 /// Copies a record's MessagePack bytes without the given top-level keys.
 /// Kept entries are copied byte for byte, so integer widths and time
-/// encodings stay exactly as the producer wrote them.
+/// encodings stay exactly as the producer wrote them; a record that has
+/// none of the keys is copied whole.
 pub fn omit_fields(bytes: &[u8], omit: &[&str], out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let mut cursor = bytes;
     let len = rmp::decode::read_map_len(&mut cursor)
         .map_err(|e| DecodeError::Msgpack(e.to_string()))? as usize;
-    let mut spans = Vec::with_capacity(len);
+    // Every entry takes at least two bytes: no more room than that for
+    // what the header claims.
+    let mut spans = Vec::with_capacity(len.min(cursor.len() / 2));
     let mut kept = 0u32;
     for _ in 0..len {
         let start = bytes.len() - cursor.len();
@@ -350,6 +441,12 @@ pub fn omit_fields(bytes: &[u8], omit: &[&str], out: &mut Vec<u8>) -> Result<(),
             kept += 1;
             spans.push(start..end);
         }
+    }
+    if kept as usize == len {
+        // Nothing omitted: the record exactly as the producer wrote it,
+        // map header included.
+        out.extend_from_slice(bytes);
+        return Ok(());
     }
     rmp::encode::write_map_len(out, kept).expect("writing to a Vec cannot fail");
     for span in spans {

@@ -291,3 +291,286 @@ fn streaming_json_matches_the_serde_version() {
         }
     }
 }
+
+/// A map whose keys are not strings is a valid record: the key and its
+/// value are both skipped (issue 22, item 6).
+#[test]
+fn non_string_keys_are_skipped_with_their_values() {
+    // {1: "a"} as a generic record.
+    assert!(decode(Schema::Generic, &[0x81, 0x01, 0xa1, b'a']).is_ok());
+    let base = iam();
+    let want = decode(Schema::Iam, &base).unwrap();
+    // Each odd key, with a value after it, appended to an iam record.
+    let odd_keys: [&[u8]; 5] = [
+        &[0x05],                               // int
+        &[0xc0],                               // nil
+        &[0x81, 0xa1, b'k', 0x01],             // map
+        &[0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0], // float 1.5
+        &[0x92, 0x01, 0x02],                   // array
+    ];
+    for key in odd_keys {
+        let mut r = vec![base[0] + 1];
+        r.extend_from_slice(key);
+        r.extend_from_slice(&[0xa3, b'v', b'a', b'l']);
+        r.extend_from_slice(&base[1..]);
+        let m = decode(Schema::Iam, &r).unwrap_or_else(|e| panic!("{key:02x?}: {e}"));
+        assert_eq!(m.username, want.username);
+        assert_eq!(m.timestamp_ms, want.timestamp_ms);
+        let mut json = Vec::new();
+        write_json(Schema::Iam, &r, &[], &mut json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 9, "{v}");
+    }
+}
+
+fn iam_with_time(time: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 2).unwrap();
+    rmp::encode::write_str(&mut r, "TimeStamp").unwrap();
+    r.extend_from_slice(time);
+    rmp::encode::write_str(&mut r, "Username").unwrap();
+    rmp::encode::write_str(&mut r, "u").unwrap();
+    r
+}
+
+fn int_time(secs: i64) -> Vec<u8> {
+    let mut t = Vec::new();
+    rmp::encode::write_i64(&mut t, secs).unwrap();
+    t
+}
+
+fn ext_time(secs: i64, nanos: u32) -> Vec<u8> {
+    let mut t = Vec::new();
+    write_timestamp_ext(&mut t, secs, nanos);
+    t
+}
+
+fn array_time(secs: i64, nanos: u32) -> Vec<u8> {
+    let mut t = vec![0x92];
+    rmp::encode::write_sint(&mut t, secs).unwrap();
+    rmp::encode::write_uint(&mut t, u64::from(nanos)).unwrap();
+    t
+}
+
+/// A record's own time is checked, never wrapped: outside years
+/// 0000–9999 it is a bad time, in every encoding (issue 22, item 7).
+#[test]
+fn out_of_range_event_times_are_bad_times() {
+    assert_eq!(
+        time::Timestamp {
+            secs: i64::MAX,
+            nanos: 0
+        }
+        .unix_ms(),
+        None
+    );
+    assert_eq!(
+        time::Timestamp {
+            secs: 9_223_372_036_854_776,
+            nanos: 0
+        }
+        .unix_ms(),
+        None
+    );
+    assert_eq!(
+        time::Timestamp {
+            secs: -1,
+            nanos: 500_000_000
+        }
+        .unix_ms(),
+        Some(-500)
+    );
+    for (time, want) in [
+        (int_time(time::MAX_SECS), Some(time::MAX_SECS * 1000)),
+        (int_time(time::MIN_SECS), Some(time::MIN_SECS * 1000)),
+        (
+            ext_time(time::MAX_SECS, 999_000_000),
+            Some(time::MAX_SECS * 1000 + 999),
+        ),
+        (array_time(time::MIN_SECS, 0), Some(time::MIN_SECS * 1000)),
+        (vec![0xc0], None),
+    ] {
+        let m = decode(Schema::Iam, &iam_with_time(&time)).unwrap();
+        assert_eq!(m.timestamp_ms, want, "{time:02x?}");
+        assert_eq!(
+            decode(Schema::Tyk, &iam_with_time(&time))
+                .unwrap()
+                .timestamp_ms,
+            want
+        );
+    }
+    let mut huge = vec![0xcf];
+    huge.extend_from_slice(&u64::MAX.to_be_bytes());
+    for time in [
+        int_time(i64::MAX),
+        int_time(9_223_372_036_854_776),
+        int_time(time::MAX_SECS + 1),
+        int_time(time::MIN_SECS - 1),
+        int_time(i64::MIN),
+        huge,
+        ext_time(time::MAX_SECS + 1, 0),
+        ext_time(i64::MAX, 0),
+        ext_time(i64::MIN, 5),
+        array_time(i64::MAX, 0),
+        array_time(9_223_372_036_854_776, 0),
+        array_time(time::MIN_SECS - 1, 999_999_999),
+    ] {
+        for schema in [Schema::Iam, Schema::Tyk] {
+            let e = decode(schema, &iam_with_time(&time)).unwrap_err();
+            assert!(
+                matches!(&e, DecodeError::BadTime { field: "TimeStamp", message } if message.contains("out of range")),
+                "{time:02x?}: {e}"
+            );
+        }
+        // Generic records have no time of their own.
+        assert!(decode(Schema::Generic, &iam_with_time(&time)).is_ok());
+    }
+}
+
+/// Header counts cost nothing: a `TimeStamp` array claiming 10 million
+/// nils (all present) is refused without being built, and so is a record
+/// that is such an array (issue 22, item 1).
+#[test]
+fn claimed_counts_are_not_built() {
+    let n = 10_000_000u32;
+    let mut time = vec![0xdd];
+    time.extend_from_slice(&n.to_be_bytes());
+    time.resize(time.len() + n as usize, 0xc0);
+    let r = iam_with_time(&time);
+    let e = decode(Schema::Iam, &r).unwrap_err();
+    assert!(matches!(e, DecodeError::BadTime { .. }), "{e}");
+    assert!(e.to_string().contains("found an array"), "{e}");
+    assert_eq!(
+        decode(Schema::Iam, &time),
+        Err(DecodeError::NotAMap("an array"))
+    );
+    // The same array in a field the host does not read is skipped.
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 1).unwrap();
+    rmp::encode::write_str(&mut r, "Other").unwrap();
+    r.extend_from_slice(&time);
+    assert!(decode(Schema::Iam, &r).is_ok());
+    // Claims beyond the bytes present are truncation, found at once.
+    for claim in [
+        &[0xdf, 0xff, 0xff, 0xff, 0xff][..],
+        &[0xdd, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        let r = iam_with_time(claim);
+        assert!(decode(Schema::Iam, &r).is_err());
+        assert!(decode(Schema::Iam, claim).is_err());
+        assert!(write_json(Schema::Iam, &r, &[], &mut Vec::new()).is_err());
+        let mut top = claim.to_vec();
+        top.extend_from_slice(&[0xa1, b'a', 0x01, 0xa1, b'a', 0x02]);
+        assert!(decode(Schema::Iam, &top).is_err());
+        assert!(write_json(Schema::Iam, &top, &[], &mut Vec::new()).is_err());
+        assert!(omit_fields(&top, &["a"], &mut Vec::new()).is_err());
+    }
+}
+
+/// Repeated top-level keys: host filters read the last value, and the
+/// JSON keeps only that one, where it stands (issue 22, item 9).
+#[test]
+fn repeated_keys_keep_their_last_value_in_json() {
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 5).unwrap();
+    for (k, v) in [
+        ("Username", "a"),
+        ("x", "1"),
+        ("Username", "b"),
+        ("Policies", "p"),
+        ("y", "2"),
+    ] {
+        rmp::encode::write_str(&mut r, k).unwrap();
+        rmp::encode::write_str(&mut r, v).unwrap();
+    }
+    assert_eq!(
+        decode(Schema::Iam, &r).unwrap().username.as_deref(),
+        Some("b")
+    );
+    let mut out = b"prefix".to_vec();
+    write_json(Schema::Iam, &r, &[], &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"prefix{"x":"1","Username":"b","Policies":"p","y":"2"}"#
+    );
+    let mut out = Vec::new();
+    write_json(Schema::Iam, &r, Schema::Iam.detail_fields(), &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"x":"1","Username":"b","y":"2"}"#
+    );
+    // Keys that write the same JSON text repeat too: 1 and "1".
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 2).unwrap();
+    rmp::encode::write_uint(&mut r, 1).unwrap();
+    rmp::encode::write_str(&mut r, "int").unwrap();
+    rmp::encode::write_str(&mut r, "1").unwrap();
+    rmp::encode::write_str(&mut r, "str").unwrap();
+    let mut out = Vec::new();
+    write_json(Schema::Generic, &r, &[], &mut out).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), r#"{"1":"str"}"#);
+    // Many keys, one repeated at the end: past the list, into the set.
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 101).unwrap();
+    for i in 0..100 {
+        rmp::encode::write_str(&mut r, &format!("k{i}")).unwrap();
+        rmp::encode::write_uint(&mut r, i).unwrap();
+    }
+    rmp::encode::write_str(&mut r, "k7").unwrap();
+    rmp::encode::write_uint(&mut r, 700).unwrap();
+    let mut out = Vec::new();
+    write_json(Schema::Generic, &r, &[], &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 100);
+    assert_eq!(v["k7"], 700);
+    let mut tree = Vec::new();
+    json::write_json_tree(Schema::Generic, &r, &[], &mut tree).unwrap();
+    assert_eq!(out, tree);
+}
+
+/// Maps as keys of maps as keys…: each level escapes the text of the one
+/// inside again, doubling it. The JSON's size is bounded by the record's,
+/// so such a record is an error, not gigabytes.
+#[test]
+fn json_size_is_bounded_by_the_records() {
+    // Innermost key "\"", then 40 levels of {<key>: 1}.
+    let mut key = vec![0xa1, b'"'];
+    for _ in 0..40 {
+        let mut k = vec![0x81];
+        k.extend_from_slice(&key);
+        k.push(0x01);
+        key = k;
+    }
+    let mut r = vec![0x81];
+    r.extend_from_slice(&key);
+    r.push(0x01);
+    let mut out = b"prefix".to_vec();
+    assert_eq!(
+        write_json(Schema::Generic, &r, &[], &mut out),
+        Err(DecodeError::JsonTooLarge)
+    );
+    assert_eq!(out, b"prefix");
+    // A few levels are fine, and as the tree version writes them.
+    let r = [0x81, 0x81, 0x81, 0xa1, b'"', 0x01, 0x01, 0x01];
+    let (mut fast, mut tree) = (Vec::new(), Vec::new());
+    write_json(Schema::Generic, &r, &[], &mut fast).unwrap();
+    json::write_json_tree(Schema::Generic, &r, &[], &mut tree).unwrap();
+    assert_eq!(fast, tree);
+    assert_eq!(
+        String::from_utf8(fast).unwrap(),
+        r#"{"{\"{\\\"\\\\\\\"\\\":1}\":1}":1}"#
+    );
+}
+
+/// A record none of whose keys are omitted is delivered exactly as
+/// written, even with a map header wider than needed.
+#[test]
+fn omitting_nothing_keeps_a_wide_map_header() {
+    let r = [0xde, 0x00, 0x01, 0xa1, b'a', 0x01];
+    let mut out = Vec::new();
+    omit_fields(&r, Schema::Iam.detail_fields(), &mut out).unwrap();
+    assert_eq!(out, r);
+    let mut out = Vec::new();
+    omit_fields(&r, &["a"], &mut out).unwrap();
+    assert_eq!(out, [0x80]);
+}

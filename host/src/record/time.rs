@@ -2,6 +2,8 @@
 
 use rmpv::ValueRef;
 
+use super::{marker_kind, read_int, take, truncated, DecodeError};
+
 /// A point in time, as producers send it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp {
@@ -9,10 +11,23 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
+/// The first second of year 0000 and the last of year 9999, UTC: the
+/// range RFC 3339 can write, and the range a record's own time must fall in.
+pub const MIN_SECS: i64 = -62_167_219_200;
+pub const MAX_SECS: i64 = 253_402_300_799;
+
 impl Timestamp {
-    /// Unix milliseconds.
-    pub fn unix_ms(self) -> i64 {
-        self.secs * 1000 + i64::from(self.nanos / 1_000_000)
+    /// Unix milliseconds, `None` where they do not fit an `i64` (checked:
+    /// a wrapped product would turn year 292 million into 1969).
+    pub fn unix_ms(self) -> Option<i64> {
+        self.secs
+            .checked_mul(1000)?
+            .checked_add(i64::from(self.nanos / 1_000_000))
+    }
+
+    /// True for times RFC 3339 can write: years 0000 to 9999.
+    pub fn in_rfc3339_range(self) -> bool {
+        (MIN_SECS..=MAX_SECS).contains(&self.secs)
     }
 
     /// RFC 3339 in UTC, e.g. `2026-11-21T05:47:41Z`; fractional seconds
@@ -85,6 +100,92 @@ pub fn parse_time(value: &ValueRef<'_>) -> Result<Option<Timestamp>, String> {
             super::kind(other)
         )),
     }
+}
+
+fn not_a_time(kind: &str) -> String {
+    format!("expected a time (integer, timestamp extension or [secs, nanos]), found {kind}")
+}
+
+/// [`parse_time`] straight from MessagePack bytes, building nothing: the
+/// same encodings and the same messages, at a cost that never depends on
+/// what a header claims. `Ok(Err(message))`: not a time, and `cur` is
+/// left at the value, for the caller to skip or copy. `Err`: the bytes
+/// are cut short.
+pub(crate) fn read_time(cur: &mut &[u8]) -> Result<Result<Option<Timestamp>, String>, DecodeError> {
+    let mut c = *cur;
+    let m = *c.first().ok_or_else(truncated)?;
+    let r = match m {
+        // 0xc1 is reserved; rmpv (the full parse) reads it as nil.
+        0xc0 | 0xc1 => {
+            c = &c[1..];
+            Ok(None)
+        }
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xcf | 0xd0..=0xd3 => {
+            match read_int(&mut c)?.and_then(|v| i64::try_from(v).ok()) {
+                Some(secs) => Ok(Some(Timestamp { secs, nanos: 0 })),
+                None => Err("integer time out of range".to_string()),
+            }
+        }
+        0xc7..=0xc9 | 0xd4..=0xd8 => {
+            let (ty, data) = read_ext(&mut c)?;
+            if ty == -1 {
+                parse_timestamp_ext(data).map(Some)
+            } else {
+                Err(not_a_time("an extension"))
+            }
+        }
+        0x90..=0x9f | 0xdc | 0xdd => {
+            c = &c[1..];
+            let n = match m {
+                0xdc => super::be(take(&mut c, 2)?),
+                0xdd => super::be(take(&mut c, 4)?),
+                _ => usize::from(m & 0x0f),
+            };
+            if n == 2 {
+                read_pair(&mut c)?
+            } else {
+                Err(not_a_time("an array"))
+            }
+        }
+        _ => Err(not_a_time(marker_kind(m))),
+    };
+    if r.is_ok() {
+        *cur = c;
+    }
+    Ok(r)
+}
+
+/// The two items of a `[seconds, nanoseconds]` array.
+fn read_pair(c: &mut &[u8]) -> Result<Result<Option<Timestamp>, String>, DecodeError> {
+    let Some(secs) = read_int(c)?.and_then(|v| i64::try_from(v).ok()) else {
+        return Ok(Err("time array: seconds is not an integer".into()));
+    };
+    let Some(nanos) = read_int(c)?
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|n| *n < 1_000_000_000)
+    else {
+        return Ok(Err(
+            "time array: nanoseconds is not an integer below 1e9".into()
+        ));
+    };
+    Ok(Ok(Some(Timestamp { secs, nanos })))
+}
+
+/// An extension's type and body; the marker must be an extension's.
+fn read_ext<'a>(c: &mut &'a [u8]) -> Result<(i8, &'a [u8]), DecodeError> {
+    let m = take(c, 1)?[0];
+    let len = match m {
+        0xd4 => 1,
+        0xd5 => 2,
+        0xd6 => 4,
+        0xd7 => 8,
+        0xd8 => 16,
+        0xc7 => super::be(take(c, 1)?),
+        0xc8 => super::be(take(c, 2)?),
+        _ => super::be(take(c, 4)?),
+    };
+    let ty = take(c, 1)?[0] as i8;
+    Ok((ty, take(c, len)?))
 }
 
 /// Decodes the body of a MessagePack timestamp extension (type -1).

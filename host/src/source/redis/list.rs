@@ -13,14 +13,30 @@ use super::{hash_tag, lease_key, scripts, RawBatch, SourceError};
 use crate::config::Delivery;
 use crate::telemetry;
 
+/// Whether `e` says this Redis will never run the `SORT` claim: an ACL
+/// without `SORT` (`NOPERM`) or a server without the command (renamed
+/// away: "unknown command"). Errors of the transaction's commands are
+/// looked at one by one, as an aborted `EXEC` carries them.
+fn sort_refused_for_good(e: &redis::RedisError) -> bool {
+    let Some(errors) = e.clone().into_server_errors() else {
+        return false;
+    };
+    errors.iter().any(|(_, s)| {
+        s.code() == "NOPERM"
+            || (s.code() == "ERR"
+                && s.details()
+                    .is_some_and(|d| d.to_ascii_lowercase().starts_with("unknown command")))
+    })
+}
+
 /// A source reading Redis lists; cheap to clone.
 #[derive(Clone)]
 pub struct ListSource {
     pub(super) core: Core,
     /// Claimed batch keys and their lease sets.
     inflight: Inflight<String>,
-    /// False once Redis refused the `SORT … STORE` claim (an ACL without
-    /// `@dangerous`, say): claims then use the Lua script.
+    /// False once Redis refused the `SORT … STORE` claim for good (an ACL
+    /// without `@dangerous`, say): claims then use the Lua script.
     sort_claim: Arc<AtomicBool>,
 }
 
@@ -154,9 +170,11 @@ impl ListSource {
             match r {
                 Ok((items,)) => return Ok(items),
                 // A refused command aborts the whole transaction (EXECABORT)
-                // or fails inside it: nothing was taken. Connection errors
-                // are just errors.
-                Err(e) if e.kind() != redis::ErrorKind::Io && !e.is_timeout() => {
+                // or fails inside it: nothing was taken. Only a refusal that
+                // will not pass switches to the Lua claim; any other error
+                // (OOM, a busy script, a lost connection) fails this claim,
+                // which is retried with `SORT`.
+                Err(e) if sort_refused_for_good(&e) => {
                     tracing::warn!(
                         key,
                         "redis refused the SORT claim ({e}); using the Lua claim from now on"
