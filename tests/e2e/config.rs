@@ -305,7 +305,7 @@ mod tests {
                     .mount("out", "/out")
                     .sandbox("sockets", strings(["127.0.0.1:1"]))
                     .toml("rate_limit = { records_per_second = 10 }")
-                    .filter("/p/f.wasm", &[("mode", "keep".into())]),
+                    .filter_plugin("/p/f.wasm", [("mode", "keep")]),
             );
         let doc: Table = cfg.to_toml().parse().unwrap();
         assert_eq!(doc["source"]["batch_size"].as_integer(), Some(50));

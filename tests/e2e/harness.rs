@@ -349,40 +349,6 @@ pub fn wait_lines(path: &Path, n: usize, within: Duration) -> Vec<serde_json::Va
     })
 }
 
-/// A file pump writing to `<host dir>/out/<file>` as `/out/<file>`, with
-/// `extra` lines in its `[[pumps]]` table. Used by sandbox.rs until it
-/// moves to the builder ([`Pump::file`]).
-pub fn file_pump(name: &str, file: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[pumps]]
-name = "{name}"
-plugin = "{plugin}"
-{extra}
-[pumps.config]
-path = "/out/{file}"
-[pumps.sandbox]
-dirs = [{{ host = "out", guest = "/out" }}]
-"#,
-        plugin = plugin("file"),
-    )
-}
-
-/// A `[source]` section. Used by sandbox.rs until it moves to the builder
-/// ([`HostConfig::new`]).
-pub fn source(r: &RedisServer, format: &str, extra: &str) -> String {
-    format!(
-        r#"
-[source]
-redis_url = "{url}"
-format = "{format}"
-poll_interval = "20ms"
-{extra}
-"#,
-        url = r.url()
-    )
-}
-
 /// A time as the host's JSON writes it: RFC 3339, UTC.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(
