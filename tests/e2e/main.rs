@@ -8,6 +8,7 @@ mod delivery;
 mod faults;
 mod harness;
 mod plugins_cli;
+mod redis_prod;
 mod reliability;
 mod reload;
 mod reporter;
