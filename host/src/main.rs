@@ -47,6 +47,20 @@ enum Cmd {
         rate: Option<u64>,
         #[arg(long, default_value = pumphouse::config::DEFAULT_REDIS_URL, env = "PUMPHOUSE_REDIS")]
         redis: String,
+        /// With a rediss:// URL: PEM file of the CA to trust instead of the
+        /// system's roots (`[source.tls] ca_file`).
+        #[arg(long)]
+        tls_ca_file: Option<PathBuf>,
+        /// With a rediss:// URL: client certificate (PEM), for servers with
+        /// `tls-auth-clients yes`.
+        #[arg(long, requires = "tls_key_file")]
+        tls_cert_file: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert_file")]
+        tls_key_file: Option<PathBuf>,
+        /// Do not verify the server certificate (tests only).
+        #[arg(long)]
+        tls_insecure: bool,
         /// List key (default: the producer's own key).
         #[arg(long)]
         key: Option<String>,
@@ -281,6 +295,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             count,
             rate,
             redis,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            tls_insecure,
             key,
             shards,
             first_seq,
@@ -291,6 +309,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let key = key.unwrap_or_else(|| format.producer_key().to_string());
             let n = pumphouse::produce::produce(&pumphouse::produce::ProduceOptions {
                 redis_url: redis,
+                tls: pumphouse::config::TlsConfig {
+                    ca_file: tls_ca_file,
+                    cert_file: tls_cert_file,
+                    key_file: tls_key_file,
+                    insecure: tls_insecure,
+                },
                 format,
                 key: key.clone(),
                 shards,

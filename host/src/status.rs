@@ -127,6 +127,11 @@ pub struct ReloadInfo {
 #[derive(Debug, Default)]
 pub struct Status {
     redis_ok: AtomicBool,
+    /// Why the last health probe failed (cleared when one succeeds).
+    redis_error: Mutex<Option<String>>,
+    /// Why the last claim failed (cleared when one succeeds): a refused
+    /// command (`NOPERM`) fails claims while `PING` and `LLEN` still work.
+    claim_error: Mutex<Option<String>>,
     started: AtomicBool,
     pumps: RwLock<Vec<Arc<PumpStatus>>>,
     reload: Mutex<Option<ReloadInfo>>,
@@ -191,9 +196,34 @@ impl Status {
         out
     }
 
-    /// Ready: started, Redis answers and no pump is failing.
+    /// Records why the health probe failed (`None`: it succeeded).
+    pub fn set_redis_error(&self, cause: Option<String>) {
+        *self.redis_error.lock().expect("status lock") = cause;
+    }
+
+    /// Records why a claim failed (`None`: one succeeded); returns whether
+    /// claims were failing before.
+    pub fn set_claim_error(&self, cause: Option<String>) -> bool {
+        let mut e = self.claim_error.lock().expect("status lock");
+        let was = e.is_some();
+        *e = cause;
+        was
+    }
+
+    /// What keeps Redis from being used, if anything: a failing claim
+    /// first (it names the refused command), else the health probe's error.
+    pub fn redis_error(&self) -> Option<String> {
+        let claim = self.claim_error.lock().expect("status lock").clone();
+        claim.or_else(|| self.redis_error.lock().expect("status lock").clone())
+    }
+
+    /// Ready: started, Redis answers and takes claims, and no pump is
+    /// failing.
     pub fn ready(&self) -> bool {
-        self.started() && self.redis_ok() && self.pumps().iter().all(|p| p.get() == PumpState::Ok)
+        self.started()
+            && self.redis_ok()
+            && self.claim_error.lock().expect("status lock").is_none()
+            && self.pumps().iter().all(|p| p.get() == PumpState::Ok)
     }
 }
 

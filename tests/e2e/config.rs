@@ -100,6 +100,13 @@ impl HostConfig {
         self.source("format", "generic")
     }
 
+    /// `[source.tls]` with a CA and a client certificate and key (paths).
+    pub fn tls(self, ca_file: &str, cert_file: &str, key_file: &str) -> HostConfig {
+        self.source("tls.ca_file", ca_file)
+            .source("tls.cert_file", cert_file)
+            .source("tls.key_file", key_file)
+    }
+
     /// Sets `source.<key>`.
     pub fn source(self, key: &str, value: impl Into<Value>) -> HostConfig {
         self.set(&format!("source.{key}"), value)

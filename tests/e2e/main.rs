@@ -10,6 +10,7 @@ mod faults;
 mod harness;
 mod plugins_cli;
 mod records;
+mod redis_prod;
 mod reliability;
 mod reload;
 mod reporter;

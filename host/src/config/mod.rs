@@ -38,9 +38,9 @@ pub use server::{
     DEFAULT_LISTEN,
 };
 pub use source::{
-    Delivery, SourceConfig, SourceKind, StreamOptions, DEFAULT_BATCH_SIZE, DEFAULT_LEASE,
-    DEFAULT_MAX_DELIVERIES, DEFAULT_POLL_INTERVAL, DEFAULT_REDIS_URL, DEFAULT_STREAM_FIELD,
-    DEFAULT_STREAM_GROUP, MAX_BATCH_SIZE,
+    Delivery, SourceConfig, SourceKind, StreamOptions, TlsConfig, DEFAULT_BATCH_SIZE,
+    DEFAULT_LEASE, DEFAULT_MAX_DELIVERIES, DEFAULT_POLL_INTERVAL, DEFAULT_REDIS_URL,
+    DEFAULT_STREAM_FIELD, DEFAULT_STREAM_GROUP, MAX_BATCH_SIZE,
 };
 
 /// Epoch tick used to enforce plugin timeouts.
@@ -185,6 +185,15 @@ impl Config {
         }
         if self.spool_dir.is_relative() {
             self.spool_dir = base.join(&self.spool_dir);
+        }
+        let tls = &mut self.source.tls;
+        for file in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
         for pump in &mut self.pumps {
             for dir in &mut pump.sandbox.dirs {

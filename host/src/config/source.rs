@@ -1,5 +1,6 @@
 //! `[source]`: where records come from.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,6 +23,33 @@ pub const DEFAULT_STREAM_GROUP: &str = "pumphouse";
 pub const DEFAULT_STREAM_FIELD: &str = "record";
 /// Deliveries of a stream entry before it is dead-lettered as poison.
 pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
+/// `[source.tls]`: how a `rediss://` connection is verified and which
+/// client certificate it presents. Every field is optional; without any,
+/// the server certificate is checked against the system's trusted roots.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) the server certificate must chain
+    /// to, instead of the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (chain), for servers with
+    /// `tls-auth-clients yes`. Needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key. Needs `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Turns certificate and host name verification off (a warning is
+    /// logged at start). For tests only: anyone on the path can read and
+    /// change the traffic.
+    pub insecure: bool,
+}
+
+impl TlsConfig {
+    /// True when no field is set.
+    pub fn is_default(&self) -> bool {
+        *self == TlsConfig::default()
+    }
+}
 
 /// Delivery guarantee of the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -61,8 +89,10 @@ pub struct StreamOptions {
 pub struct SourceConfig {
     /// `type`, with the stream-only settings.
     pub kind: SourceKind,
-    /// Redis URL, `redis://[user:pass@]host:port/db`.
+    /// Redis URL, `redis[s]://[user:pass@]host:port/db`.
     pub redis_url: String,
+    /// `[source.tls]`, for `rediss://` URLs.
+    pub tls: TlsConfig,
     /// `iam`, `tyk` or `generic`.
     pub format: Schema,
     /// The list key producers push to. Defaults to the producer's own key.
@@ -98,8 +128,13 @@ struct RawSource {
     /// `list` (default) or `stream`.
     #[serde(rename = "type")]
     kind: SourceType,
-    /// Redis URL, `redis://[user:pass@]host:port/db`.
+    /// Redis URL, `redis://[user:password@]host:port/db`, or `rediss://…`
+    /// for TLS. The user is a Redis ACL user (`default` when only a
+    /// password is given).
     redis_url: String,
+    /// `[source.tls]`: CA, client certificate and verification of a
+    /// `rediss://` connection.
+    tls: TlsConfig,
     /// `iam`, `tyk` or `generic`; required.
     format: Option<Schema>,
     /// The list key producers push to. Defaults to the producer's own key.
@@ -135,6 +170,7 @@ impl Default for RawSource {
         RawSource {
             kind: SourceType::List,
             redis_url: DEFAULT_REDIS_URL.to_string(),
+            tls: TlsConfig::default(),
             format: None,
             key: None,
             shards: 0,
@@ -178,6 +214,7 @@ impl TryFrom<RawSource> for SourceConfig {
         Ok(SourceConfig {
             kind,
             redis_url: raw.redis_url,
+            tls: raw.tls,
             format: raw.format.ok_or("missing field `format`")?,
             key: raw.key,
             shards: raw.shards,
@@ -242,6 +279,7 @@ impl SourceConfig {
                 ),
             ));
         }
+        self.validate_tls()?;
         if self.base_key().is_empty() {
             return Err(FieldError::new("key", "must not be empty"));
         }
@@ -255,6 +293,30 @@ impl SourceConfig {
             stream.validate()?;
         }
         Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// `[source.tls]` needs a TLS URL, and a client certificate its key.
+    fn validate_tls(&self) -> Result<(), FieldError> {
+        let tls = &self.tls;
+        if !tls.is_default() && !self.redis_url.starts_with("rediss://") {
+            return Err(FieldError::new(
+                "tls",
+                "[source.tls] is set but redis_url is not rediss://: TLS needs a rediss:// URL",
+            ));
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => Err(FieldError::new(
+                "tls.key_file",
+                "cert_file is set: the client certificate needs its key_file",
+            )),
+            (None, Some(_)) => Err(FieldError::new(
+                "tls.cert_file",
+                "key_file is set: the client key needs its cert_file",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

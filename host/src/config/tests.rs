@@ -212,3 +212,48 @@ fn required_fields_are_still_required() {
         .to_string();
     assert!(msg.contains("missing field `plugin`"), "{msg}");
 }
+
+#[test]
+fn tls_settings_parse_resolve_and_need_a_tls_url() {
+    let tls = "redis_url = \"rediss://pumphouse:pw@redis.internal:6380/0\"\n\
+               [source.tls]\nca_file = \"ca.pem\"\ncert_file = \"/certs/c.pem\"\nkey_file = \"c.key\"\n";
+    let c =
+        parse(&MINIMAL.replace("format = \"iam\"\n", &format!("format = \"iam\"\n{tls}"))).unwrap();
+    assert_eq!(
+        c.source.tls.ca_file.as_deref(),
+        Some(Path::new("/etc/ph/ca.pem"))
+    );
+    assert_eq!(
+        c.source.tls.cert_file.as_deref(),
+        Some(Path::new("/certs/c.pem"))
+    );
+    assert_eq!(
+        c.source.tls.key_file.as_deref(),
+        Some(Path::new("/etc/ph/c.key"))
+    );
+    assert!(!c.source.tls.insecure);
+
+    let plain = MINIMAL.replace(
+        "format = \"iam\"\n",
+        "format = \"iam\"\n[source.tls]\ninsecure = true\n",
+    );
+    let msg = parse(&plain).unwrap_err().to_string();
+    assert!(
+        msg.contains("source.tls") && msg.contains("rediss://"),
+        "{msg}"
+    );
+
+    let no_key = MINIMAL.replace(
+        "format = \"iam\"\n",
+        "format = \"iam\"\nredis_url = \"rediss://h:1\"\n[source.tls]\ncert_file = \"c.pem\"\n",
+    );
+    let msg = parse(&no_key).unwrap_err().to_string();
+    assert!(msg.contains("source.tls.key_file"), "{msg}");
+
+    let typo = MINIMAL.replace(
+        "format = \"iam\"\n",
+        "format = \"iam\"\nredis_url = \"rediss://h:1\"\n[source.tls]\nca = \"c.pem\"\n",
+    );
+    let msg = parse(&typo).unwrap_err().to_string();
+    assert!(msg.contains("ca"), "{msg}");
+}

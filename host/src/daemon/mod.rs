@@ -17,6 +17,7 @@ use crate::dlq::DeadLetters;
 use crate::pipeline::{self, RunReport, Settings};
 use crate::pump::{LaneSet, Phase, PluginCache, PumpError, PumpSet, PumpSpec};
 use crate::runtime::{Runtime, SetupError};
+use crate::source::redis::probe::{probe, ProbeError};
 use crate::source::redis::{conn, redacted, RedisSource, SourceError};
 use crate::status::Status;
 use reload::Reloader;
@@ -48,9 +49,12 @@ pub enum StartError {
 pub struct CheckReport {
     /// One line per pump: its sink and filter chain.
     pub lines: Vec<String>,
-    pub redis_ok: bool,
+    /// Why pumphouse cannot use the source's Redis, if it cannot.
+    pub redis_problem: Option<ProbeError>,
     /// The Redis URL, password masked.
     pub redis: String,
+    /// `[source.tls] insecure` is on.
+    pub tls_insecure: bool,
 }
 
 impl std::fmt::Display for CheckReport {
@@ -58,18 +62,26 @@ impl std::fmt::Display for CheckReport {
         for l in &self.lines {
             writeln!(f, "{l}")?;
         }
-        if self.redis_ok {
-            writeln!(f, "redis: reachable")?;
-        } else {
-            writeln!(
+        if self.tls_insecure {
+            writeln!(f, "warning: {INSECURE_WARNING}")?;
+        }
+        match &self.redis_problem {
+            None => writeln!(f, "redis: reachable")?,
+            Some(e @ ProbeError::Refused { .. }) => {
+                writeln!(f, "redis: reachable but NOT usable: {e}")?
+            }
+            Some(e) => writeln!(
                 f,
-                "redis: NOT reachable at {} (the daemon waits for it at start)",
-                self.redis
-            )?;
+                "redis: NOT reachable: {e} (the daemon waits for it at start)"
+            )?,
         }
         writeln!(f, "config OK")
     }
 }
+
+/// Logged at start (and printed by `check`) when TLS verification is off.
+const INSECURE_WARNING: &str = "source.tls.insecure = true: the Redis server certificate is \
+     not verified, so anyone on the network path can read and change the traffic";
 
 /// Validates a config, compiles every plugin and runs each pump's `init`
 /// (so plugin config errors surface too). Redis reachability is reported
@@ -98,21 +110,12 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
             }
         ));
     }
-    let redis_ok = match tokio::time::timeout(Duration::from_secs(3), async {
-        let mut conn = conn::Endpoint::open(&config.source.redis_url)?
-            .manager()
-            .await?;
-        Ok::<_, conn::ConnError>(conn::ping(&mut conn).await)
-    })
-    .await
-    {
-        Ok(Ok(ok)) => ok,
-        _ => false,
-    };
+    let redis_problem = probe(&config.source, Duration::from_secs(3)).await.err();
     Ok(CheckReport {
         lines,
-        redis_ok,
+        redis_problem,
         redis: redacted(&config.source.redis_url),
+        tls_insecure: config.source.tls.insecure,
     })
 }
 
@@ -132,9 +135,13 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<Started, StartError> {
+    if config.source.tls.insecure {
+        tracing::warn!("{INSECURE_WARNING}");
+    }
     // Plugin state lives in the source's Redis, beside the records.
-    let kv = crate::runtime::kv::KvStore::redis(&config.source.redis_url)
-        .map_err(StartError::RedisUrl)?;
+    let kv = crate::runtime::kv::KvStore::redis(
+        conn::Endpoint::for_source(&config.source).map_err(StartError::RedisUrl)?,
+    );
     let runtime = Runtime::new(true)?.with_kv_store(kv);
     let mut cache = PluginCache::default();
     // Compile before anything else: a broken plugin fails the start fast.
@@ -153,8 +160,10 @@ pub async fn start(
     .map_err(StartError::Listen)?;
     tracing::info!(%http, "serving /healthz, /readyz, /metrics and /admin");
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
+    // `/readyz` names why the daemon is still waiting.
+    let waiting = |cause: &str| status.set_redis_error(Some(cause.to_string()));
     let source = tokio::select! {
-        s = RedisSource::connect(&config.source, Duration::MAX) => s?,
+        s = RedisSource::connect(&config.source, Duration::MAX, &waiting) => s?,
         _ = shutdown.cancelled() => return Err(StartError::Interrupted),
     };
     let schema = config.source.format;

@@ -82,6 +82,7 @@ pub async fn run(
 
     let produced = produce(&ProduceOptions {
         redis_url: redis.url(),
+        tls: Default::default(),
         format: Schema::Iam,
         key: key.clone(),
         shards: 0,
@@ -98,7 +99,9 @@ pub async fn run(
     let started = Instant::now();
     let daemon =
         crate::daemon::start(config.clone(), None, metrics.clone(), shutdown.clone()).await?;
-    let mut conn = Endpoint::open(&redis.url())?.multiplexed().await?;
+    let mut conn = Endpoint::open(&redis.url(), &Default::default())?
+        .multiplexed()
+        .await?;
     // Done when the list is empty and no claim is outstanding.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

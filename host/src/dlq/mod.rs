@@ -31,20 +31,15 @@ const PAGE: usize = 500;
 /// A dead-letter command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("redis at {url}: {source}")]
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("redis at {url}: {}", crate::source::redis::conn::cause(.source))]
     Redis {
         url: String,
         source: redis::RedisError,
     },
     #[error("{key} is a Redis {found}, not a dead-letter list or stream")]
     WrongType { key: String, found: String },
-}
-
-impl From<ConnError> for DlqError {
-    fn from(e: ConnError) -> Self {
-        let (url, source) = e.into_parts();
-        DlqError::Redis { url, source }
-    }
 }
 
 /// Which entries a command applies to.
@@ -95,7 +90,7 @@ pub struct Dlq {
 impl Dlq {
     /// Connects to the source's Redis; `key` overrides the dead-letter key.
     pub async fn connect(source: &SourceConfig, key: Option<String>) -> Result<Dlq, DlqError> {
-        let endpoint = Endpoint::open(&source.redis_url)?;
+        let endpoint = Endpoint::for_source(source)?;
         let conn = endpoint.multiplexed().await?;
         Ok(Dlq {
             conn,

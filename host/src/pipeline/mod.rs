@@ -194,19 +194,26 @@ async fn claim_loop(
                 Ok(Some(raw)) => {
                     error_delay = Duration::ZERO;
                     idle = false;
+                    claims_work(&status, &key);
                     permit.send(spawn_decode(&decode, raw));
                     continue;
                 }
                 Ok(None) => {
                     error_delay = Duration::ZERO;
                     idle = true;
+                    claims_work(&status, &key);
                     poll
                 }
                 Err(e) => {
-                    if status.set_redis(false) {
-                        tracing::warn!(key = &*key, "redis unavailable, backing off: {e}");
+                    // Claim again next time, not the idle probe: only a
+                    // claim clears the error.
+                    idle = false;
+                    // Readiness follows claims, not just PING: a refused
+                    // command (NOPERM) fails them while Redis answers.
+                    if !status.set_claim_error(Some(e.to_string())) {
+                        tracing::warn!(key = &*key, "claims fail, backing off: {e}");
                     } else {
-                        tracing::debug!(key = &*key, "redis still unavailable: {e}");
+                        tracing::debug!(key = &*key, "claims still fail: {e}");
                     }
                     error_delay =
                         (error_delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -219,6 +226,13 @@ async fn claim_loop(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// A claim on `key` succeeded: clears a claim error, saying so.
+fn claims_work(status: &Status, key: &str) {
+    if status.set_claim_error(None) {
+        tracing::info!(key, "claims work again");
     }
 }
 
@@ -343,6 +357,7 @@ async fn watch_health(source: RedisSource, status: Arc<Status>, stop: Cancellati
         }
         match source.backlog().await {
             Ok(lens) => {
+                status.set_redis_error(None);
                 if !status.set_redis(true) {
                     tracing::info!("redis reachable");
                 }
@@ -352,6 +367,7 @@ async fn watch_health(source: RedisSource, status: Arc<Status>, stop: Cancellati
                 }
             }
             Err(e) => {
+                status.set_redis_error(Some(e.to_string()));
                 if status.set_redis(false) {
                     tracing::warn!("redis unreachable: {e}");
                 }

@@ -19,6 +19,8 @@ const PIPELINE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
     pub redis_url: String,
+    /// TLS settings for a `rediss://` URL.
+    pub tls: crate::config::TlsConfig,
     pub format: Schema,
     /// The list key; shards are `<key>_<n>`.
     pub key: String,
@@ -48,7 +50,7 @@ pub fn sample(format: Schema, sampler: &mut Sampler, seq: u64, now: i64) -> Vec<
 
 /// Produces records and returns how many were written.
 pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
-    let mut conn = Endpoint::open(&o.redis_url)?.multiplexed().await?;
+    let mut conn = Endpoint::open(&o.redis_url, &o.tls)?.multiplexed().await?;
     let bar = if o.progress {
         let b = ProgressBar::new(o.count);
         b.set_style(

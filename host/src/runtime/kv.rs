@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 
 use super::bindings::sink::pumphouse::plugin::kv::{self, Write};
 use super::PluginState;
-use crate::source::redis::conn::{ConnError, Endpoint};
+use crate::source::redis::conn::Endpoint;
 use crate::telemetry;
 
 /// Longest key a plugin may use, in bytes.
@@ -34,7 +34,8 @@ const KV_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum KvStore {
     /// The source's Redis; connected on first use.
     Redis {
-        endpoint: Endpoint,
+        /// Boxed: with TLS settings it dwarfs the memory variant.
+        endpoint: Box<Endpoint>,
         conn: tokio::sync::OnceCell<ConnectionManager>,
     },
     /// In-process, for `plugins test` and `check`.
@@ -42,12 +43,13 @@ pub enum KvStore {
 }
 
 impl KvStore {
-    /// A store in the Redis at `url` (the source's); nothing connects yet.
-    pub fn redis(url: &str) -> Result<Arc<KvStore>, ConnError> {
-        Ok(Arc::new(KvStore::Redis {
-            endpoint: Endpoint::open(url)?,
+    /// A store in the Redis at `endpoint` (the source's); nothing
+    /// connects yet.
+    pub fn redis(endpoint: Endpoint) -> Arc<KvStore> {
+        Arc::new(KvStore::Redis {
+            endpoint: Box::new(endpoint),
             conn: tokio::sync::OnceCell::new(),
-        }))
+        })
     }
 
     /// An empty in-process store.

@@ -84,6 +84,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         "ready": ready,
         "started": s.status.started(),
         "redis": if s.status.redis_ok() { "ok" } else { "unreachable" },
+        "redis_error": s.status.redis_error(),
         "pumps": pumps,
         "last_reload": s.status.last_reload(),
     });

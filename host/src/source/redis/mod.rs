@@ -17,6 +17,7 @@
 
 pub mod conn;
 mod list;
+pub mod probe;
 mod scripts;
 mod shared;
 mod stream;
@@ -24,7 +25,7 @@ mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use conn::{redacted, ConnError};
+pub use conn::{cause, redacted, ConnError};
 pub use list::ListSource;
 pub use stream::StreamSource;
 
@@ -36,7 +37,7 @@ use shared::Core;
 pub enum SourceError {
     #[error(transparent)]
     Conn(#[from] ConnError),
-    #[error("redis {op} on {key}: {source}")]
+    #[error("redis {op} on {key}: {}", conn::cause(.source))]
     Redis {
         op: &'static str,
         key: String,
@@ -111,14 +112,16 @@ pub fn lease_key(key: &str) -> String {
 
 impl RedisSource {
     /// Connects, retrying with backoff until Redis answers or `give_up`
-    /// elapses. Later connection losses are healed by the connection
-    /// manager. A stream source creates its consumer groups.
+    /// elapses; `on_retry` hears why each attempt failed. Later connection
+    /// losses are healed by the connection manager. A stream source
+    /// creates its consumer groups.
     pub async fn connect(
         cfg: &SourceConfig,
         give_up: Duration,
+        on_retry: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<RedisSource, SourceError> {
-        let conn = conn::Endpoint::open(&cfg.redis_url)?
-            .manager_retrying(give_up)
+        let conn = conn::Endpoint::for_source(cfg)?
+            .manager_retrying(give_up, on_retry)
             .await
             .inspect_err(|_| {
                 metrics::counter!(crate::telemetry::REDIS_ERRORS, "op" => "connect").increment(1)

@@ -1,0 +1,117 @@
+//! `pumphouse check`'s look at a source's Redis: can pumphouse connect,
+//! log in and run what it needs on its keys? Every probe is read-only or
+//! a no-op, so checking a live deployment changes nothing; only an ACL
+//! refusal (`NOPERM`, `NOAUTH`) or a connection failure counts as a
+//! problem, since the probes are expected to fail otherwise (`NOSCRIPT`,
+//! `NOGROUP`).
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use super::conn::{cause, ConnError, Endpoint};
+use super::lease_key;
+use crate::config::{Delivery, SourceConfig, SourceKind};
+
+/// A script hash no Redis has: `EVALSHA` of it answers `NOSCRIPT` once
+/// the ACL has allowed the command and its keys.
+const NO_SUCH_SCRIPT: &str = "0000000000000000000000000000000000000000";
+
+/// What stops pumphouse from using a source's Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("no answer from redis at {url} within {within:?}")]
+    Timeout { url: String, within: Duration },
+    /// Redis refused a command pumphouse runs.
+    #[error("redis at {url} refused {what}: {cause}")]
+    Refused {
+        url: String,
+        what: String,
+        cause: String,
+    },
+}
+
+/// Connects and runs each command pumphouse needs on the source's keys in
+/// a form that changes nothing, within `within`.
+pub async fn probe(cfg: &SourceConfig, within: Duration) -> Result<(), ProbeError> {
+    let endpoint = Endpoint::for_source(cfg)?;
+    let url = endpoint.redacted().to_string();
+    match tokio::time::timeout(within, run(&endpoint, cfg)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout { url, within }),
+    }
+}
+
+async fn run(endpoint: &Endpoint, cfg: &SourceConfig) -> Result<(), ProbeError> {
+    let mut conn = endpoint.manager().await?;
+    let url = endpoint.redacted();
+    let mut probes: Vec<(String, redis::Cmd)> = vec![("PING".into(), redis::cmd("PING"))];
+    for key in cfg.keys() {
+        match &cfg.kind {
+            SourceKind::List => {
+                probes.push((format!("LLEN {key}"), cmd(&["LLEN", &key])));
+                if cfg.delivery == Delivery::AtLeastOnce {
+                    // The Lua claim's command and keys (the SORT claim is an
+                    // optimisation pumphouse drops when refused).
+                    let leases = lease_key(&key);
+                    let batch = format!("{{{}}}:pumphouse:batch:check:0", super::hash_tag(&key));
+                    probes.push((
+                        format!("EVALSHA on {key}, {leases}, {batch}"),
+                        cmd(&["EVALSHA", NO_SUCH_SCRIPT, "3", &key, &leases, &batch]),
+                    ));
+                } else {
+                    // A count of 0 pops nothing.
+                    probes.push((format!("LPOP {key}"), cmd(&["LPOP", &key, "0"])));
+                }
+            }
+            SourceKind::Stream(o) => {
+                probes.push((format!("XLEN {key}"), cmd(&["XLEN", &key])));
+                probes.push((
+                    format!("XPENDING {key} {}", o.group),
+                    cmd(&["XPENDING", &key, &o.group]),
+                ));
+            }
+        }
+    }
+    let dead = cfg.dead_letter_key();
+    probes.push((format!("EXISTS {dead}"), cmd(&["EXISTS", &dead])));
+    for (what, c) in probes {
+        check(&mut conn, url, &what, c).await?;
+    }
+    Ok(())
+}
+
+fn cmd(args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c
+}
+
+async fn check(
+    conn: &mut ConnectionManager,
+    url: &str,
+    what: &str,
+    c: redis::Cmd,
+) -> Result<(), ProbeError> {
+    match c.query_async::<redis::Value>(conn).await {
+        Ok(_) => Ok(()),
+        // Other server errors (NOSCRIPT, NOGROUP, WRONGTYPE) are the
+        // expected answers of probes that Redis ran.
+        Err(e) if !is_refusal(&e) && e.code().is_some() => Ok(()),
+        Err(e) => Err(ProbeError::Refused {
+            url: url.to_string(),
+            what: what.to_string(),
+            cause: cause(&e),
+        }),
+    }
+}
+
+/// An ACL or login refusal.
+fn is_refusal(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("NOPERM" | "NOAUTH" | "WRONGPASS"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+}
