@@ -154,6 +154,14 @@ fn firing(prom: &PrometheusServer, alert: &str) -> Vec<BTreeMap<String, String>>
         .collect()
 }
 
+/// Waits (up to a minute) for `alert` to fire; its instances' labels.
+fn wait_firing(prom: &PrometheusServer, alert: &str) -> Vec<BTreeMap<String, String>> {
+    wait_for(Duration::from_secs(60), &format!("{alert} firing"), || {
+        let a = firing(prom, alert);
+        (!a.is_empty()).then_some(a)
+    })
+}
+
 /// Every PromQL expression of the dashboard (panels and variables), with
 /// Grafana's variables replaced by what "All" means.
 fn dashboard_queries() -> Vec<String> {
@@ -231,21 +239,11 @@ fn alerts_fire_on_a_failing_host_and_every_dashboard_query_has_data() {
     let (code, body) = http_post(&host.http, "/admin/reload");
     assert_eq!(code, 200, "{body}");
 
-    let not_ok = wait_for(Duration::from_secs(60), "PumphousePumpNotOk firing", || {
-        let a = firing(&prom, "PumphousePumpNotOk");
-        (!a.is_empty()).then_some(a)
-    });
+    let not_ok = wait_firing(&prom, "PumphousePumpNotOk");
     let pumps: Vec<&str> = not_ok.iter().map(|a| a["pump"].as_str()).collect();
     assert!(pumps.contains(&"stuck"), "{not_ok:?}");
     assert!(!pumps.contains(&"healthy"), "{not_ok:?}");
-    let dead = wait_for(
-        Duration::from_secs(60),
-        "PumphouseDeadLetters firing",
-        || {
-            let a = firing(&prom, "PumphouseDeadLetters");
-            (!a.is_empty()).then_some(a)
-        },
-    );
+    let dead = wait_firing(&prom, "PumphouseDeadLetters");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["pump"], "down");
     assert!(firing(&prom, "PumphouseRedisUnreachable").is_empty());
@@ -253,14 +251,7 @@ fn alerts_fire_on_a_failing_host_and_every_dashboard_query_has_data() {
 
     // Redis goes away: the host stays up and says so.
     redis.kill();
-    let unreachable = wait_for(
-        Duration::from_secs(60),
-        "PumphouseRedisUnreachable firing",
-        || {
-            let a = firing(&prom, "PumphouseRedisUnreachable");
-            (!a.is_empty()).then_some(a)
-        },
-    );
+    let unreachable = wait_firing(&prom, "PumphouseRedisUnreachable");
     assert_eq!(unreachable[0]["instance"], host.http);
 
     // Every dashboard query is valid PromQL and finds series: a misspelt

@@ -397,6 +397,16 @@ pub fn iam_seq(line: &serde_json::Value) -> u64 {
 }
 
 /// Pushes records with one RPUSH each, pipelined, like the producers.
+/// Every element of a list.
+pub fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap()
+}
+
 pub fn push(conn: &mut redis::Connection, key: &str, records: &[Vec<u8>]) {
     let mut pipe = redis::pipe();
     for r in records {

@@ -26,15 +26,6 @@ fn redis_list_pump(name: &str, target: &RedisServer, key: &str) -> Pump {
         .retry("20ms", "300ms")
 }
 
-fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
-    redis::cmd("LRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap()
-}
-
 fn wait_dead_letters(
     conn: &mut redis::Connection,
     key: &str,

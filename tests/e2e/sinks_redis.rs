@@ -30,16 +30,6 @@ fn redis_pump(name: &str, target: &RedisServer) -> Pump {
         .sandbox("sockets", strings([format!("127.0.0.1:{}", target.port())]))
 }
 
-/// Every element of a list.
-fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
-    redis::cmd("LRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap()
-}
-
 fn llen(conn: &mut redis::Connection, key: &str) -> usize {
     redis::cmd("LLEN").arg(key).query(conn).unwrap()
 }
