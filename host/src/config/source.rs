@@ -273,10 +273,13 @@ impl SourceConfig {
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
             return Err(FieldError::new(
                 "redis_url",
-                format!(
-                    "must start with redis:// or rediss://, got {:?}",
-                    self.redis_url
-                ),
+                // Only the scheme: the rest may hold a password.
+                match self.redis_url.split_once("://") {
+                    Some((scheme, _)) => {
+                        format!("must start with redis:// or rediss://, got {scheme:?}://…")
+                    }
+                    None => "must start with redis:// or rediss://".to_string(),
+                },
             ));
         }
         self.validate_tls()?;

@@ -257,3 +257,17 @@ fn tls_settings_parse_resolve_and_need_a_tls_url() {
     let msg = parse(&typo).unwrap_err().to_string();
     assert!(msg.contains("ca"), "{msg}");
 }
+
+#[test]
+fn a_bad_redis_scheme_is_named_without_the_password() {
+    let bad = MINIMAL.replace(
+        "format = \"iam\"\n",
+        "format = \"iam\"\nredis_url = \"http://user:s3cret@h:1/0\"\n",
+    );
+    let msg = parse(&bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("redis_url") && msg.contains("\"http\"://"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "{msg}");
+}
