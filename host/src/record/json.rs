@@ -160,12 +160,16 @@ impl Top<'_> {
 }
 
 /// The top-level keys written so far (as JSON text in `out`), to notice a
-/// repeated one: compared by hash, in a list while there are few, in a
-/// set once there are many, so a map of 65 535 keys costs no more than a
-/// scan per key.
+/// repeated one. Real records have a handful of keys: those are compared
+/// byte for byte from a stack array, with no hashing and no allocation on
+/// the per-record path. Past [`Seen::FEW`] keys, every key is hashed into a
+/// set, so a map of 65 535 keys costs no more than a lookup per key.
 #[derive(Default)]
 struct Seen {
-    keys: Vec<(u64, std::ops::Range<usize>)>,
+    few: [(usize, usize); Seen::FEW],
+    n: usize,
+    /// Past `FEW` keys: each key's hash and span, and the set of hashes.
+    many: Vec<(u64, std::ops::Range<usize>)>,
     set: std::collections::HashSet<u64>,
 }
 
@@ -175,25 +179,32 @@ impl Seen {
     /// Records the key written at `out[at..]`; true if it was written before.
     fn repeats(&mut self, out: &[u8], at: usize) -> bool {
         let text = &out[at..];
-        let h = xxhash_rust::xxh3::xxh3_64(text);
-        let maybe = if self.keys.len() < Self::FEW {
-            self.keys.iter().any(|(k, _)| *k == h)
-        } else {
-            if self.set.is_empty() {
-                self.set.extend(self.keys.iter().map(|(k, _)| *k));
+        if self.n < Self::FEW {
+            if self.few[..self.n].iter().any(|&(a, b)| &out[a..b] == text) {
+                return true;
             }
-            !self.set.insert(h)
-        };
+            self.few[self.n] = (at, out.len());
+            self.n += 1;
+            return false;
+        }
+        if self.many.is_empty() {
+            for &(a, b) in &self.few {
+                let h = xxhash_rust::xxh3::xxh3_64(&out[a..b]);
+                self.set.insert(h);
+                self.many.push((h, a..b));
+            }
+        }
+        let h = xxhash_rust::xxh3::xxh3_64(text);
         // Equal hashes are nearly always equal keys; make sure.
-        if maybe
+        if !self.set.insert(h)
             && self
-                .keys
+                .many
                 .iter()
                 .any(|(k, span)| *k == h && &out[span.clone()] == text)
         {
             return true;
         }
-        self.keys.push((h, at..out.len()));
+        self.many.push((h, at..out.len()));
         false
     }
 }

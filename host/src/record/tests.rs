@@ -574,3 +574,30 @@ fn omitting_nothing_keeps_a_wide_map_header() {
     omit_fields(&r, &["a"], &mut out).unwrap();
     assert_eq!(out, [0x80]);
 }
+
+/// Past the few keys compared directly, repeats are found by hash: a map
+/// of 40 keys repeating its 3rd (and its 35th) as the last two.
+#[test]
+fn repeated_keys_are_found_in_wide_maps_too() {
+    let mut r = Vec::new();
+    rmp::encode::write_map_len(&mut r, 42).unwrap();
+    for i in 0..40 {
+        rmp::encode::write_str(&mut r, &format!("k{i}")).unwrap();
+        rmp::encode::write_uint(&mut r, i).unwrap();
+    }
+    for (k, v) in [("k3", 100), ("k35", 135)] {
+        rmp::encode::write_str(&mut r, k).unwrap();
+        rmp::encode::write_uint(&mut r, v).unwrap();
+    }
+    let mut out = Vec::new();
+    write_json(Schema::Generic, &r, &[], &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let m = v.as_object().unwrap();
+    assert_eq!(m.len(), 40, "{v}");
+    assert_eq!(m["k3"], 100);
+    assert_eq!(m["k35"], 135);
+    assert_eq!(m["k39"], 39);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("\"k3\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"k35\"").count(), 1, "{text}");
+}
