@@ -11,6 +11,7 @@ mod harness;
 mod plugins_cli;
 mod records;
 mod redis_prod;
+mod redis_sentinel;
 mod reliability;
 mod reload;
 mod reporter;

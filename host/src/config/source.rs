@@ -93,6 +93,8 @@ pub struct SourceConfig {
     pub redis_url: String,
     /// `[source.tls]`, for `rediss://` URLs.
     pub tls: TlsConfig,
+    /// Password of the sentinels of a `redis+sentinel://` URL.
+    pub sentinel_password: Option<String>,
     /// `iam`, `tyk` or `generic`.
     pub format: Schema,
     /// The list key producers push to. Defaults to the producer's own key.
@@ -130,11 +132,18 @@ struct RawSource {
     kind: SourceType,
     /// Redis URL, `redis://[user:password@]host:port/db`, or `rediss://…`
     /// for TLS. The user is a Redis ACL user (`default` when only a
-    /// password is given).
+    /// password is given). Behind Sentinel:
+    /// `redis+sentinel://[user:password@]host1:port1,host2:port2/MASTER/db`
+    /// (`rediss+sentinel://` for TLS), naming the sentinels and the
+    /// primary they watch.
     redis_url: String,
     /// `[source.tls]`: CA, client certificate and verification of a
     /// `rediss://` connection.
     tls: TlsConfig,
+    /// Password of the sentinels themselves (`requirepass` in
+    /// sentinel.conf), for `redis+sentinel://` URLs; the URL's own
+    /// credentials are the primary's.
+    sentinel_password: Option<String>,
     /// `iam`, `tyk` or `generic`; required.
     format: Option<Schema>,
     /// The list key producers push to. Defaults to the producer's own key.
@@ -171,6 +180,7 @@ impl Default for RawSource {
             kind: SourceType::List,
             redis_url: DEFAULT_REDIS_URL.to_string(),
             tls: TlsConfig::default(),
+            sentinel_password: None,
             format: None,
             key: None,
             shards: 0,
@@ -215,6 +225,7 @@ impl TryFrom<RawSource> for SourceConfig {
             kind,
             redis_url: raw.redis_url,
             tls: raw.tls,
+            sentinel_password: raw.sentinel_password,
             format: raw.format.ok_or("missing field `format`")?,
             key: raw.key,
             shards: raw.shards,
@@ -270,16 +281,18 @@ impl SourceConfig {
                 "must be greater than zero",
             ));
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+        // The parser's errors never quote the URL: it may hold a password.
+        let topology = crate::source::redis::topology::parse(&self.redis_url)
+            .map_err(|e| FieldError::new("redis_url", e))?;
+        if self.sentinel_password.is_some()
+            && !matches!(
+                topology,
+                crate::source::redis::topology::Topology::Sentinel { .. }
+            )
+        {
             return Err(FieldError::new(
-                "redis_url",
-                // Only the scheme: the rest may hold a password.
-                match self.redis_url.split_once("://") {
-                    Some((scheme, _)) => {
-                        format!("must start with redis:// or rediss://, got {scheme:?}://…")
-                    }
-                    None => "must start with redis:// or rediss://".to_string(),
-                },
+                "sentinel_password",
+                "is set but redis_url is not a redis+sentinel:// URL",
             ));
         }
         self.validate_tls()?;
@@ -303,10 +316,11 @@ impl SourceConfig {
     /// `[source.tls]` needs a TLS URL, and a client certificate its key.
     fn validate_tls(&self) -> Result<(), FieldError> {
         let tls = &self.tls;
-        if !tls.is_default() && !self.redis_url.starts_with("rediss://") {
+        if !tls.is_default() && !self.redis_url.starts_with("rediss") {
             return Err(FieldError::new(
                 "tls",
-                "[source.tls] is set but redis_url is not rediss://: TLS needs a rediss:// URL",
+                "[source.tls] is set but redis_url is not rediss://: TLS needs a rediss:// \
+                 (or rediss+sentinel://) URL",
             ));
         }
         match (&tls.cert_file, &tls.key_file) {

@@ -10,7 +10,6 @@
 //! pumps that had delivered them before will see them twice.
 
 use base64::Engine as _;
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 pub mod cli;
@@ -81,7 +80,7 @@ pub struct Replayed {
 
 /// A connection to the dead-letter key of a source.
 pub struct Dlq {
-    conn: MultiplexedConnection,
+    conn: crate::source::redis::Conn,
     url: String,
     key: String,
     source: SourceConfig,

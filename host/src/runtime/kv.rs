@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use super::bindings::sink::pumphouse::plugin::kv::{self, Write};
 use super::PluginState;
-use crate::source::redis::conn::Endpoint;
+use crate::source::redis::conn::{Conn, Endpoint};
 use crate::telemetry;
 
 /// Longest key a plugin may use, in bytes.
@@ -36,7 +34,7 @@ pub enum KvStore {
     Redis {
         /// Boxed: with TLS settings it dwarfs the memory variant.
         endpoint: Box<Endpoint>,
-        conn: tokio::sync::OnceCell<ConnectionManager>,
+        conn: tokio::sync::OnceCell<Conn>,
     },
     /// In-process, for `plugins test` and `check`.
     Memory(Mutex<HashMap<String, Vec<u8>>>),
@@ -57,7 +55,7 @@ impl KvStore {
         Arc::new(KvStore::Memory(Mutex::new(HashMap::new())))
     }
 
-    async fn conn(&self) -> Result<Option<ConnectionManager>, String> {
+    async fn conn(&self) -> Result<Option<Conn>, String> {
         match self {
             KvStore::Redis { endpoint, conn } => conn
                 .get_or_try_init(|| endpoint.manager())

@@ -28,6 +28,8 @@ pub const SOURCE_BACKLOG: &str = "pumphouse_source_backlog";
 pub const BATCHES_RECLAIMED: &str = "pumphouse_batches_reclaimed_total";
 /// Redis commands that failed, by `op`.
 pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
+/// Times a connection behind Sentinel moved to a new primary.
+pub const REDIS_PRIMARY_CHANGES: &str = "pumphouse_redis_primary_changes_total";
 /// Milliseconds a pump waited for its rate limit.
 pub const PUMP_THROTTLED_MS: &str = "pumphouse_pump_throttled_milliseconds_total";
 /// Records a pump gave up on after `retry.max_attempts` (dead-lettered).
@@ -163,6 +165,10 @@ fn describe() {
         "Batches taken over after their lease expired"
     );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed");
+    describe_counter!(
+        REDIS_PRIMARY_CHANGES,
+        "Times a connection behind Sentinel moved to the primary the sentinels name"
+    );
     describe_counter!(
         SANDBOX_DENIALS,
         "Capability uses a plugin's sandbox refused, by capability"

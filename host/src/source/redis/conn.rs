@@ -1,15 +1,22 @@
 //! The one place a `redis_url` becomes a client or a connection: the
 //! source, plugin kv state, `dlq`, `produce`, the demo and `check` all
-//! connect through here, so connection settings (TLS, ACL users, and later
-//! Sentinel and Cluster) live in one seam.
+//! connect through here, so connection settings (TLS, ACL users, Sentinel)
+//! live in one seam. [`Conn`] is the one command interface over them: a
+//! connection behind Sentinel follows the primary across a failover.
 
 use std::path::Path;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{ConnectionAddr, IntoConnectionInfo, Value};
+use std::sync::Arc;
 
+use backon::{ExponentialBuilder, Retryable};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Value};
+
+use super::topology::{self, Nodes, Topology};
 use crate::config::{SourceConfig, TlsConfig};
 
 /// Opening or connecting to a Redis failed. URLs are redacted.
@@ -34,10 +41,23 @@ pub enum ConnError {
 /// connection, a TLS handshake failure (untrusted certificate, wrong name,
 /// a client certificate the server wants or refuses), a failed login
 /// (`WRONGPASS`), a missing permission (`NOPERM`, with the command Redis
-/// names). Anything else is Redis's own text.
+/// names), sentinels that name no primary. Anything else is Redis's own
+/// text.
 pub fn cause(e: &redis::RedisError) -> String {
     if let Some(tls) = find_in_chain::<rustls::Error>(e) {
         return tls_cause(tls);
+    }
+    match e.kind() {
+        redis::ErrorKind::MasterNameNotFoundBySentinel => {
+            return format!(
+                "sentinel discovery failed: no sentinel names a usable primary by the name in \
+                 redis_url ({e})"
+            )
+        }
+        redis::ErrorKind::EmptySentinelList => {
+            return "sentinel discovery failed: redis_url lists no sentinel".into()
+        }
+        _ => {}
     }
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return "authentication failed (WRONGPASS): the user or password in redis_url is wrong, \
@@ -130,51 +150,100 @@ fn find_in_chain<'a, T: std::error::Error + 'static>(
 /// A parsed `redis_url`; nothing is connected until asked.
 #[derive(Clone)]
 pub struct Endpoint {
-    client: redis::Client,
+    target: Target,
     /// For logs and errors.
     redacted: String,
 }
 
+/// What connections are made to.
+#[derive(Clone)]
+enum Target {
+    /// One server (boxed: a client with TLS settings is large).
+    Single(Box<redis::Client>),
+    /// The primary the sentinels name, asked again after a failover.
+    Sentinel(Arc<Sentinels>),
+}
+
+/// The sentinels of one primary; one lookup at a time.
+struct Sentinels {
+    lookup: tokio::sync::Mutex<Lookup>,
+}
+
+struct Lookup {
+    client: SentinelClient,
+    /// When a lookup last failed: lookups are spaced by
+    /// [`LOOKUP_SPACING`] so a burst of failing commands asks once.
+    failed_at: Option<tokio::time::Instant>,
+}
+
+/// Least time between two failed sentinel lookups.
+const LOOKUP_SPACING: Duration = Duration::from_millis(100);
+
+impl Sentinels {
+    /// A client for the current primary (the redis crate asks each
+    /// sentinel in turn and checks that the one named answers `ROLE` as
+    /// a primary).
+    async fn primary(&self) -> redis::RedisResult<redis::Client> {
+        self.lookup.lock().await.client.async_get_client().await
+    }
+}
+
 impl Endpoint {
-    /// The source's Redis: its `redis_url` and `[source.tls]`.
+    /// The source's Redis: its `redis_url`, `[source.tls]` and
+    /// `sentinel_password`.
     pub fn for_source(cfg: &SourceConfig) -> Result<Endpoint, ConnError> {
-        Endpoint::open(&cfg.redis_url, &cfg.tls)
+        Endpoint::open_with(&cfg.redis_url, &cfg.tls, cfg.sentinel_password.as_deref())
     }
 
     /// Parses `url`; a `rediss://` URL connects with `tls` (whose files
     /// are read now, so a missing one fails here, by name).
     pub fn open(url: &str, tls: &TlsConfig) -> Result<Endpoint, ConnError> {
+        Endpoint::open_with(url, tls, None)
+    }
+
+    /// Like [`Endpoint::open`]; `sentinel_password` logs in to the
+    /// sentinels of a `redis+sentinel://` URL.
+    pub fn open_with(
+        url: &str,
+        tls: &TlsConfig,
+        sentinel_password: Option<&str>,
+    ) -> Result<Endpoint, ConnError> {
         let redacted = redacted(url);
         let url_err = |source| ConnError::Url {
             url: redacted.clone(),
             source,
         };
-        let mut info = url.into_connection_info().map_err(url_err)?;
-        let client = match info.addr().clone() {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure,
-                ..
-            } => {
-                info = info.set_addr(ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    // `#insecure` in the URL stays honoured; the setting adds to it.
-                    insecure: insecure || tls.insecure,
-                    tls_params: None,
-                });
-                let tls_err = |what: String| ConnError::Tls {
-                    url: redacted.clone(),
-                    what,
-                };
-                let certs = tls_certificates(tls).map_err(tls_err)?;
-                redis::Client::build_with_tls(info, certs)
-                    .map_err(|e| tls_err(format!("bad certificate or key: {e}")))?
-            }
-            _ => redis::Client::open(info).map_err(url_err)?,
+        let tls_err = |what: String| ConnError::Tls {
+            url: redacted.clone(),
+            what,
         };
-        Ok(Endpoint { client, redacted })
+        let target =
+            match topology::parse(url) {
+                Ok(Topology::Single) => {
+                    Target::Single(Box::new(single_client(url, tls, &url_err, &tls_err)?))
+                }
+                Ok(Topology::Sentinel { nodes, master, db }) => {
+                    let client = sentinel_client(&nodes, &master, db, tls, sentinel_password)
+                        .map_err(|e| match e {
+                            SetupError::Redis(e) => url_err(e),
+                            SetupError::Tls(what) => tls_err(what),
+                        })?;
+                    Target::Sentinel(Arc::new(Sentinels {
+                        lookup: tokio::sync::Mutex::new(Lookup {
+                            client,
+                            failed_at: None,
+                        }),
+                    }))
+                }
+                Err(what) => {
+                    return Err(url_err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "bad redis_url",
+                        what,
+                    ))))
+                }
+            };
+        Ok(Endpoint { target, redacted })
     }
 
     /// The URL with any password masked.
@@ -190,28 +259,46 @@ impl Endpoint {
     }
 
     /// A self-healing connection for long-lived users; one attempt.
-    pub async fn manager(&self) -> Result<ConnectionManager, ConnError> {
-        ConnectionManager::new_with_config(self.client.clone(), manager_config())
+    pub async fn manager(&self) -> Result<Conn, ConnError> {
+        self.connect_managed()
             .await
             .map_err(|e| self.connect_err(e))
+    }
+
+    async fn connect_managed(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Single(client) => Ok(Conn(Inner::Managed(
+                ConnectionManager::new_with_config((**client).clone(), manager_config()).await?,
+            ))),
+            Target::Sentinel(sentinels) => {
+                let primary = sentinels.primary().await?;
+                let manager = ConnectionManager::new_with_config(primary, manager_config()).await?;
+                Ok(Conn(Inner::Followed(Arc::new(Follower {
+                    sentinels: sentinels.clone(),
+                    current: std::sync::Mutex::new((0, manager)),
+                    redacted: self.redacted.clone(),
+                }))))
+            }
+        }
     }
 
     /// Like [`Endpoint::manager`], retrying with backoff (100 ms doubling
     /// to 5 s) until Redis answers or `give_up` elapses (`Duration::ZERO`:
     /// one attempt); `on_retry` hears the cause of each failed attempt.
-    /// Later connection losses are healed by the manager.
+    /// Later connection losses are healed by the manager, and a Sentinel
+    /// failover by following the new primary.
     pub async fn manager_retrying(
         &self,
         give_up: Duration,
         on_retry: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<ConnectionManager, ConnError> {
+    ) -> Result<Conn, ConnError> {
         let start = tokio::time::Instant::now();
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
             .with_factor(2.0)
             .without_max_times();
-        let attempt = || ConnectionManager::new_with_config(self.client.clone(), manager_config());
+        let attempt = || self.connect_managed();
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -230,12 +317,293 @@ impl Endpoint {
     }
 
     /// A plain multiplexed connection, for short-lived commands (`dlq`,
-    /// `produce`, the demo) that fail rather than wait.
-    pub async fn multiplexed(&self) -> Result<MultiplexedConnection, ConnError> {
-        self.client
+    /// `produce`, the demo) that fail rather than wait. Behind Sentinel it
+    /// stays with the primary named when it connected.
+    pub async fn multiplexed(&self) -> Result<Conn, ConnError> {
+        let client = match &self.target {
+            Target::Single(client) => (**client).clone(),
+            Target::Sentinel(sentinels) => {
+                sentinels.primary().await.map_err(|e| self.connect_err(e))?
+            }
+        };
+        client
             .get_multiplexed_async_connection()
             .await
+            .map(|c| Conn(Inner::Plain(c)))
             .map_err(|e| self.connect_err(e))
+    }
+}
+
+/// The client of a one-server URL.
+fn single_client(
+    url: &str,
+    tls: &TlsConfig,
+    url_err: &dyn Fn(redis::RedisError) -> ConnError,
+    tls_err: &dyn Fn(String) -> ConnError,
+) -> Result<redis::Client, ConnError> {
+    let mut info = url.into_connection_info().map_err(url_err)?;
+    Ok(match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => {
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                // `#insecure` in the URL stays honoured; the setting adds to it.
+                insecure: insecure || tls.insecure,
+                tls_params: None,
+            });
+            let certs = tls_certificates(tls).map_err(tls_err)?;
+            redis::Client::build_with_tls(info, certs)
+                .map_err(|e| tls_err(format!("bad certificate or key: {e}")))?
+        }
+        _ => redis::Client::open(info).map_err(url_err)?,
+    })
+}
+
+enum SetupError {
+    Redis(redis::RedisError),
+    Tls(String),
+}
+
+impl From<redis::RedisError> for SetupError {
+    fn from(e: redis::RedisError) -> Self {
+        SetupError::Redis(e)
+    }
+}
+
+/// The redis crate's Sentinel client for `master`: the URL's credentials
+/// and `db` are the primary's, `sentinel_password` the sentinels'; with
+/// TLS, both sentinels and primary are verified with `tls`.
+fn sentinel_client(
+    nodes: &Nodes,
+    master: &str,
+    db: i64,
+    tls: &TlsConfig,
+    sentinel_password: Option<&str>,
+) -> Result<SentinelClient, SetupError> {
+    let addrs = nodes
+        .hosts
+        .iter()
+        .map(|h| {
+            Ok(nodes
+                .url(h, false, 0)
+                .into_connection_info()?
+                .addr()
+                .clone())
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let auth = nodes.auth_url().into_connection_info()?;
+    let auth = auth.redis_settings();
+    let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+        .set_client_to_redis_db(db);
+    if let Some(user) = auth.username() {
+        b = b.set_client_to_redis_username(user);
+    }
+    if let Some(password) = auth.password() {
+        b = b.set_client_to_redis_password(password);
+    }
+    if let Some(password) = sentinel_password {
+        b = b.set_client_to_sentinel_password(password);
+    }
+    if nodes.tls {
+        let mode = if tls.insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        let certs = tls_certificates(tls).map_err(SetupError::Tls)?;
+        b = b
+            .set_client_to_redis_tls_mode(mode)
+            .set_client_to_sentinel_tls_mode(mode)
+            .set_client_to_redis_certificates(certs.clone())
+            .set_client_to_sentinel_certificates(certs);
+    }
+    b.build().map_err(|e| match e.kind() {
+        redis::ErrorKind::InvalidClientConfig if nodes.tls => {
+            SetupError::Tls(format!("bad certificate or key: {e}"))
+        }
+        _ => SetupError::Redis(e),
+    })
+}
+
+/// A connection from [`Endpoint`]: one Redis command interface whatever
+/// the topology. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Conn(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    /// One server, reconnecting after a loss.
+    Managed(ConnectionManager),
+    /// One server, failing when lost (short-lived users).
+    Plain(MultiplexedConnection),
+    /// The primary behind Sentinel, followed across failovers.
+    Followed(Arc<Follower>),
+}
+
+/// A managed connection to the primary the sentinels named, replaced when
+/// an answer says the primary moved.
+struct Follower {
+    sentinels: Arc<Sentinels>,
+    /// The connection and its generation (bumped on each replacement, so
+    /// concurrent commands that saw the same failure replace it once).
+    current: std::sync::Mutex<(u64, ConnectionManager)>,
+    redacted: String,
+}
+
+impl Follower {
+    fn current(&self) -> (u64, ConnectionManager) {
+        self.current.lock().expect("primary lock").clone()
+    }
+
+    /// Asks the sentinels for the primary and connects to it, unless the
+    /// connection seen as generation `seen` was replaced meanwhile. True
+    /// when a connection newer than `seen` is in place.
+    async fn follow(&self, seen: u64, why: &str) -> bool {
+        let mut lookup = self.sentinels.lookup.lock().await;
+        if self.current().0 != seen {
+            return true;
+        }
+        if lookup
+            .failed_at
+            .is_some_and(|t| t.elapsed() < LOOKUP_SPACING)
+        {
+            return false;
+        }
+        let found = async {
+            let primary = lookup.client.async_get_client().await?;
+            let addr = primary.get_connection_info().addr().to_string();
+            let manager = ConnectionManager::new_with_config(primary, manager_config()).await?;
+            Ok::<_, redis::RedisError>((addr, manager))
+        }
+        .await;
+        match found {
+            Ok((addr, manager)) => {
+                lookup.failed_at = None;
+                *self.current.lock().expect("primary lock") = (seen + 1, manager);
+                tracing::warn!(
+                    "redis at {}: {why}; following the primary the sentinels name, at {addr}",
+                    self.redacted
+                );
+                metrics::counter!(crate::telemetry::REDIS_PRIMARY_CHANGES).increment(1);
+                true
+            }
+            Err(e) => {
+                lookup.failed_at = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    "redis at {}: {why}; the sentinels name no usable primary yet ({})",
+                    self.redacted,
+                    cause(&e)
+                );
+                false
+            }
+        }
+    }
+
+    async fn command(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        let (seen, mut conn) = self.current();
+        let r = conn.req_packed_command(cmd).await;
+        let sign = match &r {
+            Err(e) => primary_moved(e),
+            Ok(v) => moved_in_reply(std::slice::from_ref(v)),
+        };
+        match sign {
+            Some((why, retry)) if self.follow(seen, &why).await && retry => {
+                self.current().1.req_packed_command(cmd).await
+            }
+            _ => r,
+        }
+    }
+
+    async fn commands(
+        &self,
+        pipe: &redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let (seen, mut conn) = self.current();
+        let r = conn.req_packed_commands(pipe, offset, count).await;
+        let sign = match &r {
+            Err(e) => primary_moved(e),
+            Ok(v) => moved_in_reply(v),
+        };
+        match sign {
+            Some((why, retry)) if self.follow(seen, &why).await && retry => {
+                self.current()
+                    .1
+                    .req_packed_commands(pipe, offset, count)
+                    .await
+            }
+            _ => r,
+        }
+    }
+}
+
+/// Whether an error says the primary may have moved (a Sentinel failover):
+/// why, and whether the command surely did not run, so that sending it to
+/// the new primary cannot run it twice.
+fn primary_moved(e: &redis::RedisError) -> Option<(String, bool)> {
+    if let Some(code @ ("READONLY" | "LOADING" | "MASTERDOWN")) = e.code() {
+        return Some((format!("it answered {code}"), true));
+    }
+    if e.is_connection_refusal() {
+        return Some(("connection refused".into(), true));
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        return Some((format!("connection lost ({})", cause(e)), false));
+    }
+    None
+}
+
+/// The same sign inside a reply: a transaction or pipeline carries its
+/// commands' errors as values (`EXECABORT` with the first refusal).
+fn moved_in_reply(values: &[Value]) -> Option<(String, bool)> {
+    values.iter().find_map(|v| match v {
+        Value::ServerError(e) => match e.code() {
+            code @ ("READONLY" | "LOADING" | "MASTERDOWN") => {
+                Some((format!("it answered {code}"), false))
+            }
+            // Redis names only the transaction, not the refusal in it.
+            "EXECABORT" => Some(("it aborted a transaction".into(), false)),
+            _ => None,
+        },
+        Value::Array(items) => moved_in_reply(items),
+        _ => None,
+    })
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Inner::Managed(c) => c.req_packed_command(cmd),
+            Inner::Plain(c) => c.req_packed_command(cmd),
+            Inner::Followed(f) => Box::pin(async move { f.command(cmd).await }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Inner::Managed(c) => c.req_packed_commands(pipe, offset, count),
+            Inner::Plain(c) => c.req_packed_commands(pipe, offset, count),
+            Inner::Followed(f) => Box::pin(async move { f.commands(pipe, offset, count).await }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Inner::Managed(c) => c.get_db(),
+            Inner::Plain(c) => c.get_db(),
+            Inner::Followed(f) => f.current().1.get_db(),
+        }
     }
 }
 
@@ -273,7 +641,7 @@ fn manager_config() -> ConnectionManagerConfig {
 }
 
 /// True when Redis answers `PING`.
-pub async fn ping(conn: &mut ConnectionManager) -> bool {
+pub async fn ping(conn: &mut Conn) -> bool {
     matches!(
         redis::cmd("PING").query_async::<Value>(conn).await,
         Ok(Value::SimpleString(_)) | Ok(Value::Okay)
@@ -318,6 +686,26 @@ mod tests {
             panic!("connected to port 1");
         };
         assert!(e.to_string().contains("connection refused"), "{e}");
+    }
+
+    #[test]
+    fn answers_of_a_moved_primary_are_recognised() {
+        let readonly = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert_eq!(
+            primary_moved(&readonly),
+            Some(("it answered READONLY".into(), true))
+        );
+        let wrongtype = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert_eq!(primary_moved(&wrongtype), None);
+        let lost =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(primary_moved(&lost), Some((_, false))));
     }
 
     #[test]

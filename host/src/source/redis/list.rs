@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-
 use super::shared::{redis_err, Core, Inflight};
-use super::{hash_tag, lease_key, scripts, RawBatch, SourceError};
+use super::{hash_tag, lease_key, scripts, Conn, RawBatch, SourceError};
 use crate::config::Delivery;
 use crate::telemetry;
 
@@ -130,7 +128,7 @@ impl ListSource {
     /// bottleneck of a drain, so this is throughput.
     async fn claim_into(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         key: &str,
         leases: &str,
         batch_key: &str,

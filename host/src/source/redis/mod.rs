@@ -21,11 +21,12 @@ pub mod probe;
 mod scripts;
 mod shared;
 mod stream;
+pub mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use conn::{cause, redacted, ConnError};
+pub use conn::{cause, redacted, Conn, ConnError};
 pub use list::ListSource;
 pub use stream::StreamSource;
 

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
-use super::conn::{cause, ConnError, Endpoint};
+use super::conn::{cause, Conn, ConnError, Endpoint};
 use super::lease_key;
 use crate::config::{Delivery, SourceConfig, SourceKind};
 
@@ -91,12 +89,7 @@ fn cmd(args: &[&str]) -> redis::Cmd {
     c
 }
 
-async fn check(
-    conn: &mut ConnectionManager,
-    url: &str,
-    what: &str,
-    c: redis::Cmd,
-) -> Result<(), ProbeError> {
+async fn check(conn: &mut Conn, url: &str, what: &str, c: redis::Cmd) -> Result<(), ProbeError> {
     match c.query_async::<redis::Value>(conn).await {
         Ok(_) => Ok(()),
         // Other server errors (NOSCRIPT, NOGROUP, WRONGTYPE) are the

@@ -5,16 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redis::aio::ConnectionManager;
-
-use super::SourceError;
+use super::{Conn, SourceError};
 use crate::config::Delivery;
 use crate::telemetry;
 
 /// Settings and connection common to both kinds of source; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Core {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub keys: Arc<[Arc<str>]>,
     pub delivery: Delivery,
     pub batch_size: usize,
@@ -27,7 +25,7 @@ pub(super) struct Core {
 
 impl Core {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Vec<String>,
         delivery: Delivery,
         batch_size: usize,
@@ -47,7 +45,7 @@ impl Core {
     }
 
     /// A connection handle (the manager multiplexes; clones are cheap).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

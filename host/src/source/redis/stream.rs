@@ -139,7 +139,7 @@ impl StreamSource {
     pub async fn claim(&self, key: &Arc<str>) -> Result<Option<RawBatch>, SourceError> {
         let group = &*self.group;
         let conn = self.core.conn();
-        let read = |mut conn: redis::aio::ConnectionManager| async move {
+        let read = |mut conn: super::Conn| async move {
             redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(group)
