@@ -17,9 +17,9 @@
 //! | [`batch`] | a claimed batch decoded once, its shared encoded forms, and its count of lanes still on it | pure |
 //! | [`pump`] | a pump from config to running lane: spec, plugin cache, lanes (memory, disk), filter chain, delivery (retry, split, bisect), the running set and its reload diff | tasks |
 //! | [`pipeline`] | claim → decode → dispatch to the lanes → ack; lease renewal and takeover | tasks |
-//! | [`status`] | live health of the source and each pump, read by `/readyz` | — |
-//! | [`server`] | `/healthz`, `/readyz`, `/metrics`, `/admin` | HTTP |
-//! | [`telemetry`] | logging setup and metric names | — |
+//! | [`status`] | live health of the source and each pump, read by `/readyz` and the status page | — |
+//! | [`server`] | the status page `/` and `/api/status` (with its ring buffer of rates), `/healthz`, `/readyz`, `/metrics`, `/admin` | HTTP |
+//! | [`telemetry`] | logging setup, metric names, and the tap that lets the status page read a few metrics back | — |
 //! | [`backoff`] | retrying work that must not be given up (dead letters, spool writes) | — |
 //! | [`daemon`] | `run` (start everything), `check`, and the reload trigger (file watch, SIGHUP, `/admin/reload`) | all |
 //! | [`notify`] | systemd readiness (`READY=1`, `RELOADING=1`, `STOPPING=1`) | socket |

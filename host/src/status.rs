@@ -1,4 +1,5 @@
-//! Live health of the source and each pump, read by `/readyz`.
+//! Live health of the source and each pump, read by `/readyz` and the
+//! status page.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -97,6 +98,12 @@ impl PumpStatus {
     pub fn get(&self) -> PumpState {
         self.state.lock().expect("status lock").clone()
     }
+
+    /// When the state last changed (RFC 3339); `None` while it has been
+    /// `ok` since the pump started.
+    pub fn since(&self) -> Option<String> {
+        self.since.lock().expect("status lock").map(rfc3339)
+    }
 }
 
 /// A Prometheus label value, escaped as the text format requires.
@@ -123,9 +130,53 @@ pub struct ReloadInfo {
     pub detail: String,
 }
 
+/// What the source reads, for the status page. Fixed for the daemon's
+/// life: a reload does not change `[source]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceInfo {
+    /// The Redis URL without its credentials.
+    pub redis: String,
+    /// `single`, `sentinel` or `cluster`, from the URL's scheme.
+    pub topology: &'static str,
+    /// The URL is a `rediss` one.
+    pub tls: bool,
+    /// `list` or `stream`.
+    pub kind: &'static str,
+    /// Every key drained.
+    pub keys: Vec<String>,
+}
+
+impl SourceInfo {
+    pub fn of(cfg: &crate::config::SourceConfig) -> SourceInfo {
+        let scheme = cfg.redis_url.split("://").next().unwrap_or_default();
+        SourceInfo {
+            redis: crate::source::redis::conn::redacted(&cfg.redis_url),
+            topology: topology(scheme),
+            tls: scheme.starts_with("rediss"),
+            kind: match cfg.kind {
+                crate::config::SourceKind::List => "list",
+                crate::config::SourceKind::Stream(_) => "stream",
+            },
+            keys: cfg.keys(),
+        }
+    }
+}
+
+/// The deployment a Redis URL scheme names (`redis+sentinel`, ...).
+fn topology(scheme: &str) -> &'static str {
+    if scheme.ends_with("+sentinel") {
+        "sentinel"
+    } else if scheme.ends_with("+cluster") {
+        "cluster"
+    } else {
+        "single"
+    }
+}
+
 /// Health of the whole daemon.
 #[derive(Debug, Default)]
 pub struct Status {
+    source: Mutex<Option<SourceInfo>>,
     redis_ok: AtomicBool,
     /// Why the last health probe failed (cleared when one succeeds).
     redis_error: Mutex<Option<String>>,
@@ -138,6 +189,14 @@ pub struct Status {
 }
 
 impl Status {
+    pub fn set_source(&self, info: SourceInfo) {
+        *self.source.lock().expect("status lock") = Some(info);
+    }
+
+    pub fn source(&self) -> Option<SourceInfo> {
+        self.source.lock().expect("status lock").clone()
+    }
+
     /// Pumps are running: readiness now depends on them.
     pub fn set_pumps(&self, pumps: Vec<Arc<PumpStatus>>) {
         *self.pumps.write().expect("status lock") = pumps;
@@ -242,5 +301,14 @@ mod tests {
         assert!(text.contains("\npumphouse_redis_up 1\n"), "{text}");
         // No pumps yet: no pump_up family at all (an empty family is noise).
         assert!(!text.contains("pumphouse_pump_up"), "{text}");
+    }
+
+    #[test]
+    fn topology_is_read_from_the_url_scheme() {
+        assert_eq!(topology("redis"), "single");
+        assert_eq!(topology("rediss"), "single");
+        assert_eq!(topology("redis+sentinel"), "sentinel");
+        assert_eq!(topology("rediss+sentinel"), "sentinel");
+        assert_eq!(topology("redis+cluster"), "cluster");
     }
 }

@@ -23,3 +23,4 @@ mod sinks_http;
 mod sinks_influxdb;
 mod sinks_prometheus;
 mod sinks_redis;
+mod status_page;

@@ -147,6 +147,7 @@ pub async fn start(
     // Compile before anything else: a broken plugin fails the start fast.
     PumpSpec::build_all(&config, &runtime, &mut cache).await?;
     let status = Arc::new(Status::default());
+    status.set_source(crate::status::SourceInfo::of(&config.source));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let admin = config_path.as_ref().map(|_| reload_tx.clone());
     let (http, _server) = crate::server::serve(
@@ -158,7 +159,7 @@ pub async fn start(
     )
     .await
     .map_err(StartError::Listen)?;
-    tracing::info!(%http, "serving /healthz, /readyz, /metrics and /admin");
+    tracing::info!(%http, "serving the status page, /healthz, /readyz, /metrics and /admin");
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
     // `/readyz` names why the daemon is still waiting.
     let waiting = |cause: &str| status.set_redis_error(Some(cause.to_string()));

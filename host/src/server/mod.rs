@@ -1,7 +1,11 @@
-//! The HTTP surface: `/healthz` (the process is alive), `/readyz` (Redis
-//! reachable and every pump delivering), `/metrics` (Prometheus), and the
-//! admin endpoints `GET /admin/pumps` and `POST /admin/reload`, which
-//! answer loopback clients only.
+//! The HTTP surface: the status page `/` and its data `/api/status`,
+//! `/healthz` (the process is alive), `/readyz` (Redis reachable and every
+//! pump delivering), `/metrics` (Prometheus), and the admin endpoints
+//! `GET /admin/pumps` and `POST /admin/reload`, which answer loopback
+//! clients only.
+
+mod history;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::status::Status;
+use history::History;
 
 /// A reload asked for on `POST /admin/reload`, answered with what changed
 /// or why nothing did. Whoever owns reloading (the daemon) receives these.
@@ -25,6 +30,7 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 #[derive(Clone)]
 struct AppState {
     status: Arc<Status>,
+    history: Arc<History>,
     metrics: Option<PrometheusHandle>,
     reload: Option<mpsc::Sender<ReloadRequest>>,
 }
@@ -55,7 +61,11 @@ pub async fn serve(
             }
         });
     }
+    let history = Arc::new(History::new(history::SAMPLES));
+    history::spawn(history.clone(), status.clone(), shutdown.clone());
     let app = Router::new()
+        .route("/", get(page::index))
+        .route("/api/status", get(api_status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -63,6 +73,7 @@ pub async fn serve(
         .route("/admin/reload", post(admin_reload))
         .with_state(AppState {
             status,
+            history,
             metrics,
             reload,
         });
@@ -94,6 +105,14 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// Everything the status page shows, with its rate history.
+async fn api_status(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [("cache-control", "no-store")],
+        Json(page::document(&s.status, &s.history)),
+    )
 }
 
 async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {

@@ -3,6 +3,8 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod tap;
+
 /// Records taken from Redis (claimed or popped).
 pub const RECORDS_CLAIMED: &str = "pumphouse_records_claimed_total";
 /// Records acknowledged in Redis after every pump finished them.
@@ -126,7 +128,8 @@ pub fn init_metrics() -> Option<PrometheusHandle> {
         .ok()?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).ok()?;
+    // The status page reads a few series back through the tap.
+    metrics::set_global_recorder(tap::Tap::new(recorder)).ok()?;
     describe();
     Some(handle)
 }
