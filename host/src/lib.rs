@@ -26,6 +26,7 @@
 //! | [`produce`] | producer-compatible encoders and the load generator | Redis |
 //! | [`demo`] | `pumphouse demo`: private Redis, produce, run, summarise | processes |
 //! | [`dlq`] | the dead-letter entry format, its writer, and `pumphouse dlq list/replay/purge` | Redis |
+//! | [`migrate`] | `pumphouse migrate`: a tyk-pump or iam-pump config as pumphouse TOML | pure |
 //! | [`plugins_cli`] | `pumphouse plugins new/inspect/test` for plugin authors | files, wasm |
 //!
 //! The binary (`main.rs`) only parses the command line and calls in here.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dlq;
+pub mod migrate;
 pub mod notify;
 pub mod pipeline;
 pub mod plugins_cli;

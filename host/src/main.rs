@@ -101,6 +101,19 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Translate a tyk-pump `pump.conf` or an iam-pump `iam-pump.yaml` into
+    /// a pumphouse config on stdout. Pumps and settings without a
+    /// counterpart become commented blocks and are listed on stderr; the
+    /// exit code is then 2.
+    Migrate {
+        #[arg(long, value_enum)]
+        from: pumphouse::migrate::Dialect,
+        /// The old config file.
+        file: PathBuf,
+        /// `plugins_dir` to write into the new config.
+        #[arg(long)]
+        plugins_dir: Option<String>,
+    },
     /// Print a shell completion script, e.g.
     /// `pumphouse completions bash > /etc/bash_completion.d/pumphouse`.
     Completions { shell: clap_complete::Shell },
@@ -215,6 +228,35 @@ enum DlqCmd {
     },
 }
 
+/// `pumphouse migrate`: the old tool's `TYK_PMP_*` overrides are taken
+/// from this process's environment.
+fn migrate(
+    from: pumphouse::migrate::Dialect,
+    file: &std::path::Path,
+    plugins_dir: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let options = pumphouse::migrate::Options {
+        plugins_dir,
+        env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("TYK_PMP_"))
+            .collect(),
+    };
+    let done = pumphouse::migrate::migrate(from, &text, &options)
+        .with_context(|| file.display().to_string())?;
+    print!("{}", done.toml);
+    for u in &done.unmapped {
+        eprintln!("not migrated: {}: {}", u.what, u.reason);
+    }
+    Ok(if done.unmapped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
 /// glibc gives threads that allocate at once arenas of their own, up to
 /// eight per core. The blocking pool and the runtime's workers then spread
 /// short-lived batch buffers over many arenas that are seldom trimmed, and
@@ -269,6 +311,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Dlq { command } => dlq(command).await,
+        Cmd::Migrate {
+            from,
+            file,
+            plugins_dir,
+        } => migrate(from, &file, plugins_dir),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -8,6 +8,7 @@ mod delivery;
 mod deploy;
 mod faults;
 mod harness;
+mod migrate;
 mod plugins_cli;
 mod records;
 mod redis_prod;
