@@ -113,10 +113,30 @@ enum Job {
 /// After any [`CallError`] it must be dropped; dropping it ends the thread
 /// once a call in progress returns.
 pub struct Instance {
-    jobs: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// No call is in progress: the thread waits for the next job.
+    idle: bool,
     timeout: Duration,
     /// How long the last call took.
     last: Duration,
+}
+
+impl Drop for Instance {
+    /// An idle instance's thread frees the store as soon as it sees the
+    /// channel close; waiting for that (a short, bounded wait) means the
+    /// store's last words, such as its pump's log-suppression summary, come
+    /// before the host exits. A thread still in an abandoned call is not
+    /// waited for: its guard ends the call.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            if self.idle {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 /// The instance's store and exports, owned by its thread.
@@ -307,7 +327,7 @@ impl Instance {
         let rt = Handle::current();
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready) = oneshot::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("plugin {pump}"))
             .spawn(move || match rt.block_on(build) {
                 Ok(live) => {
@@ -328,7 +348,9 @@ impl Instance {
             Err(_) => return Err(CallError::Timeout(timeout)),
         }
         Ok(Instance {
-            jobs,
+            jobs: Some(jobs),
+            thread: Some(thread),
+            idle: true,
             timeout,
             last: Duration::ZERO,
         })
@@ -337,9 +359,14 @@ impl Instance {
     /// Hands a call to the instance's thread and waits for its answer.
     async fn call<T>(&mut self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(job(tx)).map_err(|_| ended())?;
+        let jobs = self.jobs.as_ref().ok_or_else(ended)?;
+        jobs.send(job(tx)).map_err(|_| ended())?;
+        // Cleared until the answer comes: a caller that stops waiting
+        // (timeout, shutdown) leaves the instance busy.
+        self.idle = false;
         match tokio::time::timeout(self.timeout + ANSWER_GRACE, rx).await {
             Ok(Ok((r, took))) => {
+                self.idle = true;
                 self.last = took;
                 r
             }
