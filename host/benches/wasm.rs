@@ -92,7 +92,10 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     rt.block_on(async {
                         let batch = flat_batch(recs);
-                        inst.write(&batch).await.unwrap().unwrap();
+                        inst.write(std::sync::Arc::new(batch))
+                            .await
+                            .unwrap()
+                            .unwrap();
                     })
                 })
             });

@@ -18,6 +18,17 @@ pub enum PumpState {
     /// The plugin reported misconfiguration; batches stay claimed until it
     /// is fixed.
     Fatal { error: String },
+    /// Delivering, but a plugin call of the last batch took at least
+    /// `runtime::NEAR_TIMEOUT` of the pump's timeout: a little more load
+    /// and its calls time out.
+    Degraded { error: String },
+}
+
+impl PumpState {
+    /// Whether the pump delivers: ok or degraded.
+    pub fn is_delivering(&self) -> bool {
+        matches!(self, PumpState::Ok | PumpState::Degraded { .. })
+    }
 }
 
 /// One pump's status.
@@ -241,7 +252,7 @@ impl Status {
         let pumps = self.pumps();
         if !pumps.is_empty() {
             out.push_str(&format!(
-                "# HELP {PUMP_UP} 1 while a pump delivers (ok on /readyz), else 0\n\
+                "# HELP {PUMP_UP} 1 while a pump delivers (ok or degraded on /readyz), else 0\n\
                  # TYPE {PUMP_UP} gauge\n"
             ));
         }
@@ -249,7 +260,7 @@ impl Status {
             out.push_str(&format!(
                 "{PUMP_UP}{{pump=\"{}\"}} {}\n",
                 label_value(&p.name),
-                u8::from(p.get() == PumpState::Ok)
+                u8::from(p.get().is_delivering())
             ));
         }
         out
@@ -282,7 +293,7 @@ impl Status {
         self.started()
             && self.redis_ok()
             && self.claim_error.lock().expect("status lock").is_none()
-            && self.pumps().iter().all(|p| p.get() == PumpState::Ok)
+            && self.pumps().iter().all(|p| p.get().is_delivering())
     }
 }
 

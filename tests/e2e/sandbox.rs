@@ -882,3 +882,82 @@ fn an_oversized_kv_commit_is_refused_before_redis() {
     assert!(host.is_running());
     assert_held_not_dropped(&mut conn);
 }
+
+/// `GET /healthz` with a client timeout of `within`: the answer's status.
+fn healthz_within(host: &Host, within: Duration) -> std::io::Result<u16> {
+    http_request("GET", &host.http, "/healthz", &[], b"", within).map(|(code, _)| code)
+}
+
+#[test]
+fn cpu_bound_plugins_run_off_the_runtime_and_are_reported_degraded() {
+    let (_redis, mut conn, base) = setup();
+    // Two disk-buffered sinks that compute for 5 s of their 6 s timeout on
+    // every call: one per core of a 2-core machine. Were plugin calls run
+    // on the async runtime's workers, both would be taken for 5 s at a
+    // time and /healthz, claims and the healthy pump would wait on them.
+    let busy = |name: &str| {
+        hostile(name, "busy")
+            .config("sleep_ms", 5000)
+            .set("timeout", "6s")
+            .disk()
+    };
+    let config = base.pump(busy("busy1")).pump(busy("busy2"));
+    let mut host = Host::start(&config);
+    // While both spin (their first calls take 5 s), /healthz answers each
+    // time within a 2 s client timeout: a bound that only proves it is
+    // not blocked behind a plugin call.
+    for _ in 0..8 {
+        let code = healthz_within(&host, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("/healthz did not answer while plugins spin: {e}"));
+        assert_eq!(code, 200);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_healthy_delivered(&host);
+    // The busy pumps deliver, but near their timeout: degraded, not ok.
+    for pump in ["busy1", "busy2"] {
+        let p = wait_for(WAIT, "a degraded busy pump on /readyz", || {
+            let (_, body) = http_get(&host.http, "/readyz").ok()?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let p = v["pumps"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == pump)?
+                .clone();
+            (p["state"] == "degraded").then_some(p)
+        });
+        assert!(
+            p["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("near their timeout"),
+            "{p}"
+        );
+    }
+    assert!(host.is_running());
+    report_figures("cpu-bound plugins", &host, &mut conn);
+}
+
+#[test]
+fn shutdown_is_bounded_by_drain_timeout_while_a_plugin_computes() {
+    let (_redis, _conn, base) = setup();
+    // Every call computes for 20 s of a 30 s timeout; shutdown may wait
+    // for it only up to drain_timeout (1 s).
+    let config = base.set("shutdown.drain_timeout", "1s").pump(
+        hostile("busy", "busy")
+            .config("sleep_ms", 20_000)
+            .set("timeout", "30s")
+            .disk(),
+    );
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    host.signal(Signal::SIGTERM);
+    // A generous bound, far below the 20 s the call still needs: it only
+    // proves shutdown does not wait for the plugin.
+    let code = host.wait_exit(Duration::from_secs(10));
+    assert!(code.is_some(), "still running 10 s after SIGTERM");
+    assert!(
+        host.log_text().contains("drain timeout reached"),
+        "{}",
+        host.log_text()
+    );
+}

@@ -210,7 +210,7 @@ pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
             ));
             out.failed = true;
         }
-        let wb = to_wit(&batch, plugin.info.accepts);
+        let wb = std::sync::Arc::new(to_wit(&batch, plugin.info.accepts));
         if wb.events.is_empty() {
             continue;
         }
@@ -219,8 +219,8 @@ pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
             None => start(&plugin, t).await?,
         };
         let (text, ok, poisoned) = match plugin.kind {
-            Kind::Sink => describe_write(inst.write(&wb).await, wb.events.len()),
-            Kind::Filter => describe_process(inst.process(&wb).await, &wb),
+            Kind::Sink => describe_write(inst.write(wb.clone()).await, wb.events.len()),
+            Kind::Filter => describe_process(inst.process(wb.clone()).await, &wb),
         };
         out.lines.push(format!("{label}: {text}"));
         out.failed |= !ok;

@@ -2,6 +2,8 @@
 //! each call's outcome means ([`classify`] → [`Step`]): delivered, retry
 //! with backoff, split or bisect, per-record failures, or a fatal sink.
 
+use std::sync::Arc;
+
 use crate::batch::{Batch, Form};
 use crate::dlq::DeadRecord;
 use crate::runtime::bindings::{self as wit, WriteError};
@@ -75,8 +77,9 @@ impl Lane {
         };
         let mut stack = vec![items];
         while let Some(mut group) = stack.pop() {
-            let (wb, kept) = materialize(batch, group, form, dead);
-            let wb = wb.get();
+            let (call, kept) = materialize(batch, group, form, dead);
+            let call = Arc::new(call);
+            let wb = call.get();
             group = kept;
             if group.is_empty() {
                 continue;
@@ -104,10 +107,14 @@ impl Lane {
                 }
             }
             let inst = self.sink.as_mut().expect("started above");
-            let outcome = inst.write(wb).await;
+            let outcome = inst.write(call.clone()).await;
+            let (slow, timeout) = (inst.near_timeout().is_some(), inst.timeout());
             if outcome.is_err() {
                 // A trap poisons the instance: the next attempt gets a fresh one.
                 self.sink = None;
+            } else if slow {
+                let plugin = self.spec.sink.clone();
+                self.note_slow(&plugin.info.name, timeout);
             }
             match classify(outcome) {
                 Step::Delivered => {

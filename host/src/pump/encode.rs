@@ -53,6 +53,13 @@ pub(super) enum CallBatch {
     Own(wit::Batch),
 }
 
+/// The instance's thread reads the call batch while the lane keeps it.
+impl crate::runtime::AsBatch for CallBatch {
+    fn as_batch(&self) -> &wit::Batch {
+        self.get()
+    }
+}
+
 impl CallBatch {
     pub fn get(&self) -> &wit::Batch {
         match self {

@@ -1,6 +1,8 @@
 //! The filter-plugin chain of a lane: each filter sees the records the
 //! previous stage kept, in its own encoding, and answers with a verdict.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::batch::{Batch, Form};
@@ -43,8 +45,8 @@ impl Lane {
             omit_detail: self.spec.omit_detail,
         };
         loop {
-            let (wb, kept) = materialize(batch, items, form, dead);
-            let wb = wb.get();
+            let (call, kept) = materialize(batch, items, form, dead);
+            let call = Arc::new(call);
             items = kept;
             if items.is_empty() {
                 return items;
@@ -74,7 +76,12 @@ impl Lane {
                 records: items.len().saturating_mul(MAX_REPLACE_FACTOR),
                 bytes: self.spec.sandbox.max_memory,
             };
-            let (kind, why) = match inst.process(wb).await {
+            let outcome = inst.process(call).await;
+            if outcome.is_ok() && inst.near_timeout().is_some() {
+                let timeout = inst.timeout();
+                self.note_slow(&plugin.info.name, timeout);
+            }
+            let (kind, why) = match outcome {
                 Ok(Ok(verdict)) => match apply_verdict(verdict, items, batch.claimed_at_ms, limits)
                 {
                     Ok(kept) => {

@@ -34,6 +34,9 @@ pub struct Lane {
     spool: Option<(Arc<Spool>, Schema)>,
     /// The schema of the last batch, for tick batches.
     schema: Schema,
+    /// Which plugin of the current batch answered near its timeout, and
+    /// that timeout: the pump is then degraded, not ok.
+    slow_call: Option<(Arc<str>, Duration)>,
 }
 
 impl Lane {
@@ -50,6 +53,7 @@ impl Lane {
             dead_letters,
             spool: None,
             schema: Schema::Generic,
+            slow_call: None,
         })
     }
 
@@ -153,7 +157,7 @@ impl Lane {
             events: Vec::new(),
         };
         let inst = self.sink.as_mut().expect("started above");
-        let error = match inst.write(&empty).await {
+        let error = match inst.write(Arc::new(empty)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => format!("{e:?}"),
             Err(e) => {
@@ -169,6 +173,7 @@ impl Lane {
     /// filter chain, the sink, then the dead letters of what failed.
     pub(super) async fn handle(&mut self, batch: &Batch) {
         self.schema = batch.schema;
+        self.slow_call = None;
         let pump = self.spec.name.to_string();
         let mut dead = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
@@ -281,7 +286,24 @@ impl Lane {
             );
         }
         self.retry.reset();
-        self.spec.status.set(PumpState::Ok);
+        let state = match &self.slow_call {
+            None => PumpState::Ok,
+            Some((plugin, timeout)) => PumpState::Degraded {
+                error: format!(
+                    "{plugin} calls run near their timeout of {timeout:?} (over {:.0}% of it)",
+                    crate::runtime::NEAR_TIMEOUT * 100.0
+                ),
+            },
+        };
+        self.spec.status.set(state);
+    }
+
+    /// Notes a call of `plugin` that answered near its timeout (see
+    /// [`Lane::recovered`]).
+    pub(super) fn note_slow(&mut self, plugin: &str, timeout: Duration) {
+        if self.slow_call.is_none() {
+            self.slow_call = Some((Arc::from(plugin), timeout));
+        }
     }
 }
 

@@ -1,11 +1,19 @@
 //! Live plugin instances and the calls into them: each call runs under the
 //! pump's epoch deadline and wall-clock timeout, and a failure is
 //! classified as a timeout, a memory breach or a trap.
+//!
+//! Every instance runs on a thread of its own ([`Instance`] is a handle to
+//! it): guest code that computes for seconds occupies that thread only,
+//! never one of the async runtime's workers, which claims, acks, HTTP and
+//! the other pumps need. Host calls the guest makes (timers, sockets, HTTP,
+//! `kv`) still run on the runtime's reactor through its handle.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use wasmtime::Store;
 
 use super::bindings::{filter, sink, Batch, PluginInfo, Verdict, WriteError};
@@ -63,13 +71,81 @@ pub(super) enum Exports {
     Filter(filter::PumpFilter),
 }
 
-/// A live plugin instance. After any [`CallError`] it must be dropped.
+/// A call that took at least this share of its timeout ran "near its
+/// timeout": the pump is reported degraded, since a slightly larger batch
+/// or a busier machine would make it time out.
+pub const NEAR_TIMEOUT: f64 = 0.8;
+
+/// How long past its own timeout a call may go unanswered before the
+/// caller stops waiting: the guard on the instance's thread ends every
+/// call at its timeout, and this covers a thread stuck in a blocking host
+/// call (a hung file system) where neither epochs nor timers reach it.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// What a plugin call is given: a batch the caller keeps sharing (the
+/// lane's encoded form of a claimed batch is shared by every pump) while
+/// the instance's thread reads it.
+pub trait AsBatch: Send + Sync + 'static {
+    fn as_batch(&self) -> &Batch;
+}
+
+impl AsBatch for Batch {
+    fn as_batch(&self) -> &Batch {
+        self
+    }
+}
+
+/// A batch handed to an instance's thread.
+pub type SharedBatch = Arc<dyn AsBatch>;
+
+/// An answer from the instance's thread and how long the call took.
+type Reply<T> = oneshot::Sender<(Result<T, CallError>, Duration)>;
+
+/// A call for the instance's thread.
+enum Job {
+    Describe(Reply<PluginInfo>),
+    Init(String, Reply<()>),
+    Write(SharedBatch, Reply<Result<(), WriteError>>),
+    Process(SharedBatch, Reply<Result<Verdict, String>>),
+}
+
+/// A live plugin instance: a handle to the thread that owns its store.
+/// After any [`CallError`] it must be dropped; dropping it ends the thread
+/// once a call in progress returns.
 pub struct Instance {
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// No call is in progress: the thread waits for the next job.
+    idle: bool,
+    timeout: Duration,
+    /// How long the last call took.
+    last: Duration,
+}
+
+impl Drop for Instance {
+    /// An idle instance's thread frees the store as soon as it sees the
+    /// channel close; waiting for that (a short, bounded wait) means the
+    /// store's last words, such as its pump's log-suppression summary, come
+    /// before the host exits. A thread still in an abandoned call is not
+    /// waited for: its guard ends the call.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            if self.idle {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The instance's store and exports, owned by its thread.
+pub(super) struct Live {
     pub(super) store: Store<PluginState>,
     pub(super) exports: Exports,
     pub(super) ticks: u64,
     pub(super) timeout: Duration,
-    pub(super) ticker: std::sync::Arc<Ticker>,
+    pub(super) ticker: Arc<Ticker>,
 }
 
 /// Runs a plugin call under the wall-clock timeout and classifies failures.
@@ -121,14 +197,14 @@ fn clean_write_error(e: &mut WriteError) {
     }
 }
 
-impl Instance {
+impl Live {
     fn arm(&mut self) {
         self.store.set_epoch_deadline(self.ticks);
     }
 
     /// The plugin's self-description, its name and version made
     /// [`PluginText`]s.
-    pub async fn describe(&mut self) -> Result<PluginInfo, CallError> {
+    async fn describe(&mut self) -> Result<PluginInfo, CallError> {
         let mut info = self.describe_raw().await?;
         clean(&mut info.name);
         clean(&mut info.version);
@@ -151,7 +227,7 @@ impl Instance {
         }
     }
 
-    pub(super) async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
+    async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
         self.arm();
         let (t, ticker) = (self.timeout, &self.ticker);
         let r = match &self.exports {
@@ -168,7 +244,7 @@ impl Instance {
     }
 
     /// Sends a batch to a sink.
-    pub async fn write(&mut self, batch: &Batch) -> Result<Result<(), WriteError>, CallError> {
+    async fn write(&mut self, batch: &Batch) -> Result<Result<(), WriteError>, CallError> {
         self.arm();
         let t = self.timeout;
         match &self.exports {
@@ -189,7 +265,7 @@ impl Instance {
     }
 
     /// Sends a batch through a filter.
-    pub async fn process(&mut self, batch: &Batch) -> Result<Result<Verdict, String>, CallError> {
+    async fn process(&mut self, batch: &Batch) -> Result<Result<Verdict, String>, CallError> {
         self.arm();
         let t = self.timeout;
         match &self.exports {
@@ -209,4 +285,132 @@ impl Instance {
             Exports::Sink(_) => Err(CallError::Trap("process() called on a sink plugin".into())),
         }
     }
+
+    /// Answers calls until the [`Instance`] is dropped or a call fails (a
+    /// failed instance is poisoned: its store is freed at once).
+    fn serve(mut self, rt: &Handle, jobs: mpsc::Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            let started = Instant::now();
+            let ok = match job {
+                Job::Describe(tx) => answer(tx, started, rt.block_on(self.describe())),
+                Job::Init(config, tx) => answer(tx, started, rt.block_on(self.init(&config))),
+                Job::Write(b, tx) => answer(tx, started, rt.block_on(self.write(b.as_batch()))),
+                Job::Process(b, tx) => answer(tx, started, rt.block_on(self.process(b.as_batch()))),
+            };
+            if !ok {
+                break;
+            }
+        }
+    }
+}
+
+/// Sends a call's result back; false when the call failed.
+fn answer<T>(tx: Reply<T>, started: Instant, r: Result<T, CallError>) -> bool {
+    let ok = r.is_ok();
+    // The caller may have stopped waiting (shutdown); the result is moot.
+    let _ = tx.send((r, started.elapsed()));
+    ok
+}
+
+impl Instance {
+    /// Starts the instance's thread and builds the instance on it with
+    /// `build` (instantiation runs guest code too). Must be called from
+    /// within the host's tokio runtime, whose handle the thread uses.
+    pub(super) async fn spawn<F>(
+        pump: &str,
+        timeout: Duration,
+        build: F,
+    ) -> Result<Instance, CallError>
+    where
+        F: std::future::Future<Output = Result<Live, CallError>> + Send + 'static,
+    {
+        let rt = Handle::current();
+        let (jobs, rx) = mpsc::channel();
+        let (ready_tx, ready) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("plugin {pump}"))
+            .spawn(move || match rt.block_on(build) {
+                Ok(live) => {
+                    if ready_tx.send(Ok(())).is_ok() {
+                        live.serve(&rt, rx);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| {
+                CallError::Instantiate(format!("cannot start the plugin's thread: {e}"))
+            })?;
+        match tokio::time::timeout(timeout + ANSWER_GRACE, ready).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(ended()),
+            Err(_) => return Err(CallError::Timeout(timeout)),
+        }
+        Ok(Instance {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            idle: true,
+            timeout,
+            last: Duration::ZERO,
+        })
+    }
+
+    /// Hands a call to the instance's thread and waits for its answer.
+    async fn call<T>(&mut self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(ended)?;
+        jobs.send(job(tx)).map_err(|_| ended())?;
+        // Cleared until the answer comes: a caller that stops waiting
+        // (timeout, shutdown) leaves the instance busy.
+        self.idle = false;
+        match tokio::time::timeout(self.timeout + ANSWER_GRACE, rx).await {
+            Ok(Ok((r, took))) => {
+                self.idle = true;
+                self.last = took;
+                r
+            }
+            Ok(Err(_)) => Err(ended()),
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+        }
+    }
+
+    /// The plugin's self-description, its name and version made
+    /// [`PluginText`]s.
+    pub async fn describe(&mut self) -> Result<PluginInfo, CallError> {
+        self.call(Job::Describe).await
+    }
+
+    pub(super) async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
+        let config = config_json.to_string();
+        self.call(|tx| Job::Init(config, tx)).await
+    }
+
+    /// Sends a batch to a sink.
+    pub async fn write(&mut self, batch: SharedBatch) -> Result<Result<(), WriteError>, CallError> {
+        self.call(|tx| Job::Write(batch, tx)).await
+    }
+
+    /// Sends a batch through a filter.
+    pub async fn process(
+        &mut self,
+        batch: SharedBatch,
+    ) -> Result<Result<Verdict, String>, CallError> {
+        self.call(|tx| Job::Process(batch, tx)).await
+    }
+
+    /// How long the last call took when that was at least [`NEAR_TIMEOUT`]
+    /// of the timeout.
+    pub fn near_timeout(&self) -> Option<Duration> {
+        (self.last.as_secs_f64() >= self.timeout.as_secs_f64() * NEAR_TIMEOUT).then_some(self.last)
+    }
+
+    /// The per-call timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+fn ended() -> CallError {
+    CallError::Trap("the plugin's thread ended".into())
 }

@@ -42,7 +42,8 @@ use crate::sandbox::SocketRule;
 use bindings::{filter, sink, PluginInfo};
 pub use error::{CallError, Kind, LoadError, SetupError};
 pub use instance::Instance;
-use instance::{guard, Exports, Ticker};
+use instance::{guard, Exports, Live, Ticker};
+pub use instance::{AsBatch, SharedBatch, NEAR_TIMEOUT};
 
 /// Export names that identify a plugin's world.
 const SINK_EXPORT: &str = "pumphouse:plugin/sink@0.1.0";
@@ -335,6 +336,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         })
 }
 
+#[derive(Clone)]
 enum Pre {
     Sink(sink::PumpSinkPre<PluginState>),
     Filter(filter::PumpFilterPre<PluginState>),
@@ -395,86 +397,100 @@ impl Plugin {
         Ok(inst)
     }
 
+    /// Starts an instance on a thread of its own (see [`Instance`]).
     async fn instantiate(&self, pump: &str, sandbox: &Sandbox) -> Result<Instance, CallError> {
-        let pump: Arc<str> = Arc::from(pump);
-        let mut wasi = WasiCtxBuilder::new();
-        // File calls run on the thread already running the plugin instead
-        // of a hop to the blocking pool and back: each hop is two thread
-        // wake-ups, and a busy machine makes them wait for a core.
-        // Stdout belongs to the stdout sink; stderr goes through the pump's
-        // log budget, a line at a time.
-        wasi.inherit_stdout()
-            .stderr(stderr::PluginStderr {
-                pump: pump.clone(),
-                logs: sandbox.logs.clone(),
-            })
-            .allow_blocking_current_thread(true);
-        for name in &sandbox.env {
-            match std::env::var(name) {
-                Ok(value) => {
-                    wasi.env(name, value);
-                }
-                Err(e) => {
-                    if sandbox.logs.admit() {
-                        tracing::warn!(pump = &*pump, env = %name, "sandbox.env: {e}; the plugin runs without it");
-                    }
+        let build = build(
+            self.pre.clone(),
+            self.engine.clone(),
+            self.ticker.clone(),
+            Arc::from(pump),
+            sandbox.clone(),
+        );
+        Instance::spawn(pump, sandbox.timeout, build).await
+    }
+}
+
+/// Builds an instance's store and instantiates the plugin in it.
+async fn build(
+    pre: Pre,
+    engine: Engine,
+    ticker: Arc<Ticker>,
+    pump: Arc<str>,
+    sandbox: Sandbox,
+) -> Result<Live, CallError> {
+    let mut wasi = WasiCtxBuilder::new();
+    // File calls run on the instance's own thread, which already runs
+    // the plugin, instead of a hop to the blocking pool and back: each hop
+    // is two thread wake-ups, and a busy machine makes them wait for a core.
+    // Stdout belongs to the stdout sink; stderr goes through the pump's
+    // log budget, a line at a time.
+    wasi.inherit_stdout()
+        .stderr(stderr::PluginStderr {
+            pump: pump.clone(),
+            logs: sandbox.logs.clone(),
+        })
+        .allow_blocking_current_thread(true);
+    for name in &sandbox.env {
+        match std::env::var(name) {
+            Ok(value) => {
+                wasi.env(name, value);
+            }
+            Err(e) => {
+                if sandbox.logs.admit() {
+                    tracing::warn!(pump = &*pump, env = %name, "sandbox.env: {e}; the plugin runs without it");
                 }
             }
         }
-        sockets::configure(&mut wasi, &pump, &sandbox.sockets, &sandbox.logs).await;
-        for dir in &sandbox.dirs {
-            let perms = if dir.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| {
-                    CallError::Instantiate(format!(
-                        "cannot open sandbox dir {}: {e:#}",
-                        dir.host.display()
-                    ))
-                })?;
-        }
-        let state = PluginState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            http_hooks: HttpHooks::new(
-                pump.clone(),
-                sandbox.outbound.clone(),
-                sandbox.logs.clone(),
-            ),
-            table: ResourceTable::new(),
-            limits: limits::Limits::new(sandbox.max_memory),
-            pump,
-            logs: sandbox.logs.clone(),
-            kv: sandbox.kv.clone(),
-            series: sandbox.series.clone(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let ticks = (sandbox.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        let timeout = sandbox.timeout;
-        let exports = match &self.pre {
-            Pre::Sink(pre) => guard(&self.ticker, timeout, pre.instantiate_async(&mut store))
-                .await
-                .map(Exports::Sink),
-            Pre::Filter(pre) => guard(&self.ticker, timeout, pre.instantiate_async(&mut store))
-                .await
-                .map(Exports::Filter),
-        }
-        .map_err(|e| match e {
-            CallError::Trap(m) => CallError::Instantiate(m),
-            other => other,
-        })?;
-        Ok(Instance {
-            store,
-            exports,
-            ticks,
-            timeout,
-            ticker: self.ticker.clone(),
-        })
     }
+    sockets::configure(&mut wasi, &pump, &sandbox.sockets, &sandbox.logs).await;
+    for dir in &sandbox.dirs {
+        let perms = if dir.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| {
+                CallError::Instantiate(format!(
+                    "cannot open sandbox dir {}: {e:#}",
+                    dir.host.display()
+                ))
+            })?;
+    }
+    let state = PluginState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        http_hooks: HttpHooks::new(pump.clone(), sandbox.outbound.clone(), sandbox.logs.clone()),
+        table: ResourceTable::new(),
+        limits: limits::Limits::new(sandbox.max_memory),
+        pump,
+        logs: sandbox.logs.clone(),
+        kv: sandbox.kv.clone(),
+        series: sandbox.series.clone(),
+    };
+    let mut store = Store::new(&engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    let ticks = (sandbox.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    let timeout = sandbox.timeout;
+    let exports = match &pre {
+        Pre::Sink(pre) => guard(&ticker, timeout, pre.instantiate_async(&mut store))
+            .await
+            .map(Exports::Sink),
+        Pre::Filter(pre) => guard(&ticker, timeout, pre.instantiate_async(&mut store))
+            .await
+            .map(Exports::Filter),
+    }
+    .map_err(|e| match e {
+        CallError::Trap(m) => CallError::Instantiate(m),
+        other => other,
+    })?;
+    Ok(Live {
+        store,
+        exports,
+        ticks,
+        timeout,
+        ticker,
+    })
 }

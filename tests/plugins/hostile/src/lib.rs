@@ -5,6 +5,7 @@
 //! |---------------|--------------------------------------------------------------------------|
 //! | `trap`        | panics (a trap) on the first call of every instance                       |
 //! | `sleep`       | sleeps in a host call (`wasi:clocks` poll) for `sleep_ms` (default 1h)    |
+//! | `busy`        | computes on the CPU for `sleep_ms` (default 1 s), then delivers            |
 //! | `fs-escape`   | reads `paths` (default `/etc/passwd`, `/out/../../etc/passwd`); any success is `fatal` ("escaped"), else `retry` with the errors |
 //! | `env`         | logs which of `names` it can see (`NAME=value` or `NAME absent`), then delivers |
 //! | `http`        | POSTs the batch's payloads as JSON lines to `url`; errors map as the SDK maps them (denied → `fatal`) |
@@ -59,6 +60,7 @@ impl Sink for Hostile {
         let known = [
             "trap",
             "sleep",
+            "busy",
             "fs-escape",
             "env",
             "http",
@@ -88,6 +90,20 @@ impl Sink for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(
                     c.sleep_ms.unwrap_or(3_600_000),
                 ));
+                Ok(())
+            }
+            "busy" => {
+                // Computes (no host call to wait in) for sleep_ms, then
+                // succeeds: a CPU-bound plugin just under its timeout.
+                let until = std::time::Instant::now()
+                    + std::time::Duration::from_millis(c.sleep_ms.unwrap_or(1_000));
+                let mut n = batch.len() as u64;
+                while std::time::Instant::now() < until {
+                    for _ in 0..10_000 {
+                        n = std::hint::black_box(n.wrapping_mul(31).wrapping_add(7));
+                    }
+                }
+                std::hint::black_box(n);
                 Ok(())
             }
             "fs-escape" => {
