@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+
 use crate::dlq::DeadRecord;
 use crate::record::{self, Meta, Schema};
 use crate::runtime::bindings::{self as wit, Encoding};
@@ -17,8 +19,9 @@ pub struct Batch {
     /// batch read back from a spool).
     pub claim: Option<Claim>,
     pub schema: Schema,
-    /// Records that decoded, as received.
-    pub records: Vec<Vec<u8>>,
+    /// Records that decoded, as received: shared, so every pump that
+    /// dead-letters one holds the same copy.
+    pub records: Vec<Bytes>,
     pub meta: Vec<Meta>,
     /// Records claimed, including undecodable ones.
     pub claimed: usize,
@@ -38,7 +41,7 @@ pub struct Undecodable {
 impl Undecodable {
     pub fn into_dead(self) -> DeadRecord {
         DeadRecord {
-            bytes: self.bytes,
+            bytes: self.bytes.into(),
             encoding: Encoding::Msgpack,
             reason: self.reason,
         }
@@ -99,7 +102,7 @@ impl Batch {
             match record::decode(schema, &bytes) {
                 Ok(m) => {
                     meta.push(m);
-                    records.push(bytes);
+                    records.push(Bytes::from(bytes));
                 }
                 Err(error) => bad.push(Undecodable {
                     bytes,
@@ -147,7 +150,7 @@ impl Batch {
         } else {
             &[]
         };
-        let total: usize = self.records.iter().map(Vec::len).sum();
+        let total: usize = self.records.iter().map(Bytes::len).sum();
         let mut payloads = Vec::with_capacity(match form.encoding {
             Encoding::Msgpack => total,
             Encoding::Json => total * 2,

@@ -31,7 +31,8 @@ pub struct PumpConfig {
     pub filters: HostFilters,
     /// Drop bulky detail fields before delivery.
     pub omit_detailed_recording: bool,
-    /// Records larger than this are dead-lettered for this pump.
+    /// Records larger than this are dead-lettered for this pump. Unset:
+    /// [`PumpConfig::record_size_limit`]'s default.
     pub max_record_size: Option<ByteSize>,
     /// Filter plugins applied in order before the sink.
     pub filters_chain: Vec<FilterPluginConfig>,
@@ -108,7 +109,8 @@ struct RawPump {
     /// `Deciders`; Tyk: `RawRequest`, `RawResponse`).
     omit_detailed_recording: bool,
     /// Records larger than this (encoded bytes as received) are
-    /// dead-lettered for this pump instead of delivered. Unset: no limit.
+    /// dead-lettered for this pump instead of delivered. Unset: an eighth
+    /// of `sandbox.max_memory` (16 MiB under the default 128 MiB).
     max_record_size: Option<ByteSize>,
     /// Filter plugins applied in order before the sink.
     filters_chain: Vec<FilterPluginConfig>,
@@ -301,6 +303,16 @@ impl Default for RetryConfig {
 }
 
 impl PumpConfig {
+    /// The largest record this pump takes: `max_record_size`, else an
+    /// eighth of `sandbox.max_memory`. A plugin holds a record several
+    /// times (the call's copy, its parsed form, what it sends), and JSON
+    /// can be several times larger than the MessagePack received, so a
+    /// record near `max_memory` could never be delivered.
+    pub fn record_size_limit(&self) -> ByteSize {
+        self.max_record_size
+            .unwrap_or(ByteSize::b(self.sandbox.max_memory.as_u64() / 8))
+    }
+
     /// `name` labels metrics, so it is checked before anything that would
     /// print it; the field is `pumps[i].name`.
     pub(super) fn validate_name(&self, i: usize) -> Result<(), FieldError> {

@@ -13,7 +13,8 @@ use crate::telemetry;
 
 /// A record to dead-letter.
 pub struct DeadRecord {
-    pub bytes: Vec<u8>,
+    /// Shared with the batch (and every other pump dead-lettering it).
+    pub bytes: bytes::Bytes,
     pub encoding: Encoding,
     pub reason: String,
 }
@@ -58,25 +59,59 @@ impl Entry {
     }
 
     /// The JSON of `r`'s entry, as [`Entry::new`] would serialize, in one
-    /// buffer of its final size: the payload is base64-encoded straight
-    /// into it. Going through the `String` of [`Entry::new`] would hold a
-    /// large record's payload twice more (the string, and a growing copy).
+    /// buffer of its final size.
     pub fn json(source: &str, pump: Option<&str>, r: &DeadRecord) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
+        let mut out = Vec::with_capacity(Entry::json_len_hint(r));
+        Entry::write_json(source, pump, r, &mut out).expect("a Vec takes every write");
+        out
+    }
+
+    /// Writes the JSON of `r`'s entry to `out`, the payload base64-encoded
+    /// straight into it in small pieces: going through the `String` of
+    /// [`Entry::new`] would hold a large record's payload twice more.
+    fn write_json(
+        source: &str,
+        pump: Option<&str>,
+        r: &DeadRecord,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        let head = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
         // The payload is the last field, written as `"payload":""}`;
         // base64 text needs no JSON escaping.
-        debug_assert!(out.ends_with(b"\"payload\":\"\"}"));
-        out.truncate(out.len() - 2);
-        let len =
-            base64::encoded_len(r.bytes.len(), true).expect("a payload's base64 fits in memory");
-        let at = out.len();
-        out.reserve_exact(len + 2);
-        out.resize(at + len, 0);
-        base64::engine::general_purpose::STANDARD
-            .encode_slice(&r.bytes, &mut out[at..])
-            .expect("the buffer is sized for the base64");
-        out.extend_from_slice(b"\"}");
-        out
+        debug_assert!(head.ends_with(b"\"payload\":\"\"}"));
+        out.write_all(&head[..head.len() - 2])?;
+        const CHUNK: usize = 3 * 16 * 1024;
+        let mut text = [0u8; CHUNK / 3 * 4];
+        for piece in r.bytes.chunks(CHUNK) {
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(piece, &mut text)
+                .expect("the buffer is sized for a chunk's base64");
+            out.write_all(&text[..n])?;
+        }
+        out.write_all(b"\"}")
+    }
+
+    /// The size of [`Entry::json`]'s output, near enough to reserve.
+    fn json_len_hint(r: &DeadRecord) -> usize {
+        base64::encoded_len(r.bytes.len(), true).unwrap_or(0) + r.reason.len() + 256
+    }
+}
+
+/// A record's dead-letter entry as an argument of the Redis command that
+/// stores it: its JSON is written straight into the command, so a large
+/// record is never held as an entry and again as the command.
+struct EntryArg<'a> {
+    source: &'a str,
+    pump: Option<&'a str>,
+    record: DeadRecord,
+}
+
+impl redis::ToRedisArgs for EntryArg<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.reserve_space_for_args([Entry::json_len_hint(&self.record)]);
+        let mut w = out.writer_for_next_arg();
+        Entry::write_json(self.source, self.pump, &self.record, &mut w)
+            .expect("a command buffer takes every write");
     }
 }
 
@@ -117,39 +152,74 @@ impl DeadLetters {
             "dead-lettered a record: {}{more}",
             records[0].reason
         );
-        // Each record is freed as soon as its entry is made: a large one is
-        // not held in both forms while Redis is written.
-        let entries: Vec<Vec<u8>> = records
-            .into_iter()
-            .map(|r| Entry::json(key, pump, &r))
-            .collect();
+        // Entries of large records in flight at once are what bounds the
+        // host's memory here: a record being stored is held about three
+        // times (its entry, the command, the command as sent). Writers
+        // therefore take a share of one process-wide budget (all of it for
+        // a record as large as the budget), so three pumps dead-lettering
+        // one 64 MiB record store it one after another, not all at once.
+        let _budget = in_flight()
+            .acquire_many(budget_units(bytes))
+            .await
+            .expect("the budget is never closed");
+        let count = records.len();
+        // Each record's entry is written into the command, and the record
+        // released: a large one is not held in several forms.
+        let cmd = self
+            .source
+            .dead_letter_cmd(records.into_iter().map(|record| EntryArg {
+                source: key,
+                pump,
+                record,
+            }));
         crate::backoff::forever(
             Duration::from_millis(100),
             Duration::from_secs(5),
-            || self.source.dead_letter(&entries),
+            || self.source.dead_letter(&cmd),
             |e, delay| {
-                tracing::warn!(
-                    "cannot store {} dead letters yet ({e}); retrying in {delay:?}",
-                    entries.len()
-                )
+                tracing::warn!("cannot store {count} dead letters yet ({e}); retrying in {delay:?}")
             },
         )
         .await;
+        drop(cmd);
         metrics::counter!(telemetry::RECORDS_DEAD_LETTERED, "pump" => pump.unwrap_or("source").to_string())
-            .increment(entries.len() as u64);
+            .increment(count as u64);
     }
+}
+
+/// Record bytes that may be in dead-letter entries at once, across the
+/// host, in units of [`BUDGET_UNIT`].
+const BUDGET_UNITS: u32 = 32;
+const BUDGET_UNIT: usize = 1 << 20;
+
+fn in_flight() -> &'static tokio::sync::Semaphore {
+    static IN_FLIGHT: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    IN_FLIGHT.get_or_init(|| tokio::sync::Semaphore::new(BUDGET_UNITS as usize))
+}
+
+/// The share of the budget `bytes` of records take: at least one unit, at
+/// most all of them.
+fn budget_units(bytes: usize) -> u32 {
+    (bytes.div_ceil(BUDGET_UNIT) as u32).clamp(1, BUDGET_UNITS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_record_as_large_as_the_budget_takes_all_of_it() {
+        assert_eq!(budget_units(0), 1);
+        assert_eq!(budget_units(BUDGET_UNIT + 1), 2);
+        assert_eq!(budget_units(64 * BUDGET_UNIT), BUDGET_UNITS);
+    }
+
     /// The JSON written in one buffer is the entry [`Entry::new`] makes.
     #[test]
     fn entry_json_is_the_serialized_entry() {
         for bytes in [vec![], vec![0x80], (0..=255u8).cycle().take(1000).collect()] {
             let r = DeadRecord {
-                bytes,
+                bytes: bytes.into(),
                 encoding: Encoding::Msgpack,
                 reason: "undecodable: \"quoted\"\n".into(),
             };

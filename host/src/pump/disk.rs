@@ -168,7 +168,7 @@ async fn spool_writer(
             "write to the spool",
             Duration::from_millis(50),
             move || {
-                let refs: Vec<(&str, i64, &[Vec<u8>])> = owned
+                let refs: Vec<(&str, i64, &[bytes::Bytes])> = owned
                     .iter()
                     .map(|b| (&*b.key, b.claimed_at_ms, b.records.as_slice()))
                     .collect();

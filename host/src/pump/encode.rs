@@ -30,10 +30,11 @@ pub(super) struct Item {
 
 impl Item {
     /// The dead-letter record of this item: the producer's bytes while it
-    /// is the source's record, else what the filter made of it.
+    /// is the source's record, else what the filter made of it; shared,
+    /// never copied.
     pub fn dead(self, batch: &Batch, reason: String) -> DeadRecord {
         let (encoding, bytes) = match self.payload {
-            Payload::Replaced(e, b) => (e, b.to_vec()),
+            Payload::Replaced(e, b) => (e, b),
             Payload::Original(i) => (Encoding::Msgpack, batch.records[i as usize].clone()),
         };
         DeadRecord {

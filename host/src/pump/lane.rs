@@ -188,13 +188,16 @@ impl Lane {
                 timestamp: batch.event_timestamp(i),
                 payload: Payload::Original(i as u32),
             };
+            // Checked before anything copies or re-encodes the record.
             let size = batch.records[i].len() as u64;
-            match self.spec.max_record_size {
-                Some(max) if size > max => dead.push(item.dead(
+            let max = self.spec.max_record_size;
+            if size > max {
+                dead.push(item.dead(
                     batch,
                     format!("record of {size} bytes exceeds max_record_size of {max} bytes"),
-                )),
-                _ => items.push(item),
+                ));
+            } else {
+                items.push(item);
             }
         }
         for fi in 0..self.spec.filters.len() {

@@ -23,7 +23,8 @@ pub struct PumpSpec {
     pub filters: Vec<(Arc<Plugin>, String)>,
     pub host_filter: HostFilter,
     pub omit_detail: bool,
-    pub max_record_size: Option<u64>,
+    /// Larger records are dead-lettered ([`PumpConfig::record_size_limit`]).
+    pub max_record_size: u64,
     /// Largest payload per sink call; bigger groups are split first.
     pub max_batch_bytes: Option<usize>,
     pub rate: Option<RateLimits>,
@@ -75,7 +76,7 @@ impl PumpSpec {
             filters,
             host_filter: HostFilter::new(&pump.filters),
             omit_detail: pump.omit_detailed_recording,
-            max_record_size: pump.max_record_size.map(|b| b.as_u64()),
+            max_record_size: pump.record_size_limit().as_u64(),
             max_batch_bytes: pump.max_batch_bytes.map(|b| b.as_u64() as usize),
             rate: RateLimits::new(&pump.rate_limit),
             sandbox,

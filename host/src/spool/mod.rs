@@ -193,7 +193,7 @@ impl Spool {
     }
 
     /// Appends batches in one durable commit (one fsync for all of them).
-    pub fn append(&self, batches: &[(&str, i64, &[Vec<u8>])]) -> Result<(), SpoolError> {
+    pub fn append<R: AsRef<[u8]>>(&self, batches: &[(&str, i64, &[R])]) -> Result<(), SpoolError> {
         let frames: Vec<(Vec<u8>, u64)> = batches
             .iter()
             .map(|(key, at, records)| (frame::encode(key, *at, records), records.len() as u64))

@@ -296,15 +296,24 @@ impl ListSource {
         Ok(keys.iter().cloned().zip(lens).collect())
     }
 
-    /// Appends dead-letter entries to the dead-letter list.
-    pub async fn dead_letter(&self, entries: &[Vec<u8>]) -> Result<(), SourceError> {
-        let key = &*self.core.dead_letter_key;
-        let mut cmd = redis::cmd("RPUSH");
-        cmd.arg(key);
+    /// The command appending `entries` to the dead-letter list.
+    pub fn dead_letter_cmd(
+        &self,
+        entries: impl IntoIterator<Item = impl redis::ToRedisArgs>,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH").arg(&*self.core.dead_letter_key);
         for e in entries {
-            cmd.arg(e.as_slice());
+            pipe.arg(e);
         }
-        let _: i64 = cmd
+        pipe.ignore();
+        pipe
+    }
+
+    /// Sends a command made by [`ListSource::dead_letter_cmd`].
+    pub async fn dead_letter(&self, cmd: &redis::Pipeline) -> Result<(), SourceError> {
+        let key = &*self.core.dead_letter_key;
+        let () = cmd
             .query_async(&mut self.core.conn())
             .await
             .map_err(redis_err("RPUSH", key))?;

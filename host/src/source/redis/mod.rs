@@ -247,15 +247,25 @@ impl RedisSource {
         conn::ping(&mut self.core().conn()).await
     }
 
-    /// Appends entries (JSON documents) to the dead-letter key: a list for
-    /// list sources, a stream (field `entry`) for stream sources.
-    pub async fn dead_letter(&self, entries: &[Vec<u8>]) -> Result<(), SourceError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    /// The command appending entries (JSON documents) to the dead-letter
+    /// key: a list for list sources, a stream (field `entry`) for stream
+    /// sources. Made once and sent until Redis takes it, so a retry does
+    /// not copy the entries again.
+    pub fn dead_letter_cmd(
+        &self,
+        entries: impl IntoIterator<Item = impl redis::ToRedisArgs>,
+    ) -> redis::Pipeline {
         match self {
-            RedisSource::List(s) => s.dead_letter(entries).await,
-            RedisSource::Stream(s) => s.dead_letter(entries).await,
+            RedisSource::List(s) => s.dead_letter_cmd(entries),
+            RedisSource::Stream(s) => s.dead_letter_cmd(entries),
+        }
+    }
+
+    /// Sends a command made by [`RedisSource::dead_letter_cmd`].
+    pub async fn dead_letter(&self, cmd: &redis::Pipeline) -> Result<(), SourceError> {
+        match self {
+            RedisSource::List(s) => s.dead_letter(cmd).await,
+            RedisSource::Stream(s) => s.dead_letter(cmd).await,
         }
     }
 }

@@ -351,9 +351,12 @@ impl StreamSource {
         Ok(())
     }
 
-    /// Appends dead-letter entries to the dead-letter stream, one entry
-    /// (field [`DEAD_LETTER_FIELD`]) each.
-    pub async fn dead_letter(&self, entries: &[Vec<u8>]) -> Result<(), SourceError> {
+    /// The command appending `entries` to the dead-letter stream, one
+    /// entry (field [`DEAD_LETTER_FIELD`]) each.
+    pub fn dead_letter_cmd(
+        &self,
+        entries: impl IntoIterator<Item = impl redis::ToRedisArgs>,
+    ) -> redis::Pipeline {
         let key = &*self.core.dead_letter_key;
         let mut pipe = redis::pipe();
         for e in entries {
@@ -361,10 +364,16 @@ impl StreamSource {
                 .arg(key)
                 .arg("*")
                 .arg(DEAD_LETTER_FIELD)
-                .arg(e.as_slice())
+                .arg(e)
                 .ignore();
         }
-        let () = pipe
+        pipe
+    }
+
+    /// Sends a command made by [`StreamSource::dead_letter_cmd`].
+    pub async fn dead_letter(&self, cmd: &redis::Pipeline) -> Result<(), SourceError> {
+        let key = &*self.core.dead_letter_key;
+        let () = cmd
             .query_async(&mut self.core.conn())
             .await
             .map_err(redis_err("XADD", key))?;
