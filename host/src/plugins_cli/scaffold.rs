@@ -289,13 +289,16 @@ The component is `target/wasm32-wasip2/release/{{crate}}.wasm`.
 
 ```sh
 pumphouse plugins inspect target/wasm32-wasip2/release/{{crate}}.wasm
-pumphouse plugins test target/wasm32-wasip2/release/{{crate}}.wasm --input records.jsonl
+pumphouse produce --format iam --count 250 --to-file records.jsonl
+pumphouse plugins test target/wasm32-wasip2/release/{{crate}}.wasm --input records.jsonl --format iam
 ```
 
 `plugins test` runs the plugin on sample records (`.jsonl`: one JSON object
-per line; `.msgpack`: concatenated MessagePack records, as `pumphouse
-produce` pushes them) without Redis, prints what the plugin did with each
-batch, and exits non-zero when a batch failed, so it fits a CI job.
+per line, such as `produce --to-file`, the `file` sink or `pumphouse dlq
+list --json` write them; `.msgpack`: concatenated MessagePack records, as
+`pumphouse produce` pushes them) without Redis, prints what the plugin did
+with each batch, and exits non-zero when a batch failed, so it fits a CI
+job.
 
 ## Deploy
 
