@@ -274,10 +274,11 @@ fn check_require_redis_fails_when_redis_is_down_and_errors_say_each_cause_once()
     );
 
     // A plugin's init error, wrapped by the pump, is said once.
-    let bad = good_config().edit_pump("file", |p| p.config("bogus_field", 1));
+    let bad = good_config().edit_pump("file", |p| p.config("path", 5));
     let (code, _, err) = check(&bad.to_toml());
     assert_ne!(code, 0);
-    assert_eq!(err.matches("bogus_field").count(), 1, "{err}");
+    assert_eq!(err.matches("init failed").count(), 1, "{err}");
+    assert_eq!(err.matches("invalid type").count(), 1, "{err}");
 
     // produce against nothing: the address once, the OS error once.
     let (code, _, err) = pumphouse(&[
