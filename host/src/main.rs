@@ -34,8 +34,14 @@ enum Cmd {
     Check {
         #[arg(long, short, env = "PUMPHOUSE_CONFIG")]
         config: PathBuf,
+        /// Fail (exit 1) when Redis cannot be used; by default an
+        /// unreachable Redis is reported and the check still passes, as
+        /// the daemon waits for Redis at start.
+        #[arg(long)]
+        require_redis: bool,
     },
-    /// Push sample records to Redis exactly as the real producers do.
+    /// Push sample records to Redis exactly as the real producers do, or
+    /// write them to a file (`--to-file`) for `plugins test`.
     Produce {
         /// `iam` or `tyk` (generic records are produced as iam).
         #[arg(long, value_enum)]
@@ -79,6 +85,11 @@ enum Cmd {
         /// pipeline, timed just before it is sent (for latency measurements).
         #[arg(long)]
         push_log: Option<std::path::PathBuf>,
+        /// Write the records to this file instead of Redis: `.msgpack`
+        /// (the producers' bytes, back to back) or `.jsonl` (the JSON form
+        /// pumps receive). Both are inputs of `plugins test`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "shards", "push_log"])]
+        to_file: Option<PathBuf>,
     },
     /// Inspect, replay or purge dead-lettered records.
     Dlq {
@@ -291,10 +302,24 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once. Most of pumphouse's errors
+/// already end with their cause's text, which `{:#}` would print again.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
@@ -332,10 +357,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             clap_mangen::generate_to(Cli::command(), &dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Check { config } => {
+        Cmd::Check {
+            config,
+            require_redis,
+        } => {
             let config = Config::load(&config)?;
-            print!("{}", pumphouse::daemon::check(&config).await?);
-            Ok(ExitCode::SUCCESS)
+            let report = pumphouse::daemon::check(&config, require_redis).await?;
+            print!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Produce {
             format,
@@ -352,7 +385,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             seed,
             quiet,
             push_log,
+            to_file,
         } => {
+            if let Some(path) = to_file {
+                let n = pumphouse::produce::produce_to_file(format, count, first_seq, seed, &path)?;
+                eprintln!("wrote {n} {} records to {}", format.name(), path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let key = key.unwrap_or_else(|| format.producer_key().to_string());
             let n = pumphouse::produce::produce(&pumphouse::produce::ProduceOptions {
                 redis_url: redis,
@@ -524,4 +563,33 @@ async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_error;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("init failed: {0}")]
+    struct Inner(&'static str);
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("pump a: {source}")]
+        Says { source: Inner },
+        #[error("pump b")]
+        Hides { source: Inner },
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let says = anyhow::Error::from(Outer::Says {
+            source: Inner("bad field"),
+        });
+        assert_eq!(render_error(&says), "pump a: init failed: bad field");
+        let hides = anyhow::Error::from(Outer::Hides {
+            source: Inner("bad field"),
+        });
+        assert_eq!(render_error(&hides), "pump b: init failed: bad field");
+    }
 }

@@ -253,3 +253,72 @@ fn metrics_endpoint_exposes_the_documented_series() {
         assert!(m.contains(name), "missing {name} in:\n{m}");
     }
 }
+
+#[test]
+fn check_require_redis_fails_when_redis_is_down_and_errors_say_each_cause_once() {
+    let (code, out, err) = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, good_config().to_toml()).unwrap();
+        pumphouse(&[
+            "check",
+            "--require-redis",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+    };
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("check FAILED") && !out.contains("config OK"),
+        "{out}"
+    );
+
+    // A plugin's init error, wrapped by the pump, is said once.
+    let bad = good_config().edit_pump("file", |p| p.config("path", 5));
+    let (code, _, err) = check(&bad.to_toml());
+    assert_ne!(code, 0);
+    assert_eq!(err.matches("init failed").count(), 1, "{err}");
+    assert_eq!(err.matches("invalid type").count(), 1, "{err}");
+
+    // produce against nothing: the address once, the OS error once.
+    let (code, _, err) = pumphouse(&[
+        "produce",
+        "--format",
+        "iam",
+        "--count",
+        "1",
+        "--redis",
+        "redis://127.0.0.1:1/0",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.matches("127.0.0.1:1").count(), 1, "{err}");
+    assert_eq!(err.matches("os error 111").count(), 1, "{err}");
+}
+
+#[test]
+fn a_plugin_named_without_wasm_resolves_and_a_non_wasm_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("file"), dir.path().join("file.wasm")).unwrap();
+    let config = good_config()
+        .set("plugins_dir", dir.path().to_str().unwrap())
+        .edit_pump("file", |p| p.set("plugin", "file"));
+    let (code, out, err) = check(&config.to_toml());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pump file: sink file"), "{out}");
+
+    let (code, _, err) = pumphouse(&[
+        "plugins",
+        "inspect",
+        root().join("Cargo.toml").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+    assert!(err.lines().count() <= 2 && !err.contains("0x"), "{err}");
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let (_, _, err) = check(&good_config().to_toml());
+    assert!(err.contains("plugin loaded"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

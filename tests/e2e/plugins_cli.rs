@@ -74,6 +74,18 @@ fn a_scaffolded_sink_and_filter_build_and_pass_plugins_test() {
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(&format!("pump-{kind}@0.1.0")), "{out}");
         assert!(out.contains(&format!("name:     {name}")), "{out}");
+        // std imports wasi:cli/environment; the scaffold reads no variable.
+        assert!(
+            out.contains("env         imported   (by every Rust plugin"),
+            "{out}"
+        );
+        assert!(!out.contains("env         used"), "{out}");
+        let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+        // The SDK by a relative path: no machine's absolute path.
+        assert!(
+            manifest.contains(r#"pumphouse-sdk = { path = "../"#),
+            "{manifest}"
+        );
         let (code, out, err) = pumphouse(&[
             "plugins", "test", wasm, "--input", &jsonl, "--format", "iam",
         ]);
@@ -241,4 +253,63 @@ fn plugins_inspect_marks_the_capabilities_a_plugin_uses() {
     let (code, out, _) = pumphouse(&["plugins", "inspect", &plugin("blackhole")]);
     assert_eq!(code, 0);
     assert!(out.contains("http        unused"), "{out}");
+}
+
+#[test]
+fn produce_to_file_writes_samples_that_plugins_test_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, file, sink) in [
+        ("iam", "r.jsonl", "stdout"),
+        ("iam", "r.msgpack", "blackhole"),
+        ("tyk", "t.jsonl", "stdout"),
+        ("tyk", "t.msgpack", "stdout"),
+    ] {
+        let path = dir.path().join(file);
+        let path = path.to_str().unwrap();
+        let (code, _, err) = pumphouse(&[
+            "produce",
+            "--format",
+            format,
+            "--count",
+            "120",
+            "--to-file",
+            path,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("wrote 120"), "{err}");
+        if file.ends_with(".jsonl") {
+            // The JSON form pumps receive: times are RFC 3339 strings.
+            let first = &read_jsonl(Path::new(path))[0];
+            assert!(
+                first["TimeStamp"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with('Z')),
+                "{first}"
+            );
+        }
+        let (code, out, err) = pumphouse(&[
+            "plugins",
+            "test",
+            &plugin(sink),
+            "--input",
+            path,
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 0, "{format} {file}: {out}{err}");
+        assert!(out.contains("120 records in batches of 100"), "{out}");
+        assert!(
+            out.contains("batch 2 (records 100-119): ok (20 records written)"),
+            "{out}"
+        );
+    }
+    let (code, _, err) = pumphouse(&[
+        "produce",
+        "--format",
+        "iam",
+        "--to-file",
+        dir.path().join("r.txt").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains(".jsonl"), "{err}");
 }

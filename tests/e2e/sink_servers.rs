@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The first of `candidates` (absolute paths or names on `PATH`) that
-/// exists; `None` after a loud `SKIPPED` line, so a machine without the
-/// server still runs the rest of the suite.
+/// exists; `None` after a loud `SKIPPED` line (see [`skip`]; in CI a
+/// failure), so a machine without the server still runs the rest of the
+/// suite.
 pub fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = candidates.iter().find_map(|c| {
@@ -21,12 +22,37 @@ pub fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        eprintln!(
-            "\n\n******** SKIPPED: {} not installed (scripts/lib/ensure-deps installs it) ********\n",
-            candidates[0]
-        );
+        skip(candidates[0]);
     }
     found
+}
+
+/// A test that cannot run because `program` is missing. In CI (`CI=true`)
+/// that fails the test: a skip there would pass without testing anything.
+/// Elsewhere the test passes with a loud `SKIPPED` line, and the skip is
+/// appended to `$PUMPHOUSE_SKIP_LOG` so `scripts/test` lists it at the end.
+fn skip(program: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{program} is not installed, and CI=true: {test} must not be skipped in CI (scripts/lib/ensure-deps installs it)");
+    }
+    eprintln!(
+        "\n\n******** SKIPPED: {program} not installed (scripts/lib/ensure-deps installs it) ********\n"
+    );
+    if let Some(log) = std::env::var_os("PUMPHOUSE_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            // One short line per skip; appends this small are atomic.
+            let _ = writeln!(f, "{test}: {program} not installed");
+        }
+    }
 }
 
 /// A server process that can be killed and started again.

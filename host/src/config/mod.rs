@@ -204,11 +204,14 @@ impl Config {
         }
     }
 
-    /// Resolves a plugin reference against `plugins_dir`.
+    /// Resolves a plugin reference against `plugins_dir`. A bare name
+    /// without an extension (`file`) means that name's `.wasm` (`file.wasm`).
     pub fn plugin_path(&self, plugin: &str) -> PathBuf {
         let p = Path::new(plugin);
         if p.is_absolute() || plugin.contains('/') {
             p.to_path_buf()
+        } else if p.extension().is_none() {
+            self.plugins_dir.join(format!("{plugin}.wasm"))
         } else {
             self.plugins_dir.join(p)
         }

@@ -55,6 +55,15 @@ fn minimal_config_gets_documented_defaults() {
         c.plugin_path("file.wasm"),
         Path::new("/etc/ph/plugins/file.wasm")
     );
+    // A bare name is its .wasm; a name with another extension is kept.
+    assert_eq!(
+        c.plugin_path("file"),
+        Path::new("/etc/ph/plugins/file.wasm")
+    );
+    assert_eq!(
+        c.plugin_path("file.component"),
+        Path::new("/etc/ph/plugins/file.component")
+    );
     assert_eq!(
         c.source.dead_letter_key(),
         "pumphouse:dead-letter:analytics-iam-system-analytics"

@@ -55,6 +55,15 @@ pub struct CheckReport {
     pub redis: String,
     /// `[source.tls] insecure` is on.
     pub tls_insecure: bool,
+    /// `check --require-redis`: a Redis problem fails the check.
+    pub require_redis: bool,
+}
+
+impl CheckReport {
+    /// False when `--require-redis` was given and Redis cannot be used.
+    pub fn ok(&self) -> bool {
+        !(self.require_redis && self.redis_problem.is_some())
+    }
 }
 
 impl std::fmt::Display for CheckReport {
@@ -70,12 +79,21 @@ impl std::fmt::Display for CheckReport {
             Some(e @ ProbeError::Refused { .. }) => {
                 writeln!(f, "redis: reachable but NOT usable: {e}")?
             }
+            Some(e) if self.require_redis => writeln!(f, "redis: NOT reachable: {e}")?,
             Some(e) => writeln!(
                 f,
-                "redis: NOT reachable: {e} (the daemon waits for it at start)"
+                "redis: NOT reachable: {e} (the daemon waits for it at start; --require-redis fails the check)"
             )?,
         }
-        writeln!(f, "config OK")
+        if self.ok() {
+            writeln!(f, "config OK")
+        } else {
+            writeln!(
+                f,
+                "check FAILED: redis at {} cannot be used (--require-redis)",
+                self.redis
+            )
+        }
     }
 }
 
@@ -84,9 +102,10 @@ const INSECURE_WARNING: &str = "source.tls.insecure = true: the Redis server cer
      not verified, so anyone on the network path can read and change the traffic";
 
 /// Validates a config, compiles every plugin and runs each pump's `init`
-/// (so plugin config errors surface too). Redis reachability is reported
-/// but does not fail the check: the daemon waits for Redis at start.
-pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
+/// (so plugin config errors surface too). Redis reachability is reported;
+/// it fails the check only with `require_redis`, since the daemon waits
+/// for Redis at start.
+pub async fn check(config: &Config, require_redis: bool) -> Result<CheckReport, StartError> {
     let runtime = Runtime::new(true)?;
     let specs = PumpSpec::build_all(config, &runtime, &mut PluginCache::default()).await?;
     let mut lines = Vec::new();
@@ -116,6 +135,7 @@ pub async fn check(config: &Config) -> Result<CheckReport, StartError> {
         redis_problem,
         redis: redacted(&config.source.redis_url),
         tls_insecure: config.source.tls.insecure,
+        require_redis,
     })
 }
 

@@ -28,13 +28,23 @@ pub struct DemoOptions {
     pub out_dir: Option<PathBuf>,
 }
 
-/// The default plugins directory: `target/plugins` next to the binary's
-/// `target/<profile>/` directory, as `scripts/build` lays it out.
+/// The bundled plugins: `<prefix>/share/pumphouse/plugins` for a binary
+/// installed as `<prefix>/bin/pumphouse` (`scripts/install`), otherwise
+/// `target/plugins` next to the binary's `target/<profile>/` directory, as
+/// `scripts/build` lays it out.
 pub fn default_plugins_dir() -> PathBuf {
-    std::env::current_exe()
+    let Some(prefix) = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|t| t.join("plugins")))
-        .unwrap_or_else(|| PathBuf::from("target/plugins"))
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+    else {
+        return PathBuf::from("target/plugins");
+    };
+    let installed = prefix.join("share/pumphouse/plugins");
+    if installed.is_dir() {
+        installed
+    } else {
+        prefix.join("plugins")
+    }
 }
 
 /// Reads one value of a Prometheus text rendering (label text exact).
@@ -158,6 +168,13 @@ pub async fn run(
         elapsed.as_secs_f64(),
         produced as f64 / elapsed.as_secs_f64()
     );
+    if o.out_dir.is_some() {
+        println!("output kept in {}", out_dir.display());
+    } else {
+        println!(
+            "output removed at exit; keep it with --out DIR (e.g. scripts/demo --out target/demo-out)"
+        );
+    }
     anyhow::ensure!(
         lines as u64 == produced,
         "the file pump wrote {lines} lines for {produced} records"

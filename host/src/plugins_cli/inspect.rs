@@ -7,11 +7,15 @@ use std::fmt::Write;
 use crate::runtime::{encoding_name, Plugin};
 
 /// A capability a plugin can import and the sandbox field that grants it.
-struct Capability {
+pub struct Capability {
     name: &'static str,
     /// Import name prefixes that use it.
     prefixes: &'static [&'static str],
     granted_by: &'static str,
+    /// Shown instead of "used" when importing it says little: every Rust
+    /// plugin imports `wasi:cli/environment`, because std's panic handler
+    /// looks up `RUST_BACKTRACE`, whether or not the plugin reads a variable.
+    imported_by_std: Option<&'static str>,
 }
 
 const CAPABILITIES: &[Capability] = &[
@@ -19,21 +23,28 @@ const CAPABILITIES: &[Capability] = &[
         name: "http",
         prefixes: &["wasi:http/"],
         granted_by: "sandbox.allowed_outbound_hosts",
+        imported_by_std: None,
     },
     Capability {
         name: "filesystem",
         prefixes: &["wasi:filesystem/"],
         granted_by: "sandbox.dirs",
+        imported_by_std: None,
     },
     Capability {
         name: "env",
         prefixes: &["wasi:cli/environment"],
         granted_by: "sandbox.env",
+        imported_by_std: Some(
+            "imported   (by every Rust plugin: std looks up RUST_BACKTRACE on a panic); \
+             the plugin sees only the variables sandbox.env names",
+        ),
     },
     Capability {
         name: "sockets",
         prefixes: &["wasi:sockets/"],
         granted_by: "sandbox.sockets",
+        imported_by_std: None,
     },
 ];
 
@@ -43,14 +54,14 @@ fn package(import: &str) -> &str {
 }
 
 /// Which capabilities `imports` use, in [`CAPABILITIES`] order.
-pub fn capabilities(imports: &[String]) -> Vec<(&'static str, bool, &'static str)> {
+pub fn capabilities(imports: &[String]) -> Vec<(&'static str, bool, &'static Capability)> {
     CAPABILITIES
         .iter()
         .map(|c| {
             let used = imports
                 .iter()
                 .any(|i| c.prefixes.iter().any(|p| i.starts_with(p)));
-            (c.name, used, c.granted_by)
+            (c.name, used, c)
         })
         .collect()
 }
@@ -77,11 +88,11 @@ pub fn render(p: &Plugin) -> String {
         out,
         "capabilities (imported; the pump's sandbox decides what they reach):"
     );
-    for (name, used, field) in capabilities(&p.imports) {
-        let _ = if used {
-            writeln!(out, "  {name:<11} used     granted by {field}")
-        } else {
-            writeln!(out, "  {name:<11} unused")
+    for (name, used, c) in capabilities(&p.imports) {
+        let _ = match (used, c.imported_by_std) {
+            (true, Some(note)) => writeln!(out, "  {name:<11} {note}"),
+            (true, None) => writeln!(out, "  {name:<11} used     granted by {}", c.granted_by),
+            (false, _) => writeln!(out, "  {name:<11} unused"),
         };
     }
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -36,7 +36,8 @@ pub enum TestError {
     Setup(#[from] SetupError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("plugin {path}: init failed: {source}")]
+    /// `source` already says "init failed".
+    #[error("plugin {path}: {source}")]
     Init { path: PathBuf, source: CallError },
     #[error("sandbox: {0}")]
     Sandbox(String),
@@ -113,9 +114,11 @@ pub struct Outcome {
 }
 
 /// Reads `.msgpack` (concatenated MessagePack records) or `.jsonl` (one
-/// JSON object per line, converted to MessagePack like the host converts a
-/// JSON filter's output).
-pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>, TestError> {
+/// JSON object per line). A JSON line is either a record in the JSON form
+/// pumphouse itself writes (the `file` sink, `produce --to-file`), turned
+/// back into `schema`'s wire form, or a dead-letter entry as `dlq list
+/// --json` prints it, whose record is used.
+pub fn read_records(path: &Path, schema: Schema) -> Result<Vec<Vec<u8>>, TestError> {
     let bytes = std::fs::read(path).map_err(|source| TestError::Read {
         path: path.to_path_buf(),
         source,
@@ -135,16 +138,119 @@ pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>, TestError> {
                 }
                 let v: serde_json::Value = serde_json::from_str(line)
                     .map_err(|e| input(format!("line {}: not JSON: {e}", i + 1)))?;
-                let mut buf = Vec::new();
-                rmp_serde::encode::write_named(&mut buf, &v)
-                    .map_err(|e| input(format!("line {}: {e}", i + 1)))?;
-                out.push(buf);
+                let record = match dead_letter(&v) {
+                    Some(entry) => entry_record(schema, &entry),
+                    None => json_to_wire(schema, v),
+                };
+                out.push(record.map_err(|e| input(format!("line {}: {e}", i + 1)))?);
             }
             Ok(out)
         }
         _ => Err(input(
             "use a .msgpack file (concatenated MessagePack records) or a .jsonl file (one JSON object per line)".into(),
         )),
+    }
+}
+
+/// The dead-letter entry a JSON line is, if it is one: an object with
+/// exactly the entry's fields.
+fn dead_letter(v: &serde_json::Value) -> Option<crate::dlq::Entry> {
+    let obj = v.as_object()?;
+    let fields = ["time", "source", "pump", "reason", "encoding", "payload"];
+    let is_entry = obj.contains_key("payload")
+        && obj.contains_key("encoding")
+        && obj.keys().all(|k| fields.contains(&k.as_str()));
+    is_entry.then(|| serde_json::from_value(v.clone()).ok())?
+}
+
+/// The record a dead-letter entry holds, as MessagePack.
+fn entry_record(schema: Schema, e: &crate::dlq::Entry) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&e.payload)
+        .map_err(|err| format!("dead-letter entry: payload is not base64: {err}"))?;
+    if bytes.is_empty() {
+        return Err(format!("dead-letter entry ({}) holds no record", e.reason));
+    }
+    match e.encoding.as_str() {
+        "json" => {
+            let v = serde_json::from_slice(&bytes)
+                .map_err(|err| format!("dead-letter entry: payload is not JSON: {err}"))?;
+            json_to_wire(schema, v)
+        }
+        _ => Ok(bytes),
+    }
+}
+
+/// A record in pumphouse's JSON form as the producers would have written
+/// it: the schema's time fields, which the JSON form writes as RFC 3339
+/// strings (or, outside years 0000–9999, a string of unix seconds), go
+/// back to their wire encoding; everything else maps value for value.
+pub fn json_to_wire(schema: Schema, v: serde_json::Value) -> Result<Vec<u8>, String> {
+    let serde_json::Value::Object(map) = v else {
+        return Err("expected a JSON object (one record per line)".into());
+    };
+    let mut fields = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let time = match (&v, schema.time_fields().contains(&k.as_str())) {
+            (serde_json::Value::String(s), true) => parse_json_time(s),
+            _ => None,
+        };
+        // A string that is no time stays a string: the decoder then names
+        // the field, as the daemon would.
+        let value = match time {
+            Some((secs, nanos)) => wire_time(schema, &k, secs, nanos),
+            None => to_msgpack(v),
+        };
+        fields.push((rmpv::Value::String(k.into()), value));
+    }
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Map(fields)).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// `2026-01-02T03:04:05.5Z` or `"253402300800"` → (seconds, nanoseconds).
+fn parse_json_time(s: &str) -> Option<(i64, u32)> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Some((secs, 0));
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp(), t.nanosecond()))
+}
+
+/// A time in the encoding the producers use: iam's `TimeStamp` is int64
+/// seconds and its `ExpireAt` the timestamp extension; Tyk writes
+/// `[seconds, nanoseconds]`.
+fn wire_time(schema: Schema, field: &str, secs: i64, nanos: u32) -> rmpv::Value {
+    match (schema, field) {
+        (Schema::Iam, "TimeStamp") => rmpv::Value::from(secs),
+        (Schema::Iam, _) => {
+            // The 12-byte form holds any seconds (MessagePack spec).
+            let mut data = nanos.to_be_bytes().to_vec();
+            data.extend_from_slice(&secs.to_be_bytes());
+            rmpv::Value::Ext(-1, data)
+        }
+        _ => rmpv::Value::Array(vec![secs.into(), nanos.into()]),
+    }
+}
+
+fn to_msgpack(v: serde_json::Value) -> rmpv::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => rmpv::Value::Nil,
+        J::Bool(b) => b.into(),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into(),
+            (None, Some(i)) => i.into(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        J::String(s) => s.into(),
+        J::Array(a) => rmpv::Value::Array(a.into_iter().map(to_msgpack).collect()),
+        J::Object(m) => rmpv::Value::Map(
+            m.into_iter()
+                .map(|(k, v)| (rmpv::Value::String(k.into()), to_msgpack(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -164,7 +270,7 @@ fn split_msgpack(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 /// Runs the plugin over the records in batches of `batch_size`.
 pub async fn run(t: &TestRun) -> Result<Outcome, TestError> {
-    let records = read_records(&t.input)?;
+    let records = read_records(&t.input, t.schema)?;
     if !serde_json::from_str::<serde_json::Value>(&t.config).is_ok_and(|v| v.is_object()) {
         return Err(TestError::Config(t.config.clone()));
     }
@@ -421,19 +527,69 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.jsonl");
         std::fs::write(&p, "{\"Username\":\"a\"}\n\n{\"Username\":\"b\"}\n").unwrap();
-        let recs = read_records(&p).unwrap();
+        let recs = read_records(&p, Schema::Iam).unwrap();
         assert_eq!(recs.len(), 2);
         let m = record::decode(Schema::Iam, &recs[1]).unwrap();
         assert_eq!(m.username.as_deref(), Some("b"));
         std::fs::write(&p, "{\"a\":1}\nnot json\n").unwrap();
-        let e = read_records(&p).unwrap_err().to_string();
+        let e = read_records(&p, Schema::Iam).unwrap_err().to_string();
         assert!(e.contains("r.jsonl") && e.contains("line 2"), "{e}");
         let txt = dir.path().join("r.txt");
         std::fs::write(&txt, "").unwrap();
-        assert!(read_records(&txt)
+        assert!(read_records(&txt, Schema::Iam)
             .unwrap_err()
             .to_string()
             .contains(".jsonl"));
+    }
+
+    #[test]
+    fn pumphouse_json_goes_back_to_the_wire_form() {
+        use crate::produce::{encode_iam, encode_tyk, Sampler};
+        let mut sampler = Sampler::new(7);
+        for (schema, wire) in [
+            (Schema::Iam, encode_iam(&sampler.iam(3, 1_700_000_000))),
+            (Schema::Tyk, encode_tyk(&sampler.tyk(4, 1_700_000_000))),
+        ] {
+            let mut json = Vec::new();
+            record::write_json(schema, &wire, &[], &mut json).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let back = json_to_wire(schema, v).unwrap();
+            assert_eq!(
+                record::decode(schema, &back).unwrap().timestamp_ms,
+                record::decode(schema, &wire).unwrap().timestamp_ms
+            );
+            // And its JSON is the JSON it came from.
+            let mut again = Vec::new();
+            record::write_json(schema, &back, &[], &mut again).unwrap();
+            let again: serde_json::Value = serde_json::from_slice(&again).unwrap();
+            assert_eq!(
+                again,
+                serde_json::from_slice::<serde_json::Value>(&json).unwrap()
+            );
+        }
+        // A string that is no time is left for the decoder to name.
+        let back = json_to_wire(Schema::Iam, serde_json::json!({"TimeStamp": "soon"})).unwrap();
+        let e = record::decode(Schema::Iam, &back).unwrap_err().to_string();
+        assert!(e.contains("TimeStamp"), "{e}");
+    }
+
+    #[test]
+    fn dead_letter_lines_give_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Vec::new();
+        rmp_serde::encode::write_named(&mut rec, &serde_json::json!({"Username": "x"})).unwrap();
+        let entry = crate::dlq::Entry::new(
+            "k",
+            Some("p"),
+            &crate::dlq::DeadRecord {
+                bytes: rec.clone(),
+                encoding: crate::runtime::bindings::Encoding::Msgpack,
+                reason: "r".into(),
+            },
+        );
+        let p = dir.path().join("dlq.jsonl");
+        std::fs::write(&p, serde_json::to_string(&entry).unwrap() + "\n").unwrap();
+        assert_eq!(read_records(&p, Schema::Iam).unwrap(), vec![rec]);
     }
 
     #[test]

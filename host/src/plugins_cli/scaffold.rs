@@ -56,8 +56,14 @@ pub fn scaffold(new: &NewPlugin) -> Result<PathBuf, ScaffoldError> {
         return Err(ScaffoldError::Exists(root));
     }
     let ty = type_name(name);
+    // Relative to the crate, so the manifest names no machine's absolute
+    // path and keeps working when the checkout and the crate move together.
+    let sdk_dep = std::fs::create_dir_all(&new.dir)
+        .and_then(|()| std::fs::canonicalize(&new.dir))
+        .map(|dir| relative_to(&dir.join(name), &sdk))
+        .unwrap_or(sdk);
     let files = [
-        ("Cargo.toml", cargo_toml(name, &sdk)),
+        ("Cargo.toml", cargo_toml(name, &sdk_dep)),
         (".cargo/config.toml", CARGO_CONFIG.to_string()),
         (".gitignore", "/target\n".to_string()),
         (
@@ -102,8 +108,24 @@ fn sdk_path(given: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
             ScaffoldError::SdkUnknown
         });
     }
-    // Absolute, so the crate builds wherever it is moved on this machine.
+    // Absolute here; the manifest gets it relative to the new crate.
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
+}
+
+/// The path that leads from directory `from` to `to`, both absolute
+/// (`/a/b/c`, `/a/plugin-sdk` → `../../plugin-sdk`).
+fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
 }
 
 /// `my-sink` → `MySink`.
@@ -267,13 +289,16 @@ The component is `target/wasm32-wasip2/release/{{crate}}.wasm`.
 
 ```sh
 pumphouse plugins inspect target/wasm32-wasip2/release/{{crate}}.wasm
-pumphouse plugins test target/wasm32-wasip2/release/{{crate}}.wasm --input records.jsonl
+pumphouse produce --format iam --count 250 --to-file records.jsonl
+pumphouse plugins test target/wasm32-wasip2/release/{{crate}}.wasm --input records.jsonl --format iam
 ```
 
 `plugins test` runs the plugin on sample records (`.jsonl`: one JSON object
-per line; `.msgpack`: concatenated MessagePack records, as `pumphouse
-produce` pushes them) without Redis, prints what the plugin did with each
-batch, and exits non-zero when a batch failed, so it fits a CI job.
+per line, such as `produce --to-file`, the `file` sink or `pumphouse dlq
+list --json` write them; `.msgpack`: concatenated MessagePack records, as
+`pumphouse produce` pushes them) without Redis, prints what the plugin did
+with each batch, and exits non-zero when a batch failed, so it fits a CI
+job.
 
 ## Deploy
 
@@ -296,6 +321,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sdk_paths_are_relative_to_the_crate() {
+        let rel = |a: &str, b: &str| relative_to(Path::new(a), Path::new(b));
+        assert_eq!(
+            rel("/w/repo/my-sink", "/w/repo/plugin-sdk"),
+            Path::new("../plugin-sdk")
+        );
+        assert_eq!(
+            rel("/tmp/x/my-sink", "/w/repo/plugin-sdk"),
+            Path::new("../../../w/repo/plugin-sdk")
+        );
+    }
+
+    #[test]
     fn names_become_types() {
         assert_eq!(type_name("my-sink"), "MySink");
         assert_eq!(type_name("es_bulk2"), "EsBulk2");
@@ -314,8 +352,15 @@ mod tests {
         let root = scaffold(&new).unwrap();
         let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(cargo.contains("crate-type = [\"cdylib\"]"), "{cargo}");
-        assert!(cargo.contains("pumphouse-sdk = { path = "), "{cargo}");
-        toml::from_str::<toml::Table>(&cargo).unwrap();
+        let manifest = toml::from_str::<toml::Table>(&cargo).unwrap();
+        let dep = manifest["dependencies"]["pumphouse-sdk"]["path"]
+            .as_str()
+            .unwrap();
+        assert!(dep.starts_with(".."), "{dep}");
+        assert_eq!(
+            std::fs::canonicalize(root.join(dep)).unwrap(),
+            std::fs::canonicalize(sdk).unwrap()
+        );
         let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
         assert!(
             lib.contains("export_sink!(MySink)") && !lib.contains("{{"),

@@ -120,3 +120,50 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
     }
     Ok(sent)
 }
+
+/// Writes `count` sample records to a file instead of Redis, for
+/// `plugins test`: `.msgpack` holds the records' bytes back to back, as
+/// the producers push them; `.jsonl` holds one record per line in the JSON
+/// form pumps receive (times as RFC 3339 strings). Returns how many were
+/// written.
+pub fn produce_to_file(
+    format: Schema,
+    count: u64,
+    first_seq: u64,
+    seed: u64,
+    path: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let json = match path.extension().and_then(|e| e.to_str()) {
+        Some("msgpack") | Some("mp") => false,
+        Some("jsonl") | Some("ndjson") => true,
+        _ => anyhow::bail!(
+            "{}: name the file .msgpack (concatenated MessagePack records) or .jsonl (one JSON record per line)",
+            path.display()
+        ),
+    };
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut sampler = Sampler::new(seed);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut line = Vec::new();
+    for seq in first_seq..first_seq + count {
+        let record = sample(format, &mut sampler, seq, now);
+        let bytes = if json {
+            line.clear();
+            crate::record::write_json(format, &record, &[], &mut line)
+                .with_context(|| format!("record {seq} has no JSON form"))?;
+            line.push(b'\n');
+            &line
+        } else {
+            &record
+        };
+        out.write_all(bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(count)
+}

@@ -14,6 +14,10 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file does not start with the WebAssembly magic bytes: a wrong
+    /// path, not a broken build, so no parser output is shown.
+    #[error("plugin {path}: not a WebAssembly component (it does not start with the bytes \\0asm); build a plugin with `cargo build --release --target wasm32-wasip2`")]
+    NotWasm { path: PathBuf },
     #[error("plugin {path}: not a valid WebAssembly component: {message}")]
     Compile { path: PathBuf, message: String },
     #[error("plugin {path}: exports neither {SINK_EXPORT} nor {FILTER_EXPORT}; build it with pumphouse-sdk's export_sink!/export_filter! (exports: {exports})")]

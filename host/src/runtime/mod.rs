@@ -250,6 +250,11 @@ impl Runtime {
     }
 
     fn compile(&self, path: &Path, bytes: &[u8], sha256: String) -> Result<Plugin, LoadError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotWasm {
+                path: path.to_path_buf(),
+            });
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             message: format!("{e:#}"),

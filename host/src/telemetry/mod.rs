@@ -88,8 +88,12 @@ pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("PUMPHOUSE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal: in a file, a pipe
+        // or journald they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (e.g. the demo, then run) keeps the first subscriber.
     let _ = if json {
