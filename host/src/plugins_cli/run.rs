@@ -582,7 +582,7 @@ mod tests {
             "k",
             Some("p"),
             &crate::dlq::DeadRecord {
-                bytes: rec.clone(),
+                bytes: rec.clone().into(),
                 encoding: crate::runtime::bindings::Encoding::Msgpack,
                 reason: "r".into(),
             },
