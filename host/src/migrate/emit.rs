@@ -70,7 +70,7 @@ pub(super) fn write(old: &Old, options: &Options) -> Migration {
     if let Some(dir) = &options.plugins_dir {
         let _ = writeln!(out, "\nplugins_dir = {}", string(&Text::Lit(dir.clone())));
     }
-    source(old, &mut out, &mut unmapped);
+    source(old, &mut out);
     server(old, &mut out);
     let mut mapped = 0;
     for pump in &old.pumps {
@@ -93,7 +93,7 @@ pub(super) fn write(old: &Old, options: &Options) -> Migration {
     }
 }
 
-fn source(old: &Old, out: &mut String, unmapped: &mut Vec<Unmapped>) {
+fn source(old: &Old, out: &mut String) {
     let redis = super::redis::map(&old.redis);
     let _ = writeln!(out, "\n[source]");
     let format = match old.dialect {
@@ -109,12 +109,8 @@ fn source(old: &Old, out: &mut String, unmapped: &mut Vec<Unmapped>) {
         "redis_url = {}",
         toml::Value::String(redis.url.clone())
     );
-    unmapped.extend(redis.unmapped.iter().cloned());
-    for u in &redis.unmapped {
-        comment(
-            out,
-            &format!("migrate: {} not carried over: {}", u.what, u.reason),
-        );
+    if let Some(password) = &redis.sentinel_password {
+        let _ = writeln!(out, "sentinel_password = {password}");
     }
     if let Some(prefix) = old.redis.key_prefix.as_ref().filter(|p| !p.is_empty()) {
         if prefix.lit() != Some("analytics-") {

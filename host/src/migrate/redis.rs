@@ -4,17 +4,19 @@
 //! `redis[s]+cluster://[user:pass@]h1:p1,h2:p2`.
 
 use super::input::OldRedis;
-use super::{Text, Unmapped};
+use super::Text;
 
 /// `[source]` lines for Redis, already in TOML.
 pub(super) struct RedisOut {
     /// The `redis_url` value (a template: may hold `${...}`).
     pub url: String,
+    /// `source.sentinel_password` as a TOML value, for a Sentinel URL whose
+    /// sentinels have a password of their own.
+    pub sentinel_password: Option<String>,
     /// `[source.tls]` keys and TOML values.
     pub tls: Vec<(&'static str, String)>,
     /// Comments for the reader.
     pub notes: Vec<String>,
-    pub unmapped: Vec<Unmapped>,
 }
 
 /// Percent-encodes a literal for the URL's user-info part; references are
@@ -39,7 +41,6 @@ fn userinfo(t: &Text) -> String {
 
 pub(super) fn map(r: &OldRedis) -> RedisOut {
     let mut notes = Vec::new();
-    let mut unmapped = Vec::new();
     let host = r.host.clone().filter(|h| !h.is_empty());
     let single = match (&host, &r.port) {
         // iam's docs give `host` as `127.0.0.1:6379` sometimes.
@@ -64,18 +65,18 @@ pub(super) fn map(r: &OldRedis) -> RedisOut {
     };
     let db = r.database.as_ref().map_or("0".to_string(), Text::template);
     let master = r.master_name.clone().filter(|m| !m.is_empty());
+    let mut sentinel_password = None;
     let hosts = if addrs.is_empty() {
         single.clone()
     } else {
         addrs.join(",")
     };
     let url = if let Some(master) = master.filter(|_| !r.enable_cluster) {
-        if r.sentinel_password.as_ref().is_some_and(|p| !p.is_empty()) {
-            unmapped.push(Unmapped {
-                what: "sentinel_password".into(),
-                reason: "set source.sentinel_password to the sentinels' password by hand".into(),
-            });
-        }
+        sentinel_password = r
+            .sentinel_password
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(super::emit::string);
         format!(
             "{scheme}+sentinel://{auth}{hosts}/{}/{db}",
             userinfo(&master)
@@ -120,8 +121,8 @@ pub(super) fn map(r: &OldRedis) -> RedisOut {
     }
     RedisOut {
         url,
+        sentinel_password,
         tls,
         notes,
-        unmapped,
     }
 }

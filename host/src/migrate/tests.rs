@@ -246,9 +246,10 @@ fn settings_that_change_meaning_are_listed() {
     );
     assert!(load(&m, &[]).pumps[0].max_record_size.is_none());
     let m = tyk(
-        r#"{"analytics_storage_config": {"addrs": ["s:26379"], "master_name": "m", "sentinel_password": "x"}, "pumps": {}}"#,
+        r#"{"analytics_storage_config": {"addrs": ["s:26379"], "master_name": "m", "sentinel_password": "x"}, "pumps": {"s": {"type": "stdout"}}}"#,
     );
-    assert_eq!(m.unmapped[0].what, "sentinel_password");
+    assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
+    assert_eq!(load(&m, &[]).source.sentinel_password.as_deref(), Some("x"));
 }
 
 #[test]
