@@ -61,6 +61,35 @@ pub fn percent_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, KEEP).to_string()
 }
 
+/// `url` fit for a log line or an error message: every query value and
+/// any fragment become `***`, keeping the parameter names. Collectors take
+/// API keys in the query (`?token=`, `?dd-api-key=`), and a reason travels
+/// into logs, `/readyz` and dead letters.
+///
+/// ```
+/// use pumphouse_sdk::http::redact_url;
+/// assert_eq!(redact_url("https://l.io:8071/?token=abc&type=x"), "https://l.io:8071/?token=***&type=***");
+/// assert_eq!(redact_url("http://h/p"), "http://h/p");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, _)) => (base, "#***"),
+        None => (url, ""),
+    };
+    let Some((path, query)) = base.split_once('?') else {
+        return format!("{base}{fragment}");
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None if pair.is_empty() => String::new(),
+            None => format!("{pair}=***"),
+        })
+        .collect();
+    format!("{path}?{}{fragment}", params.join("&"))
+}
+
 /// Response bodies larger than this fail unless the request raises it.
 pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -297,8 +326,12 @@ impl Response {
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str, Error> {
-        std::str::from_utf8(&self.body)
-            .map_err(|e| Error::retry(format!("{}: response body is not UTF-8: {e}", self.url)))
+        std::str::from_utf8(&self.body).map_err(|e| {
+            Error::retry(format!(
+                "{}: response body is not UTF-8: {e}",
+                redact_url(&self.url)
+            ))
+        })
     }
 
     /// The body parsed as JSON.
@@ -307,7 +340,7 @@ impl Response {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::retry(format!(
                 "{}: response is not the expected JSON: {e}",
-                self.url
+                redact_url(&self.url)
             ))
         })
     }
@@ -323,7 +356,12 @@ impl Response {
             .chars()
             .take(200)
             .collect();
-        let message = format!("{} returned {}: {}", self.url, self.status, snippet.trim());
+        let message = format!(
+            "{} returned {}: {}",
+            redact_url(&self.url),
+            self.status,
+            snippet.trim()
+        );
         Err(match self.status {
             408 | 425 | 429 | 500..=599 => Error::retry(message),
             413 => Error::too_large(message),
@@ -410,7 +448,7 @@ impl fmt::Display for HttpError {
             HttpErrorKind::ResponseTooLarge => "response too large",
             HttpErrorKind::Unavailable => "HTTP unavailable",
         };
-        write!(f, "{} {}: {what}", self.method, self.url)?;
+        write!(f, "{} {}: {what}", self.method, redact_url(&self.url))?;
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;
         }
@@ -744,6 +782,23 @@ mod tests {
         assert!(parse_url("h/x").is_err());
         assert!(parse_url("https://user:pw@h/").is_err());
         assert!(parse_url("https:///x").is_err());
+    }
+
+    #[test]
+    fn query_values_never_reach_error_texts() {
+        assert_eq!(
+            redact_url("http://h/?a&b=&c=1#f"),
+            "http://h/?a=***&b=***&c=***#***"
+        );
+        let req = Request::post("https://listener.example:8071/?token=SECRET&type=x");
+        let denied = HttpError::new(HttpErrorKind::Denied, &req, "");
+        let mut response = Response::new(401);
+        response.url = req.url.clone();
+        let refused = response.error_for_status().unwrap_err();
+        for text in [denied.to_string(), refused.to_string()] {
+            assert!(!text.contains("SECRET"), "{text}");
+            assert!(text.contains("token=***"), "{text}");
+        }
     }
 
     #[test]

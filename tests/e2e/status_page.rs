@@ -30,7 +30,12 @@ fn two_pumps(redis: &RedisServer) -> Host {
         .pump(
             Pump::sink("failing", fixture("faulty"), "failing.jsonl")
                 .config("fail_while_exists", "/out/outage")
-                .retry("20ms", "100ms"),
+                .retry("20ms", "100ms")
+                // Room for every batch the test produces: once a stuck pump
+                // holds max_in_flight_batches, claiming pauses (as it
+                // should) and the healthy pump's rate falls to zero, which
+                // a slow machine reaches before the page has rendered.
+                .set("max_in_flight_batches", 100_000),
         );
     Host::start_in(dir, &config)
 }

@@ -31,13 +31,14 @@ impl Sink for HttpSink {
 
     fn init(config: Config) -> Result<Self, Error> {
         let config = HttpConfig::parse(&config, |name| std::env::var(name).ok())?;
-        // Header values may hold secrets: log only the names.
+        // Header values and query strings may hold secrets: log only the
+        // header names and the URL with its query values masked.
         let names: Vec<&str> = config.headers.iter().map(|(n, _)| n.as_str()).collect();
         pumphouse_sdk::info!(
             "sending {:?} to {} {} (headers: {names:?}, gzip: {})",
             config.format,
             config.method.as_str(),
-            config.url,
+            pumphouse_sdk::http::redact_url(config.url.as_str()),
             config.gzip
         );
         Ok(HttpSink {
