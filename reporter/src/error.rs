@@ -5,9 +5,13 @@ use std::fmt;
 /// Why [`ReporterBuilder::build`](crate::ReporterBuilder::build) refused its options.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The Redis URL does not parse.
+    /// The Redis URL does not parse (the message never quotes its
+    /// password).
     #[error("invalid Redis URL: {0}")]
-    InvalidUrl(#[source] redis::RedisError),
+    InvalidUrl(String),
+    /// A TLS file cannot be read or used; the message names it.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The format has no producer key of its own (`Msgpack`) and none was set.
     #[error("no key set: the msgpack format has no default key; call .key(..)")]
     MissingKey,

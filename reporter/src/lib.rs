@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod announcements;
 mod conn;
+mod endpoint;
 mod error;
 mod format;
 #[cfg(feature = "layer")]
@@ -11,6 +13,7 @@ mod queue;
 mod reporter;
 mod worker;
 
+pub use endpoint::Tls;
 pub use error::{BuildError, EncodeError, RecordError};
 pub use format::{Format, Iam, Msgpack, Tyk, IAM_KEY, TYK_KEY};
 #[cfg(feature = "layer")]

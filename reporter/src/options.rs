@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::endpoint::{self, Endpoint, Tls, TlsSetup, Topology};
 use crate::format::Format;
 use crate::reporter::Reporter;
 use crate::BuildError;
@@ -103,6 +104,8 @@ pub(crate) struct Options {
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
     pub runtime: Option<tokio::runtime::Handle>,
+    pub tls: Option<Tls>,
+    pub sentinel_password: Option<String>,
 }
 
 impl ReporterBuilder<NoFormat> {
@@ -126,6 +129,8 @@ impl ReporterBuilder<NoFormat> {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 send_timeout: DEFAULT_SEND_TIMEOUT,
                 runtime: None,
+                tls: None,
+                sentinel_password: None,
             },
         }
     }
@@ -142,9 +147,30 @@ impl<F> ReporterBuilder<F> {
         }
     }
 
-    /// Redis URL. Default [`DEFAULT_REDIS_URL`].
+    /// Redis URL. Default [`DEFAULT_REDIS_URL`]. One server:
+    /// `redis://[user:password@]host:port/db`, `rediss://…` (TLS) or
+    /// `redis+unix:///path?db=N`. Behind Sentinel:
+    /// `redis[s]+sentinel://[user:password@]h1:p1,h2:p2/MASTER/db` (the
+    /// credentials are the primary's). Redis Cluster:
+    /// `redis[s]+cluster://[user:password@]h1:p1,h2:p2` (seed nodes).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.opts.redis_url = url.into();
+        self
+    }
+
+    /// TLS settings for a `rediss…://` URL: CA, client certificate,
+    /// server name, or no verification. Default: verification against
+    /// the system's roots, no client certificate. Refused at `build()`
+    /// with a plain `redis…://` URL.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.opts.tls = Some(tls);
+        self
+    }
+
+    /// The sentinels' own password (`requirepass` in sentinel.conf) for a
+    /// `redis+sentinel://` URL. Default: none.
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.opts.sentinel_password = Some(password.into());
         self
     }
 
@@ -268,22 +294,12 @@ impl<F: Format> ReporterBuilder<F> {
             .ok_or(BuildError::MissingKey)?;
         opts.key = Some(key);
         opts.validate()?;
-        let info = redis::IntoConnectionInfo::into_connection_info(opts.redis_url.as_str())
-            .map_err(BuildError::InvalidUrl)?;
-        if !matches!(
-            info.addr(),
-            redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
-        ) {
-            return Err(BuildError::InvalidOption {
-                option: "redis_url",
-                reason: "TLS connections (rediss://) are not supported",
-            });
-        }
+        let endpoint = opts.endpoint()?;
         let runtime = match opts.runtime.take() {
             Some(handle) => handle,
             None => tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?,
         };
-        Ok(Reporter::start(self.format, opts, info, &runtime))
+        Ok(Reporter::start(self.format, opts, endpoint, &runtime))
     }
 }
 
@@ -321,6 +337,45 @@ impl Options {
             return bad("stream_field", "must not be empty");
         }
         Ok(())
+    }
+
+    /// The URL parsed and the TLS files read; errors name the culprit.
+    fn endpoint(&self) -> Result<Endpoint, BuildError> {
+        let p = endpoint::parse(&self.redis_url).map_err(BuildError::InvalidUrl)?;
+        let tls = match (&self.tls, p.tls) {
+            (Some(_), false) => {
+                return Err(BuildError::InvalidOption {
+                    option: "tls",
+                    reason: "set, but redis_url is not a rediss…:// URL",
+                })
+            }
+            (tls, true) => {
+                let tls = tls.clone().unwrap_or_default();
+                let insecure = tls.insecure || p.insecure;
+                if insecure {
+                    tracing::warn!(
+                        "analytics reporter: TLS certificate verification is off (insecure); \
+                         anyone on the path to Redis can read and change the records"
+                    );
+                }
+                Some(TlsSetup::new(&tls, insecure).map_err(BuildError::Tls)?)
+            }
+            (None, false) => None,
+        };
+        if self.sentinel_password.is_some() && !matches!(p.topology, Topology::Sentinel { .. }) {
+            return Err(BuildError::InvalidOption {
+                option: "sentinel_password",
+                reason: "set, but redis_url is not a redis[s]+sentinel:// URL",
+            });
+        }
+        Ok(Endpoint {
+            topology: p.topology,
+            tls,
+            user: p.user,
+            password: p.password,
+            db: p.db,
+            sentinel_password: self.sentinel_password.clone(),
+        })
     }
 
     pub(crate) fn key(&self) -> &str {

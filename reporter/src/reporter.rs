@@ -2,9 +2,12 @@
 //! `shutdown()`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
+
+use crate::announcements;
+use crate::endpoint::{Endpoint, Topology};
 
 use crate::format::Format;
 use crate::metrics::Metrics;
@@ -74,6 +77,11 @@ pub(crate) struct Shared<R> {
     pub counts: Counts,
     live_workers: AtomicUsize,
     done: watch::Sender<bool>,
+    /// Why the last attempt failed, until one succeeds.
+    redis_error: Mutex<Option<String>>,
+    /// Failovers the sentinels announced: a worker whose connection is
+    /// older reconnects (behind Sentinel only).
+    pub switches: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -88,6 +96,13 @@ pub(crate) struct Counts {
 }
 
 impl<R> Shared<R> {
+    pub fn set_redis_error(&self, e: Option<String>) {
+        *self
+            .redis_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = e;
+    }
+
     /// Called by each worker as it exits (also when its task is dropped).
     pub fn worker_exited(&self) {
         if self.live_workers.fetch_sub(1, Relaxed) == 1 {
@@ -119,7 +134,7 @@ impl<R: Send + 'static> Reporter<R> {
     pub(crate) fn start<F: Format<Record = R>>(
         format: F,
         opts: Options,
-        info: redis::ConnectionInfo,
+        endpoint: Endpoint,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -134,15 +149,26 @@ impl<R: Send + 'static> Reporter<R> {
             counts: Counts::default(),
             live_workers: AtomicUsize::new(opts.pool_size),
             done: watch::Sender::new(false),
+            redis_error: Mutex::new(None),
+            switches: Arc::new(AtomicU64::new(0)),
             opts,
         });
         let format = Arc::new(format);
+        let endpoint = Arc::new(endpoint);
+        if matches!(endpoint.topology, Topology::Sentinel { .. }) {
+            runtime.spawn(announcements::watch(
+                Arc::clone(&endpoint),
+                Arc::clone(&shared.switches),
+                shared.opts.connect_timeout,
+                shared.done.subscribe(),
+            ));
+        }
         for id in 0..shared.opts.pool_size {
             runtime.spawn(worker::run(
                 id,
                 Arc::clone(&shared),
                 Arc::clone(&format),
-                info.clone(),
+                Arc::clone(&endpoint),
             ));
         }
         Reporter {
@@ -234,6 +260,18 @@ impl<R: Send + 'static> Reporter<R> {
             batches: c.batches.load(Relaxed),
             send_errors: c.send_errors.load(Relaxed),
         }
+    }
+
+    /// Why Redis cannot be written to, naming the cause (connection
+    /// refused, TLS handshake, `WRONGPASS`, `NOPERM` and the command,
+    /// sentinel discovery, …): the error of the last failed attempt, or
+    /// `None` once an attempt has succeeded since. For health checks.
+    pub fn redis_error(&self) -> Option<String> {
+        self.shared()
+            .redis_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The list or stream key written to.

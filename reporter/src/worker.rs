@@ -3,19 +3,22 @@
 //! and on failure reconnects and retries with backoff until Redis has been
 //! unreachable for `give_up_after`; then the batch is counted as lost.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use redis::ConnectionInfo;
 
-use crate::conn::{Conn, ConnError};
+use crate::conn::{self, Conn, ConnError, Redirect};
+use crate::endpoint::{Addr, Endpoint, Topology};
 use crate::format::Format;
 use crate::options::{Options, Target};
 use crate::queue::Take;
 use crate::reporter::Shared;
 use pumphouse_wire::resp;
+
+/// `ASKING`, framed.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// Marks the worker gone however its task ends (finished or dropped).
 struct Exit<R>(Arc<Shared<R>>);
@@ -30,11 +33,11 @@ pub(crate) async fn run<F: Format>(
     id: usize,
     shared: Arc<Shared<F::Record>>,
     format: Arc<F>,
-    info: ConnectionInfo,
+    endpoint: Arc<Endpoint>,
 ) {
     let _exit = Exit(Arc::clone(&shared));
     let opts = &shared.opts;
-    let mut link = Link::new(info, opts);
+    let mut link = Link::new(endpoint, opts, Arc::clone(&shared.switches));
     let one_command = opts.target == Target::ListBatched;
     // What comes before each record: nothing in the one `RPUSH` of a
     // batch, a whole command's head otherwise.
@@ -98,11 +101,13 @@ pub(crate) async fn run<F: Format>(
                 Request {
                     parts: [&head, &body],
                     replies: 1,
+                    one_command: true,
                 }
             } else {
                 Request {
                     parts: [&[], &body],
                     replies: encoded as usize,
+                    one_command: false,
                 }
             };
             match link.send(request, &shared).await {
@@ -167,7 +172,14 @@ fn record_prefix(opts: &Options) -> Vec<u8> {
 struct Request<'a> {
     parts: [&'a [u8]; 2],
     replies: usize,
+    /// One command (`ListBatched`): an `ASK` redirect can be followed
+    /// with `ASKING` before it.
+    one_command: bool,
 }
+
+/// Most cluster redirects followed in one attempt; more is an error
+/// (slots moving faster than a batch can follow).
+const MAX_REDIRECTS: usize = 5;
 
 enum Sent {
     /// Written; the reply took this long.
@@ -178,7 +190,13 @@ enum Sent {
 
 /// A worker's connection and the state of the current outage.
 struct Link {
-    info: ConnectionInfo,
+    endpoint: Arc<Endpoint>,
+    /// In a cluster: the node the last `MOVED` named, until it fails.
+    node: Option<Addr>,
+    /// Behind Sentinel: the failovers announced, and how many of them
+    /// the connection postdates.
+    switches: Arc<AtomicU64>,
+    switches_seen: u64,
     connect_timeout: Duration,
     send_timeout: Duration,
     conn: Option<Conn>,
@@ -195,9 +213,12 @@ struct Outage {
 }
 
 impl Link {
-    fn new(info: ConnectionInfo, opts: &Options) -> Self {
+    fn new(endpoint: Arc<Endpoint>, opts: &Options, switches: Arc<AtomicU64>) -> Self {
         Link {
-            info,
+            endpoint,
+            node: None,
+            switches_seen: switches.load(Relaxed),
+            switches,
             connect_timeout: opts.connect_timeout,
             send_timeout: opts.send_timeout,
             conn: None,
@@ -234,6 +255,7 @@ impl Link {
             match self.attempt(request).await {
                 Ok(()) => {
                     if let Some(o) = self.outage.take() {
+                        shared.set_redis_error(None);
                         tracing::info!(key = shared.opts.key(), down_for = ?o.since.elapsed(), "Redis reachable again; analytics resumed");
                     }
                     return Sent::Ok(started.elapsed());
@@ -241,10 +263,16 @@ impl Link {
                 Err(e) => {
                     shared.counts.send_errors.fetch_add(1, Relaxed);
                     shared.metrics.send_errors.increment(1);
+                    shared.set_redis_error(Some(e.to_string()));
                     // Server error replies keep the connection; anything
-                    // else (refused, reset, timeout) gets a new one.
+                    // else (refused, reset, timeout, a primary turned
+                    // replica) gets a new one, found anew behind Sentinel.
                     if !e.keeps_connection() {
                         self.conn = None;
+                        if !matches!(e, ConnError::Server(_)) {
+                            // A cluster node that fails: ask the seeds.
+                            self.node = None;
+                        }
                     }
                     let now = Instant::now();
                     let o = self.outage.get_or_insert_with(|| {
@@ -265,14 +293,58 @@ impl Link {
     }
 
     async fn attempt(&mut self, request: Request<'_>) -> Result<(), ConnError> {
-        let conn = match &mut self.conn {
-            Some(c) => c,
-            None => {
-                let c = Conn::connect(&self.info, self.connect_timeout).await?;
-                self.conn.insert(c)
+        let cluster = matches!(self.endpoint.topology, Topology::Cluster { .. });
+        let announced = self.switches.load(Relaxed);
+        if announced != self.switches_seen {
+            // A failover: the primary the sentinels name now, at once.
+            self.switches_seen = announced;
+            self.conn = None;
+        }
+        let mut redirects = 0;
+        loop {
+            let conn = match &mut self.conn {
+                Some(c) => c,
+                None => {
+                    let c = conn::connect(&self.endpoint, self.node.as_ref(), self.connect_timeout)
+                        .await?;
+                    self.conn.insert(c)
+                }
+            };
+            let result = conn
+                .request(&request.parts, request.replies, self.send_timeout)
+                .await;
+            let redirect = match &result {
+                Err(ConnError::Server(e)) if cluster && redirects < MAX_REDIRECTS => {
+                    Redirect::parse(e, &conn.addr)
+                }
+                _ => None,
+            };
+            redirects += 1;
+            match redirect {
+                // The key's slot lives elsewhere now: this and later
+                // batches go there. A one-command batch was not written;
+                // a pipeline cut by a move half-way is sent again whole
+                // (duplicates, as after a cut connection).
+                Some(Redirect::Moved(addr)) => {
+                    tracing::debug!(to = %addr, "cluster: the key's slot moved (MOVED)");
+                    self.node = Some(addr);
+                    self.conn = None;
+                }
+                // The slot is migrating and the key is at the target
+                // already: this one command goes there, after `ASKING`.
+                // A pipeline cannot be sent that way; it is retried until
+                // the move completes (then `MOVED`).
+                Some(Redirect::Ask(addr)) if request.one_command => {
+                    let mut target =
+                        conn::connect(&self.endpoint, Some(&addr), self.connect_timeout).await?;
+                    let mut parts = vec![ASKING];
+                    parts.extend_from_slice(&request.parts);
+                    return target
+                        .request(&parts, request.replies + 1, self.send_timeout)
+                        .await;
+                }
+                _ => return result,
             }
-        };
-        conn.request(&request.parts, request.replies, self.send_timeout)
-            .await
+        }
     }
 }

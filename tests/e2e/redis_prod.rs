@@ -39,12 +39,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A test CA, server certificates signed by it, a client certificate, and
 /// an unrelated second CA. P-256 keys in PKCS#8 PEM.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -132,7 +132,7 @@ impl Pki {
         );
     }
 
-    fn path(&self, file: &str) -> String {
+    pub(crate) fn path(&self, file: &str) -> String {
         self.dir.path().join(file).display().to_string()
     }
 

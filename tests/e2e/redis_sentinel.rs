@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use pumphouse::record::IAM_KEY;
 
 use crate::harness::*;
+use crate::redis_prod::Pki;
 use crate::sink_servers::ServerProcess;
 
 const MASTER: &str = "mymaster";
@@ -328,4 +329,133 @@ fn a_sentinel_failover_mid_run_loses_no_record_and_leaves_no_claim() {
         gap.as_secs_f64(),
         switched_in.as_secs_f64()
     );
+}
+
+/// `rediss+sentinel://` with `source.sentinel_password`: a primary and a
+/// replica on TLS ports (plain ports too, for the test's own pushes), and a
+/// TLS-only sentinel with `requirepass` that reaches them over TLS.
+/// `check` names the failure without the sentinels' password, and records
+/// flow through the sentinel's primary with it.
+#[test]
+fn records_flow_through_a_tls_sentinel_that_wants_a_password() {
+    const SENTINEL_PASSWORD: &str = "sentinel-s3cret";
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_args = |tls_port: u16| -> Vec<String> {
+        [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            pki.path("server.crt"),
+            "--tls-key-file".into(),
+            pki.path("server.key"),
+            "--tls-ca-cert-file".into(),
+            pki.path("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]
+        .to_vec()
+    };
+    let (p1, t1, p2, t2, ps) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let mut args = node_args(dir.path(), "primary", p1);
+    args.extend(tls_args(t1));
+    let _primary = redis_server(dir.path(), "primary", &args);
+    let mut args = node_args(dir.path(), "replica", p2);
+    args.extend(tls_args(t2));
+    args.extend(["--replicaof".into(), "127.0.0.1".into(), t1.to_string()]);
+    let _replica = redis_server(dir.path(), "replica", &args);
+    wait_for(
+        Duration::from_secs(20),
+        "the replica in sync over TLS",
+        || {
+            let mut c = connect(p2)?;
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+            info.contains("master_link_status:up").then_some(())
+        },
+    );
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 0\ntls-port {ps}\nbind 127.0.0.1\ndir {}\n\
+             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes\n\
+             requirepass {SENTINEL_PASSWORD}\n\
+             sentinel monitor {MASTER} 127.0.0.1 {t1} 1\n\
+             sentinel down-after-milliseconds {MASTER} 1000\n",
+            dir.path().display(),
+            pki.path("server.crt"),
+            pki.path("server.key"),
+            pki.path("ca.crt"),
+        ),
+    )
+    .unwrap();
+    let _sentinel = redis_server(
+        dir.path(),
+        "sentinel",
+        &[conf.display().to_string(), "--sentinel".into()],
+    );
+    let url = format!("rediss+sentinel://127.0.0.1:{ps}/{MASTER}/0");
+    let config = |password: Option<&str>| {
+        let c = HostConfig::at_url(&url).source("tls.ca_file", pki.path("ca.crt").as_str());
+        match password {
+            Some(p) => c.source("sentinel_password", p),
+            None => c,
+        }
+    };
+    let check = |config: HostConfig| {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.toml");
+        std::fs::write(&path, config.pump(Pump::file("file", "x.jsonl")).to_toml()).unwrap();
+        let (code, out, err) = pumphouse(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        format!("{out}{err}")
+    };
+    // The sentinel answers once it is up; without its password it names
+    // no primary.
+    wait_for(
+        Duration::from_secs(20),
+        "check through the sentinel",
+        || {
+            check(config(Some(SENTINEL_PASSWORD)))
+                .contains("redis: reachable\n")
+                .then_some(())
+        },
+    );
+    let without = check(config(None));
+    assert!(
+        !without.contains("redis: reachable\n") && without.contains("sentinel"),
+        "{without}"
+    );
+
+    let host = Host::start(
+        config(Some(SENTINEL_PASSWORD))
+            .source("batch_size", 50)
+            .pump(Pump::file("file", "iam.jsonl")),
+    );
+    let out = host.out().join("iam.jsonl");
+    const TOTAL: u64 = 2_000;
+    let mut sampler = pumphouse::produce::Sampler::new(5);
+    let records: Vec<_> = (0..TOTAL).map(|i| sampler.iam(i, T0)).collect();
+    let bytes: Vec<_> = records.iter().map(pumphouse::produce::encode_iam).collect();
+    push(&mut connect(p1).unwrap(), IAM_KEY, &bytes);
+    let lines = wait_lines(&out, TOTAL as usize, Duration::from_secs(60));
+    assert_iam_lines(&lines, &records);
+    wait_for(Duration::from_secs(30), "no claim left", || {
+        (left_in_redis(&mut connect(p1)?, IAM_KEY) == (0, 0)).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "/readyz 200", || {
+        match http_get(&host.http, "/readyz") {
+            Ok((200, _)) => Some(()),
+            _ => None,
+        }
+    });
 }

@@ -10,6 +10,8 @@ mod layer;
 #[path = "../../examples/service/load.rs"]
 mod load;
 mod outage;
+mod production;
+mod servers;
 mod stream;
 mod support;
 mod tasks;

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -16,6 +17,7 @@ use redis::aio::{
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Value};
 
+use super::announcements::Announcements;
 use super::topology::{self, Nodes, Topology};
 use crate::config::{SourceConfig, TlsConfig};
 
@@ -167,6 +169,9 @@ enum Target {
 /// The sentinels of one primary; one lookup at a time.
 struct Sentinels {
     lookup: tokio::sync::Mutex<Lookup>,
+    /// Their `+switch-master` announcements, watched once a managed
+    /// connection exists.
+    announcements: Arc<Announcements>,
 }
 
 struct Lookup {
@@ -217,32 +222,35 @@ impl Endpoint {
             url: redacted.clone(),
             what,
         };
-        let target =
-            match topology::parse(url) {
-                Ok(Topology::Single) => {
-                    Target::Single(Box::new(single_client(url, tls, &url_err, &tls_err)?))
-                }
-                Ok(Topology::Sentinel { nodes, master, db }) => {
-                    let client = sentinel_client(&nodes, &master, db, tls, sentinel_password)
-                        .map_err(|e| match e {
-                            SetupError::Redis(e) => url_err(e),
-                            SetupError::Tls(what) => tls_err(what),
-                        })?;
-                    Target::Sentinel(Arc::new(Sentinels {
-                        lookup: tokio::sync::Mutex::new(Lookup {
-                            client,
-                            failed_at: None,
-                        }),
-                    }))
-                }
-                Err(what) => {
-                    return Err(url_err(redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "bad redis_url",
-                        what,
-                    ))))
-                }
-            };
+        let target = match topology::parse(url) {
+            Ok(Topology::Single) => {
+                Target::Single(Box::new(single_client(url, tls, &url_err, &tls_err)?))
+            }
+            Ok(Topology::Sentinel { nodes, master, db }) => {
+                let setup_err = |e: SetupError| match e {
+                    SetupError::Redis(e) => url_err(e),
+                    SetupError::Tls(what) => tls_err(what),
+                };
+                let client = sentinel_client(&nodes, &master, db, tls, sentinel_password)
+                    .map_err(setup_err)?;
+                let watched =
+                    sentinel_clients(&nodes, tls, sentinel_password).map_err(setup_err)?;
+                Target::Sentinel(Arc::new(Sentinels {
+                    lookup: tokio::sync::Mutex::new(Lookup {
+                        client,
+                        failed_at: None,
+                    }),
+                    announcements: Arc::new(Announcements::new(watched, master, redacted.clone())),
+                }))
+            }
+            Err(what) => {
+                return Err(url_err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "bad redis_url",
+                    what,
+                ))))
+            }
+        };
         Ok(Endpoint { target, redacted })
     }
 
@@ -271,11 +279,15 @@ impl Endpoint {
                 ConnectionManager::new_with_config((**client).clone(), manager_config()).await?,
             ))),
             Target::Sentinel(sentinels) => {
+                sentinels.announcements.start();
+                let announced = sentinels.announcements.count();
                 let primary = sentinels.primary().await?;
+                let addr = primary.get_connection_info().addr().to_string();
                 let manager = ConnectionManager::new_with_config(primary, manager_config()).await?;
                 Ok(Conn(Inner::Followed(Arc::new(Follower {
                     sentinels: sentinels.clone(),
-                    current: std::sync::Mutex::new((0, manager)),
+                    current: std::sync::Mutex::new((0, manager, addr)),
+                    announced: AtomicU64::new(announced),
                     redacted: self.redacted.clone(),
                 }))))
             }
@@ -430,6 +442,39 @@ fn sentinel_client(
     })
 }
 
+/// One client per sentinel, for watching their announcements: the
+/// sentinels' password, and with TLS the same verification as
+/// [`sentinel_client`].
+fn sentinel_clients(
+    nodes: &Nodes,
+    tls: &TlsConfig,
+    sentinel_password: Option<&str>,
+) -> Result<Vec<redis::Client>, SetupError> {
+    nodes
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut info = nodes.url(h, false, 0).into_connection_info()?;
+            if let Some(password) = sentinel_password {
+                let settings = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(settings);
+            }
+            if let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
+                info = info.set_addr(ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: tls.insecure,
+                    tls_params: None,
+                });
+                let certs = tls_certificates(tls).map_err(SetupError::Tls)?;
+                return redis::Client::build_with_tls(info, certs)
+                    .map_err(|e| SetupError::Tls(format!("bad certificate or key: {e}")));
+            }
+            Ok(redis::Client::open(info)?)
+        })
+        .collect()
+}
+
 /// A connection from [`Endpoint`]: one Redis command interface whatever
 /// the topology. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -449,15 +494,37 @@ enum Inner {
 /// an answer says the primary moved.
 struct Follower {
     sentinels: Arc<Sentinels>,
-    /// The connection and its generation (bumped on each replacement, so
-    /// concurrent commands that saw the same failure replace it once).
-    current: std::sync::Mutex<(u64, ConnectionManager)>,
+    /// The connection, its generation (bumped on each replacement, so
+    /// concurrent commands that saw the same failure replace it once) and
+    /// the primary's address.
+    current: std::sync::Mutex<(u64, ConnectionManager, String)>,
+    /// The sentinels' announcement count the connection is up to date with.
+    announced: AtomicU64,
     redacted: String,
 }
 
 impl Follower {
     fn current(&self) -> (u64, ConnectionManager) {
-        self.current.lock().expect("primary lock").clone()
+        let c = self.current.lock().expect("primary lock");
+        (c.0, c.1.clone())
+    }
+
+    /// Before a command: if the sentinels announced a failover since the
+    /// connection was made, ask them for the primary now rather than
+    /// wait for the old one to refuse (it may answer as a primary for
+    /// seconds more).
+    async fn catch_up(&self) {
+        let announced = self.sentinels.announcements.count();
+        if announced == self.announced.load(Relaxed) {
+            return;
+        }
+        let (seen, _) = self.current();
+        if self
+            .follow(seen, "the sentinels announced a failover (+switch-master)")
+            .await
+        {
+            self.announced.fetch_max(announced, Relaxed);
+        }
     }
 
     /// Asks the sentinels for the primary and connects to it, unless the
@@ -474,17 +541,26 @@ impl Follower {
         {
             return false;
         }
+        let current_addr = self.current.lock().expect("primary lock").2.clone();
         let found = async {
             let primary = lookup.client.async_get_client().await?;
             let addr = primary.get_connection_info().addr().to_string();
+            if addr == current_addr {
+                // Still the same primary: its manager reconnects by itself.
+                return Ok(None);
+            }
             let manager = ConnectionManager::new_with_config(primary, manager_config()).await?;
-            Ok::<_, redis::RedisError>((addr, manager))
+            Ok::<_, redis::RedisError>(Some((addr, manager)))
         }
         .await;
         match found {
-            Ok((addr, manager)) => {
+            Ok(None) => {
                 lookup.failed_at = None;
-                *self.current.lock().expect("primary lock") = (seen + 1, manager);
+                true
+            }
+            Ok(Some((addr, manager))) => {
+                lookup.failed_at = None;
+                *self.current.lock().expect("primary lock") = (seen + 1, manager, addr.clone());
                 tracing::warn!(
                     "redis at {}: {why}; following the primary the sentinels name, at {addr}",
                     self.redacted
@@ -505,6 +581,7 @@ impl Follower {
     }
 
     async fn command(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        self.catch_up().await;
         let (seen, mut conn) = self.current();
         let r = conn.req_packed_command(cmd).await;
         let sign = match &r {
@@ -525,6 +602,7 @@ impl Follower {
         offset: usize,
         count: usize,
     ) -> redis::RedisResult<Vec<Value>> {
+        self.catch_up().await;
         let (seen, mut conn) = self.current();
         let r = conn.req_packed_commands(pipe, offset, count).await;
         let sign = match &r {

@@ -15,6 +15,7 @@
 //! type ([`ListSource`], [`StreamSource`]) over a shared core
 //! (`shared`). Every connection to Redis is made by [`conn`].
 
+mod announcements;
 pub mod conn;
 mod list;
 pub mod probe;
