@@ -138,17 +138,23 @@ enum PluginsCmd {
     /// Show a plugin's world, description, exports, imports and the
     /// capabilities it would use.
     Inspect { file: PathBuf },
-    /// Create a plugin crate that builds with `cargo build --release`.
+    /// Create a plugin project: a Rust crate that builds with `cargo build
+    /// --release`, or a Python or JavaScript project that builds with
+    /// `./build`.
     New {
         /// Crate and plugin name, e.g. `my-sink`.
         name: String,
         #[arg(long, value_enum)]
         kind: KindArg,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: LangArg,
         /// Directory to create the crate's folder in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The pumphouse `plugin-sdk` directory (default: the one this
-        /// binary was built from).
+        /// The pumphouse SDK directory: `plugin-sdk` (Rust), `sdk/python` or
+        /// `sdk/js` (default: the one of the checkout this binary was built
+        /// from).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -188,6 +194,13 @@ enum PluginsCmd {
 enum KindArg {
     Sink,
     Filter,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
+    Python,
+    Js,
 }
 
 /// Options shared by the `dlq` commands.
@@ -435,6 +448,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 PluginsCmd::New {
                     name,
                     kind,
+                    lang,
                     dir,
                     sdk,
                 },
@@ -443,17 +457,41 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 KindArg::Sink => pumphouse::runtime::Kind::Sink,
                 KindArg::Filter => pumphouse::runtime::Kind::Filter,
             };
+            let lang = match lang {
+                LangArg::Rust => pumphouse::plugins_cli::Lang::Rust,
+                LangArg::Python => pumphouse::plugins_cli::Lang::Python,
+                LangArg::Js => pumphouse::plugins_cli::Lang::Js,
+            };
             let root = pumphouse::plugins_cli::scaffold(&pumphouse::plugins_cli::NewPlugin {
                 name,
                 kind,
+                lang,
                 dir,
                 sdk,
             })?;
-            println!("created {kind} plugin crate {}", root.display());
-            println!(
-                "build it: cd {} && cargo build --release   (once: rustup target add wasm32-wasip2)",
-                root.display()
-            );
+            match lang {
+                pumphouse::plugins_cli::Lang::Rust => {
+                    println!("created {kind} plugin crate {}", root.display());
+                    println!(
+                        "build it: cd {} && cargo build --release   (once: rustup target add wasm32-wasip2)",
+                        root.display()
+                    );
+                }
+                pumphouse::plugins_cli::Lang::Python => {
+                    println!("created Python {kind} plugin {}", root.display());
+                    println!(
+                        "build it: cd {} && ./build   (once: pip install componentize-py==0.25.1 pytest==8.3.4)",
+                        root.display()
+                    );
+                }
+                pumphouse::plugins_cli::Lang::Js => {
+                    println!("created JavaScript {kind} plugin {}", root.display());
+                    println!(
+                        "build it: cd {} && ./build   (once: npm ci in the SDK's directory, sdk/js)",
+                        root.display()
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plugins {

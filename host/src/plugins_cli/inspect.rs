@@ -77,6 +77,13 @@ pub fn render(p: &Plugin) -> String {
         p.sha256
     );
     let _ = writeln!(out, "world:    pumphouse:plugin/pump-{}@0.1.0", p.kind);
+    let _ = writeln!(
+        out,
+        "language: {}",
+        p.language
+            .as_deref()
+            .unwrap_or("unknown (no producers metadata)")
+    );
     let _ = writeln!(out, "name:     {}", p.info.name);
     let _ = writeln!(out, "version:  {}", p.info.version);
     let _ = writeln!(out, "accepts:  {}", encoding_name(p.info.accepts));

@@ -1,4 +1,5 @@
-//! The plugin author's commands: `plugins new` (scaffold a crate),
+//! The plugin author's commands: `plugins new` (scaffold a Rust crate or
+//! a Python project),
 //! `plugins inspect` (world, imports, capabilities) and `plugins test`
 //! (run a plugin on sample records without Redis).
 
@@ -8,4 +9,4 @@ pub mod scaffold;
 
 pub use inspect::render as inspect_report;
 pub use run::{run as test_plugin, Outcome, SandboxArgs, TestError, TestRun};
-pub use scaffold::{scaffold, NewPlugin, ScaffoldError};
+pub use scaffold::{scaffold, Lang, NewPlugin, ScaffoldError};

@@ -1,5 +1,6 @@
-//! `pumphouse plugins new`: a plugin crate that builds with one
-//! `cargo build --release`.
+//! `pumphouse plugins new`: a plugin project that builds with one
+//! command: a Rust crate (`cargo build --release`) or a Python package
+//! (`./build`, which runs its tests and then componentize-py).
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,30 @@ use crate::runtime::Kind;
 
 /// The SDK this binary was built from, used when `--sdk` is not given.
 const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk");
+/// The Python SDK of the same checkout.
+const BUILT_PYTHON_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python");
+/// The JavaScript SDK of the same checkout.
+const BUILT_JS_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/js");
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Lang {
+    /// The file that marks an SDK directory, and where it lives in a
+    /// pumphouse checkout.
+    fn sdk_marker(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Lang::Rust => (BUILT_SDK, "Cargo.toml", "plugin-sdk"),
+            Lang::Python => (BUILT_PYTHON_SDK, "pumphouse_sdk/__init__.py", "sdk/python"),
+            Lang::Js => (BUILT_JS_SDK, "src/index.js", "sdk/js"),
+        }
+    }
+}
 
 /// Why a plugin crate could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -17,10 +42,10 @@ pub enum ScaffoldError {
     Name(String),
     #[error("{0} already exists; choose another name or --dir")]
     Exists(PathBuf),
-    #[error("{0}: no pumphouse-sdk there (expected plugin-sdk/Cargo.toml); pass --sdk PATH to the plugin-sdk directory of a pumphouse checkout")]
-    NoSdk(PathBuf),
-    #[error("no pumphouse-sdk found next to this binary's sources; pass --sdk PATH to the plugin-sdk directory of a pumphouse checkout")]
-    SdkUnknown,
+    #[error("{0}: no pumphouse SDK there (expected {1}); pass --sdk PATH to the {2} directory of a pumphouse checkout")]
+    NoSdk(PathBuf, &'static str, &'static str),
+    #[error("no pumphouse SDK found next to this binary's sources; pass --sdk PATH to the {0} directory of a pumphouse checkout")]
+    SdkUnknown(&'static str),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -31,12 +56,14 @@ pub enum ScaffoldError {
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct NewPlugin {
-    /// Crate and plugin name.
+    /// Crate (or Python module) and plugin name.
     pub name: String,
     pub kind: Kind,
+    pub lang: Lang,
     /// Directory the crate's folder is created in.
     pub dir: PathBuf,
-    /// The `plugin-sdk` directory; `None`: the one this binary was built from.
+    /// The `plugin-sdk` (Rust) or `sdk/python` directory; `None`: the one
+    /// this binary was built from.
     pub sdk: Option<PathBuf>,
 }
 
@@ -50,39 +77,23 @@ pub fn scaffold(new: &NewPlugin) -> Result<PathBuf, ScaffoldError> {
     if !valid {
         return Err(ScaffoldError::Name(name.to_string()));
     }
-    let sdk = sdk_path(new.sdk.as_deref())?;
+    let sdk = sdk_path(new.lang, new.sdk.as_deref())?;
     let root = new.dir.join(name);
     if root.exists() {
         return Err(ScaffoldError::Exists(root));
     }
     let ty = type_name(name);
-    // Relative to the crate, so the manifest names no machine's absolute
-    // path and keeps working when the checkout and the crate move together.
+    // Relative to the project, so it names no machine's absolute path and
+    // keeps working when the checkout and the project move together.
     let sdk_dep = std::fs::create_dir_all(&new.dir)
         .and_then(|()| std::fs::canonicalize(&new.dir))
         .map(|dir| relative_to(&dir.join(name), &sdk))
         .unwrap_or(sdk);
-    let files = [
-        ("Cargo.toml", cargo_toml(name, &sdk_dep)),
-        (".cargo/config.toml", CARGO_CONFIG.to_string()),
-        (".gitignore", "/target\n".to_string()),
-        (
-            "src/lib.rs",
-            match new.kind {
-                Kind::Sink => SINK_TEMPLATE,
-                Kind::Filter => FILTER_TEMPLATE,
-            }
-            .replace("{{name}}", name)
-            .replace("{{Type}}", &ty),
-        ),
-        (
-            "README.md",
-            README_TEMPLATE
-                .replace("{{name}}", name)
-                .replace("{{kind}}", &new.kind.to_string())
-                .replace("{{crate}}", &name.replace('-', "_")),
-        ),
-    ];
+    let files = match new.lang {
+        Lang::Rust => rust_files(name, &ty, new.kind, &sdk_dep),
+        Lang::Python => python_files(name, &ty, new.kind, &sdk_dep),
+        Lang::Js => js_files(name, &ty, new.kind, &sdk_dep),
+    };
     for (rel, text) in files {
         let path = root.join(rel);
         let write = |p: &Path| -> std::io::Result<()> {
@@ -93,22 +104,110 @@ pub fn scaffold(new: &NewPlugin) -> Result<PathBuf, ScaffoldError> {
         };
         write(&path).map_err(|source| ScaffoldError::Write { path, source })?;
     }
+    if new.lang != Lang::Rust {
+        make_executable(&root.join("build"))?;
+    }
     Ok(root)
 }
 
-fn sdk_path(given: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
+fn make_executable(path: &Path) -> Result<(), ScaffoldError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        ScaffoldError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn rust_files(name: &str, ty: &str, kind: Kind, sdk: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("Cargo.toml", cargo_toml(name, sdk)),
+        (".cargo/config.toml", CARGO_CONFIG.to_string()),
+        (".gitignore", "/target\n".to_string()),
+        (
+            "src/lib.rs",
+            match kind {
+                Kind::Sink => SINK_TEMPLATE,
+                Kind::Filter => FILTER_TEMPLATE,
+            }
+            .replace("{{name}}", name)
+            .replace("{{Type}}", ty),
+        ),
+        (
+            "README.md",
+            README_TEMPLATE
+                .replace("{{name}}", name)
+                .replace("{{kind}}", &kind.to_string())
+                .replace("{{crate}}", &name.replace('-', "_")),
+        ),
+    ]
+}
+
+/// `path` as one single-quoted shell word, whatever it holds.
+fn shell_word(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn js_files(name: &str, ty: &str, kind: Kind, sdk: &Path) -> Vec<(&'static str, String)> {
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{Type}}", ty)
+            .replace("{{kind}}", &kind.to_string())
+    };
+    let (app, test) = match kind {
+        Kind::Sink => (JS_SINK_TEMPLATE, JS_SINK_TEST_TEMPLATE),
+        Kind::Filter => (JS_FILTER_TEMPLATE, JS_FILTER_TEST_TEMPLATE),
+    };
+    // A JSON string literal, escaped whatever the path holds.
+    let sdk_json = serde_json::Value::String(format!("file:{}", sdk.display())).to_string();
+    vec![
+        ("plugin.js", fill(app)),
+        ("plugin.test.js", fill(test)),
+        (
+            "package.json",
+            fill(JS_PACKAGE_TEMPLATE).replace("{{sdk}}", &sdk_json),
+        ),
+        ("build", fill(JS_BUILD_TEMPLATE)),
+        (".gitignore", "*.wasm\nnode_modules/\n".to_string()),
+        ("README.md", fill(JS_README_TEMPLATE)),
+    ]
+}
+
+fn python_files(name: &str, ty: &str, kind: Kind, sdk: &Path) -> Vec<(&'static str, String)> {
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{Type}}", ty)
+            .replace("{{kind}}", &kind.to_string())
+    };
+    let sdk = shell_word(sdk);
+    let (app, test) = match kind {
+        Kind::Sink => (PY_SINK_TEMPLATE, PY_SINK_TEST_TEMPLATE),
+        Kind::Filter => (PY_FILTER_TEMPLATE, PY_FILTER_TEST_TEMPLATE),
+    };
+    vec![
+        ("plugin.py", fill(app)),
+        ("test_plugin.py", fill(test)),
+        ("build", fill(PY_BUILD_TEMPLATE).replace("{{sdk}}", &sdk)),
+        (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
+        ("README.md", fill(PY_README_TEMPLATE)),
+    ]
+}
+
+fn sdk_path(lang: Lang, given: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
+    let (built, marker, where_) = lang.sdk_marker();
     let (path, explicit) = match given {
         Some(p) => (p.to_path_buf(), true),
-        None => (PathBuf::from(BUILT_SDK), false),
+        None => (PathBuf::from(built), false),
     };
-    if !path.join("Cargo.toml").is_file() {
+    if !path.join(marker).is_file() {
         return Err(if explicit {
-            ScaffoldError::NoSdk(path)
+            ScaffoldError::NoSdk(path, marker, where_)
         } else {
-            ScaffoldError::SdkUnknown
+            ScaffoldError::SdkUnknown(where_)
         });
     }
-    // Absolute here; the manifest gets it relative to the new crate.
+    // Absolute here; the project gets it relative to itself.
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
@@ -316,6 +415,286 @@ The plugin sees only what the pump's `[pumps.sandbox]` grants: `dirs`,
 for the API, the error semantics and each capability.
 "#;
 
+const PY_BUILD_TEMPLATE: &str = r#"#!/bin/sh
+# Builds {{name}}.wasm: runs the tests (pytest), then componentize-py.
+# Needs a Python 3 with componentize-py 0.25.1 and pytest:
+#   python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1 pytest==8.3.4
+#   PYTHON=.venv/bin/python ./build
+set -eu
+cd "$(dirname "$0")"
+# The pumphouse Python SDK (sdk/python of a pumphouse checkout).
+SDK=${PUMPHOUSE_PYTHON_SDK:-{{sdk}}}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$SDK${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -m pytest -q -p no:cacheprovider
+"$PY" -m pumphouse_sdk build plugin.py -o {{name}}.wasm
+"#;
+
+const PY_SINK_TEMPLATE: &str = r#""""{{name}}: a pumphouse sink plugin. It logs and counts every batch; put
+the delivery in `write`."""
+
+from pumphouse_sdk import ConfigError, Sink, counter_add, log
+
+
+class {{Type}}(Sink):
+    name = "{{name}}"
+    version = "0.1.0"
+    accepts = "json"
+
+    def init(self, config):
+        unknown = set(config) - {"prefix"}
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        # Text in front of every log line.
+        self.prefix = str(config.get("prefix", ""))
+
+    def write(self, batch):
+        for rec in batch:
+            # A record that does not decode is reported alone and
+            # dead-lettered by the host.
+            log.debug(f"{self.prefix}record {rec.id}: {rec.value}")
+        counter_add("records_seen", len(batch))
+        log.info(f"{self.prefix}{len(batch)} records")
+"#;
+
+const PY_SINK_TEST_TEMPLATE: &str = r#"import pytest
+
+from plugin import {{Type}}
+from pumphouse_sdk import ConfigError
+from pumphouse_sdk.testing import Harness
+
+
+def test_counts_and_logs_every_batch():
+    h = Harness({{Type}}, {"prefix": "> "})
+    h.write(h.batch("iam", [{"Username": "alice"}, {"Username": "bob"}]))
+    assert h.counter("records_seen") == 2
+    assert ("info", "> 2 records") in h.logs
+
+
+def test_unknown_config_is_refused():
+    with pytest.raises(ConfigError, match="colour"):
+        Harness({{Type}}, {"colour": "red"})
+"#;
+
+const PY_FILTER_TEMPLATE: &str = r#""""{{name}}: a pumphouse filter plugin. It keeps the records that have a
+value in the configured `field`."""
+
+from pumphouse_sdk import ConfigError, Filter
+
+
+class {{Type}}(Filter):
+    name = "{{name}}"
+    version = "0.1.0"
+    accepts = "json"
+
+    def init(self, config):
+        unknown = set(config) - {"field"}
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        # Top-level field that must be present and not null.
+        self.field = str(config.get("field", "Username"))
+
+    def process(self, batch):
+        return [rec for rec in batch if rec.value.get(self.field) is not None]
+"#;
+
+const PY_FILTER_TEST_TEMPLATE: &str = r#"import pytest
+
+from plugin import {{Type}}
+from pumphouse_sdk import ConfigError, Keep
+from pumphouse_sdk.testing import Harness
+
+
+def test_keeps_records_with_the_field():
+    h = Harness({{Type}}, {"field": "Username"})
+    batch = h.batch("iam", [{"Username": "alice"}, {"Username": None}, {}])
+    assert h.process(batch) == Keep([0])
+
+
+def test_unknown_config_is_refused():
+    with pytest.raises(ConfigError, match="colour"):
+        Harness({{Type}}, {"colour": "red"})
+"#;
+
+const PY_README_TEMPLATE: &str = r#"# {{name}}
+
+A pumphouse {{kind}} plugin in Python (the pumphouse Python SDK,
+`sdk/python` of a pumphouse checkout).
+
+## Build
+
+Once, the pinned build tools in a virtualenv:
+
+```sh
+python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1 pytest==8.3.4
+```
+
+Then, the one command (tests, then the component `{{name}}.wasm`):
+
+```sh
+PYTHON=.venv/bin/python ./build
+```
+
+`./build` finds the SDK by the path it was created with; set
+`PUMPHOUSE_PYTHON_SDK` when the checkout moves.
+
+## Try it
+
+```sh
+pumphouse plugins inspect {{name}}.wasm
+pumphouse produce --format iam --count 250 --to-file records.jsonl
+pumphouse plugins test {{name}}.wasm --input records.jsonl --format iam
+```
+
+## Deploy
+
+Copy `{{name}}.wasm` into the host's `plugins_dir` (to a temporary name,
+then rename) and name it in a pump. A Python component is ~18 MB: give
+its pump `sandbox.max_memory` of at least 64 MiB. The SDK's README
+documents the API, the errors and the test harness.
+"#;
+
+const JS_PACKAGE_TEMPLATE: &str = r#"{
+  "name": "{{name}}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "dependencies": {
+    "@pumphouse/sdk": {{sdk}}
+  }
+}
+"#;
+
+const JS_BUILD_TEMPLATE: &str = r#"#!/bin/sh
+# Builds {{name}}.wasm: links the SDK (package.json), runs the tests
+# (node --test), then ComponentizeJS through the SDK's build.mjs. The SDK
+# needs its pinned tools once: (cd <pumphouse>/sdk/js && npm ci).
+set -eu
+cd "$(dirname "$0")"
+[ -e node_modules/@pumphouse/sdk ] || npm install --no-audit --no-fund --offline --loglevel=error
+node --test
+node node_modules/@pumphouse/sdk/build.mjs plugin.js -o {{name}}.wasm
+"#;
+
+const JS_SINK_TEMPLATE: &str = r#"// {{name}}: a pumphouse sink plugin. It logs and counts every batch; put
+// the delivery in `write` (an `async write` may await fetch; build with
+// --http).
+import { ConfigError, counterAdd, log, Sink } from '@pumphouse/sdk';
+
+export class {{Type}} extends Sink {
+  static pluginName = '{{name}}';
+  static version = '0.1.0';
+  static accepts = 'json';
+
+  init(config) {
+    const unknown = Object.keys(config).filter((k) => k !== 'prefix');
+    if (unknown.length) throw new ConfigError(`unknown config keys: ${unknown.join(', ')}`);
+    // Text in front of every log line.
+    this.prefix = String(config.prefix ?? '');
+  }
+
+  write(batch) {
+    for (const rec of batch) {
+      // A record that does not decode is reported alone and dead-lettered.
+      log.debug(`${this.prefix}record ${rec.id}: ${JSON.stringify(rec.value)}`);
+    }
+    counterAdd('records_seen', batch.length);
+    log.info(`${this.prefix}${batch.length} records`);
+  }
+}
+"#;
+
+const JS_SINK_TEST_TEMPLATE: &str = r#"import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Harness, PluginError } from '@pumphouse/sdk/testing';
+import { {{Type}} } from './plugin.js';
+
+test('counts and logs every batch', () => {
+  const h = new Harness({{Type}}, { prefix: '> ' });
+  h.write(h.batch('iam', [{ Username: 'alice' }, { Username: 'bob' }]));
+  assert.equal(h.counter('records_seen'), 2);
+  assert.deepEqual(h.host.logs.at(-1), ['info', '> 2 records']);
+});
+
+test('unknown config is refused', () => {
+  assert.throws(() => new Harness({{Type}}, { colour: 'red' }), (e) => e instanceof PluginError && /colour/.test(e.message));
+});
+"#;
+
+const JS_FILTER_TEMPLATE: &str = r#"// {{name}}: a pumphouse filter plugin. It keeps the records that have a
+// value in the configured `field`.
+import { ConfigError, Filter } from '@pumphouse/sdk';
+
+export class {{Type}} extends Filter {
+  static pluginName = '{{name}}';
+  static version = '0.1.0';
+  static accepts = 'json';
+
+  init(config) {
+    const unknown = Object.keys(config).filter((k) => k !== 'field');
+    if (unknown.length) throw new ConfigError(`unknown config keys: ${unknown.join(', ')}`);
+    // Top-level field that must be present and not null.
+    this.field = String(config.field ?? 'Username');
+  }
+
+  process(batch) {
+    return [...batch].filter((rec) => rec.value[this.field] != null);
+  }
+}
+"#;
+
+const JS_FILTER_TEST_TEMPLATE: &str = r#"import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Harness, PluginError } from '@pumphouse/sdk/testing';
+import { {{Type}} } from './plugin.js';
+
+test('keeps the records that have the field', () => {
+  const h = new Harness({{Type}}, { field: 'Username' });
+  assert.deepEqual(h.process(h.batch('iam', [{ Username: 'alice' }, { Username: null }, {}])), { keep: [0] });
+});
+
+test('unknown config is refused', () => {
+  assert.throws(() => new Harness({{Type}}, { colour: 'red' }), (e) => e instanceof PluginError && /colour/.test(e.message));
+});
+"#;
+
+const JS_README_TEMPLATE: &str = r#"# {{name}}
+
+A pumphouse {{kind}} plugin in JavaScript (the pumphouse JavaScript SDK,
+`sdk/js` of a pumphouse checkout).
+
+## Build
+
+Once, the SDK's pinned tools (ComponentizeJS, jco, rolldown):
+
+```sh
+(cd /path/to/pumphouse/sdk/js && npm ci)
+```
+
+Then, the one command (tests, then the component `{{name}}.wasm`):
+
+```sh
+./build
+```
+
+`package.json` names the SDK by the path it was created with; edit it
+when the checkout moves.
+
+## Try it
+
+```sh
+pumphouse plugins inspect {{name}}.wasm
+pumphouse produce --format iam --count 250 --to-file records.jsonl
+pumphouse plugins test {{name}}.wasm --input records.jsonl --format iam
+```
+
+## Deploy
+
+Copy `{{name}}.wasm` into the host's `plugins_dir` (to a temporary name,
+then rename) and name it in a pump. The SDK's README documents the API,
+the errors and the test harness.
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +725,7 @@ mod tests {
         let new = NewPlugin {
             name: "my-sink".into(),
             kind: Kind::Sink,
+            lang: Lang::Rust,
             dir: dir.path().to_path_buf(),
             sdk: Some(sdk.to_path_buf()),
         };
@@ -382,5 +762,50 @@ mod tests {
         };
         let e = scaffold(&nosdk).unwrap_err().to_string();
         assert!(e.contains("--sdk"), "{e}");
+    }
+
+    #[test]
+    fn scaffolds_a_python_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = NewPlugin {
+            name: "my-filter".into(),
+            kind: Kind::Filter,
+            lang: Lang::Python,
+            dir: dir.path().to_path_buf(),
+            sdk: None,
+        };
+        let root = scaffold(&new).unwrap();
+        let app = std::fs::read_to_string(root.join("plugin.py")).unwrap();
+        assert!(
+            app.contains("class MyFilter(Filter):") && app.contains(r#"name = "my-filter""#),
+            "{app}"
+        );
+        let build = std::fs::read_to_string(root.join("build")).unwrap();
+        assert!(build.contains("-o my-filter.wasm"), "{build}");
+        // The SDK by a relative path that leads to it.
+        let sdk = build
+            .lines()
+            .find_map(|l| l.strip_prefix("SDK=${PUMPHOUSE_PYTHON_SDK:-'"))
+            .and_then(|l| l.strip_suffix("'}"))
+            .unwrap();
+        assert!(sdk.starts_with(".."), "{sdk}");
+        assert!(root.join(sdk).join("pumphouse_sdk/__init__.py").is_file());
+        for f in ["plugin.py", "test_plugin.py", "build", "README.md"] {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            assert!(!text.contains("{{"), "{f}: {text}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.join("build"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+        let nosdk = NewPlugin {
+            name: "other".into(),
+            sdk: Some(dir.path().to_path_buf()),
+            ..new
+        };
+        let e = scaffold(&nosdk).unwrap_err().to_string();
+        assert!(e.contains("sdk/python"), "{e}");
     }
 }

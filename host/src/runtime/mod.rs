@@ -18,6 +18,7 @@ mod instance;
 pub mod kv;
 pub mod limits;
 pub mod loglimit;
+pub mod producers;
 mod sockets;
 mod stderr;
 pub mod text;
@@ -293,6 +294,7 @@ impl Runtime {
             kind,
             sha256,
             size: bytes.len(),
+            language: producers::source_language(bytes),
             loaded_at: SystemTime::now(),
             exports,
             imports,
@@ -354,6 +356,9 @@ pub struct Plugin {
     /// SHA-256 of the `.wasm` file.
     pub sha256: String,
     pub size: usize,
+    /// The language it was written in, when its metadata tells
+    /// ([`producers::source_language`]).
+    pub language: Option<String>,
     pub loaded_at: SystemTime,
     pub info: PluginInfo,
     pub exports: Vec<String>,
