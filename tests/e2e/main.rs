@@ -11,6 +11,7 @@ mod harness;
 mod migrate;
 mod plugins_cli;
 mod records;
+mod redis_cluster;
 mod redis_prod;
 mod redis_sentinel;
 mod reliability;
