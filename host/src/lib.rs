@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`config`] | TOML config, one file per section: types, defaults, `${ENV}` interpolation, validation | reads the file |
 //! | [`record`] | decode records once, JSON/MessagePack re-encoding, time formats | pure |
-//! | [`source::redis`] | `RedisSource` = `ListSource` (leased claims, acks, lease renewal and takeover) or `StreamSource` (consumer group, `XAUTOCLAIM`, poison entries); dead letters; [`source::redis::conn`]: every Redis connection (connection settings, connect retry, following the primary behind Sentinel, redaction); [`source::redis::topology`]: what a `redis_url` names (one server or Sentinel), parsed without I/O | Redis |
+//! | [`source::redis`] | `RedisSource` = `ListSource` (leased claims, acks, lease renewal and takeover) or `StreamSource` (consumer group, `XAUTOCLAIM`, poison entries); dead letters; [`source::redis::conn`]: every Redis connection (connection settings, connect retry, following the primary behind Sentinel, slot-safe pipelines and transactions on a Cluster, redaction); [`source::redis::topology`]: what a `redis_url` names (one server, Sentinel or Cluster), parsed without I/O | Redis |
 //! | [`spool`] | durable per-pump spool of `buffer = "disk"` pumps (redb, checksummed entries) | disk |
 //! | [`sandbox`] | the network allowlists as parsed types (`allowed_outbound_hosts`, `sockets`) and which addresses are non-public; a leaf | pure |
 //! | [`runtime`] | wasmtime engine, plugin loading, sandboxed instances (dirs, env, HTTP allowlist, sockets, log limits), the `host` imports | wasm |

@@ -13,14 +13,14 @@ use pumphouse::record::TYK_KEY;
 const WAIT: Duration = Duration::from_secs(60);
 /// 2100-01-01T00:00:00Z: windows this far ahead never finish by the host's
 /// clock, only by record time, so the test decides when they close.
-const FUTURE: i64 = 4_102_444_800;
+pub(crate) const FUTURE: i64 = 4_102_444_800;
 
 /// `(window start, dimension, key)` → (hits, success, errors, latency sum,
 /// latency max).
-type Counts = BTreeMap<(String, String, String), (u64, u64, u64, f64, f64)>;
+pub(crate) type Counts = BTreeMap<(String, String, String), (u64, u64, u64, f64, f64)>;
 
 /// The `aggregate` pump: one-minute windows written to `recorder`.
-fn aggregate_pump(recorder: &Recorder, grace: &str) -> Pump {
+pub(crate) fn aggregate_pump(recorder: &Recorder, grace: &str) -> Pump {
     let addr = recorder.addr;
     Pump::new("agg", plugin("aggregate"))
         .set("tick_interval", "200ms")
@@ -55,7 +55,7 @@ fn add(counts: &mut Counts, window: &str, dim: &str, key: serde_json::Value, err
     c.4 = c.4.max(ms);
 }
 
-fn tyk_expected(records: &[pumphouse::produce::TykRecord]) -> Counts {
+pub(crate) fn tyk_expected(records: &[pumphouse::produce::TykRecord]) -> Counts {
     let mut counts = Counts::new();
     for r in records {
         let w = window_start(r.timestamp.0);
@@ -91,7 +91,7 @@ fn tyk_expected(records: &[pumphouse::produce::TykRecord]) -> Counts {
 }
 
 /// Sums the rows received (they are partial aggregates) per window and key.
-fn received(recorder: &Recorder) -> Counts {
+pub(crate) fn received(recorder: &Recorder) -> Counts {
     let mut counts = Counts::new();
     for body in recorder.bodies_at("/rows") {
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("a JSON array");
@@ -117,7 +117,7 @@ fn received(recorder: &Recorder) -> Counts {
 }
 
 /// Hits of dimension `dim` in the plugin's stored state.
-fn stored_hits(conn: &mut redis::Connection, dim: &str) -> u64 {
+pub(crate) fn stored_hits(conn: &mut redis::Connection, dim: &str) -> u64 {
     let state: Option<Vec<u8>> = redis::cmd("GET")
         .arg("pumphouse:kv:{agg}:state")
         .query(conn)

@@ -13,6 +13,7 @@ mod migrate;
 mod plugins_cli;
 mod python;
 mod records;
+mod redis_cluster;
 mod redis_prod;
 mod redis_sentinel;
 mod reliability;

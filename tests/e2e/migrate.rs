@@ -192,8 +192,9 @@ fn migrate_iam_pump_config_keeps_env_references_and_passes_check() {
 }
 
 /// Sentinel and cluster settings become the `redis+sentinel://` and
-/// `redis+cluster://` URL forms. Only the text is checked here: no
-/// sentinel or cluster runs in this test.
+/// `redis+cluster://` URL forms. Only the text (and, for the cluster,
+/// that `check` accepts it) is checked here: no sentinel or cluster runs
+/// in this test.
 #[test]
 fn migrate_maps_sentinel_and_cluster_settings_to_their_url_forms() {
     let (code, toml, err) = run(
@@ -214,19 +215,13 @@ fn migrate_maps_sentinel_and_cluster_settings_to_their_url_forms() {
         toml.contains(r#"key = "tyk-tyk-system-analytics""#),
         "{toml}"
     );
-    let (code, toml, err) = run(
-        &[
-            "migrate",
-            "--from",
-            "tyk-pump",
-            &fixture_path("tyk-pump-cluster.conf"),
-        ],
-        &[],
-    );
+    // `check` takes the cluster form (config OK; no cluster runs there).
+    let (code, toml, err, check) = migrate_and_check("tyk-pump", "tyk-pump-cluster.conf", &[]);
     assert_eq!(code, 0, "{err}");
     assert!(toml.contains(
         r#"redis_url = "redis+cluster://:clusterpass@10.0.1.1:7000,10.0.1.2:7001,10.0.1.3:7002""#
     ), "{toml}");
+    assert!(check.contains("config OK"), "{check}");
 }
 
 #[test]

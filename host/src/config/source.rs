@@ -320,7 +320,7 @@ impl SourceConfig {
             return Err(FieldError::new(
                 "tls",
                 "[source.tls] is set but redis_url is not rediss://: TLS needs a rediss:// \
-                 (or rediss+sentinel://) URL",
+                 (or rediss+sentinel://, rediss+cluster://) URL",
             ));
         }
         match (&tls.cert_file, &tls.key_file) {

@@ -6,6 +6,11 @@
 //! lost connection mid-replay can neither lose an entry nor replay it
 //! twice. Removal is by exact value (`LREM … 1 <entry>`) or id (`XDEL`), so
 //! entries the daemon appends meanwhile are never touched.
+//! On a Redis Cluster a transaction cannot span hash slots, and a source
+//! key and the dead-letter key are in different ones: each record is
+//! pushed first and its entry removed after, so a failure between the two
+//! leaves the entry in place (replaying it again gives a duplicate, never
+//! a loss).
 //! Replayed records go to every pump again (they re-enter the source);
 //! pumps that had delivered them before will see them twice.
 
@@ -190,6 +195,7 @@ impl Dlq {
     pub async fn replay(&mut self, sel: &Selector, to: Option<&str>) -> Result<Replayed, DlqError> {
         let stored = self.list(sel).await?;
         let mut report = Replayed::default();
+        let cluster = self.conn.is_cluster();
         for chunk in stored.chunks(PAGE) {
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -201,9 +207,12 @@ impl Dlq {
                 };
                 let entry = s.entry.as_ref().expect("checked above");
                 let target = to.unwrap_or(&entry.source);
+                // On a cluster: push, then (below) remove, one entry at a time.
+                let mut push = redis::pipe();
+                let p = if cluster { &mut push } else { &mut pipe };
                 match &self.source.kind {
-                    SourceKind::List => pipe.cmd("RPUSH").arg(target).arg(record).ignore(),
-                    SourceKind::Stream(stream) => pipe
+                    SourceKind::List => p.cmd("RPUSH").arg(target).arg(record).ignore(),
+                    SourceKind::Stream(stream) => p
                         .cmd("XADD")
                         .arg(target)
                         .arg("*")
@@ -211,10 +220,18 @@ impl Dlq {
                         .arg(record)
                         .ignore(),
                 };
-                match &s.id {
-                    Some(id) => pipe.cmd("XDEL").arg(&self.key).arg(id).ignore(),
-                    None => pipe.cmd("LREM").arg(&self.key).arg(1).arg(&s.raw).ignore(),
-                };
+                if cluster {
+                    let () = push.query_async(&mut self.conn).await.map_err(self.err())?;
+                    let mut remove = redis::pipe();
+                    remove_cmd(&mut remove, &self.key, s);
+                    let () = remove
+                        .query_async(&mut self.conn)
+                        .await
+                        .map_err(self.err())?;
+                    report.replayed += 1;
+                    continue;
+                }
+                remove_cmd(&mut pipe, &self.key, s);
                 n += 1;
             }
             if n > 0 {
@@ -232,10 +249,7 @@ impl Dlq {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for s in chunk {
-                match &s.id {
-                    Some(id) => pipe.cmd("XDEL").arg(&self.key).arg(id).ignore(),
-                    None => pipe.cmd("LREM").arg(&self.key).arg(1).arg(&s.raw).ignore(),
-                };
+                remove_cmd(&mut pipe, &self.key, s);
             }
             let () = pipe.query_async(&mut self.conn).await.map_err(self.err())?;
         }
@@ -259,6 +273,14 @@ impl Dlq {
             _ => 0,
         })
     }
+}
+
+/// Adds the removal of the stored entry `s` from `key` to `pipe`.
+fn remove_cmd(pipe: &mut redis::Pipeline, key: &str, s: &Stored) {
+    match &s.id {
+        Some(id) => pipe.cmd("XDEL").arg(key).arg(id).ignore(),
+        None => pipe.cmd("LREM").arg(key).arg(1).arg(&s.raw).ignore(),
+    };
 }
 
 fn push_selected(

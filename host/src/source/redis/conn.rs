@@ -1,8 +1,10 @@
 //! The one place a `redis_url` becomes a client or a connection: the
 //! source, plugin kv state, `dlq`, `produce`, the demo and `check` all
-//! connect through here, so connection settings (TLS, ACL users, Sentinel)
-//! live in one seam. [`Conn`] is the one command interface over them: a
-//! connection behind Sentinel follows the primary across a failover.
+//! connect through here, so connection settings (TLS, ACL users, Sentinel,
+//! Cluster) live in one seam. [`Conn`] is the one command interface over
+//! them: a connection behind Sentinel follows the primary across a
+//! failover; one to a Redis Cluster sends each command to the node serving
+//! its slot and follows slots that move.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +16,9 @@ use backon::{ExponentialBuilder, Retryable};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{SingleNodeRoutingInfo, Slot};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Value};
 
@@ -50,6 +55,13 @@ pub fn cause(e: &redis::RedisError) -> String {
         return tls_cause(tls);
     }
     match e.kind() {
+        // Made by `Cluster::discovery_failed`, which names each seed's cause.
+        redis::ErrorKind::ClusterConnectionNotFound if e.detail().is_some() => {
+            return format!(
+                "cluster discovery failed: {}",
+                e.detail().unwrap_or_default()
+            )
+        }
         redis::ErrorKind::MasterNameNotFoundBySentinel => {
             return format!(
                 "sentinel discovery failed: no sentinel names a usable primary by the name in \
@@ -164,6 +176,76 @@ enum Target {
     Single(Box<redis::Client>),
     /// The primary the sentinels name, asked again after a failover.
     Sentinel(Arc<Sentinels>),
+    /// The nodes of a Redis Cluster, discovered from the seeds.
+    Cluster(Arc<Cluster>),
+}
+
+/// A Redis Cluster's client and, to tell why discovery failed, a one-server
+/// client for each seed node.
+struct Cluster {
+    client: ClusterClient,
+    seeds: Vec<(String, redis::Client)>,
+}
+
+impl Cluster {
+    /// Connects to the seeds and reads the slot map (the redis crate does).
+    async fn connect(&self) -> redis::RedisResult<ClusterConnection> {
+        match self.client.get_async_connection().await {
+            Ok(conn) => Ok(conn),
+            Err(e) => Err(self.discovery_failed(e).await),
+        }
+    }
+
+    /// The crate says only that no seed gave a slot map: asks each seed
+    /// alone, so the error names a refused connection, a TLS or login
+    /// failure, or a node without cluster support, per seed.
+    async fn discovery_failed(&self, e: redis::RedisError) -> redis::RedisError {
+        // All seeds at once: the answer takes one timeout, not one per seed.
+        let asked: Vec<_> = self
+            .seeds
+            .iter()
+            .map(|(host, client)| {
+                let client = client.clone();
+                let task = tokio::spawn(tokio::time::timeout(Duration::from_secs(2), async move {
+                    let mut c = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query_async::<Vec<Value>>(&mut c)
+                        .await
+                }));
+                (host, task)
+            })
+            .collect();
+        let mut causes = Vec::with_capacity(asked.len());
+        for (host, task) in asked {
+            let why = match task.await {
+                Err(panicked) => format!("could not be asked ({panicked})"),
+                Ok(Err(_)) => "no answer within 2s".to_string(),
+                Ok(Ok(Err(e)))
+                    if e.detail()
+                        .is_some_and(|d| d.contains("cluster support disabled")) =>
+                {
+                    "not a cluster node (cluster support is disabled there)".to_string()
+                }
+                Ok(Ok(Err(e))) => cause(&e),
+                Ok(Ok(Ok(slots))) if slots.is_empty() => {
+                    "serves no slots: the cluster is not set up yet".to_string()
+                }
+                Ok(Ok(Ok(_))) => {
+                    format!("answers CLUSTER SLOTS, but the cluster client failed ({e})")
+                }
+            };
+            causes.push(format!("{host}: {why}"));
+        }
+        redis::RedisError::from((
+            redis::ErrorKind::ClusterConnectionNotFound,
+            "cluster discovery failed",
+            format!(
+                "no seed node in redis_url gave the slot map ({})",
+                causes.join("; ")
+            ),
+        ))
+    }
 }
 
 /// The sentinels of one primary; one lookup at a time.
@@ -243,6 +325,9 @@ impl Endpoint {
                     announcements: Arc::new(Announcements::new(watched, master, redacted.clone())),
                 }))
             }
+            Ok(Topology::Cluster { nodes }) => {
+                Target::Cluster(Arc::new(cluster(&nodes, tls, &url_err, &tls_err)?))
+            }
             Err(what) => {
                 return Err(url_err(redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
@@ -291,6 +376,7 @@ impl Endpoint {
                     redacted: self.redacted.clone(),
                 }))))
             }
+            Target::Cluster(cluster) => Ok(Conn(Inner::Cluster(cluster.connect().await?))),
         }
     }
 
@@ -337,6 +423,7 @@ impl Endpoint {
             Target::Sentinel(sentinels) => {
                 sentinels.primary().await.map_err(|e| self.connect_err(e))?
             }
+            Target::Cluster(_) => return self.manager().await,
         };
         client
             .get_multiplexed_async_connection()
@@ -374,6 +461,52 @@ fn single_client(
         }
         _ => redis::Client::open(info).map_err(url_err)?,
     })
+}
+
+/// The redis crate's cluster client for the seeds in `nodes`, with the
+/// URL's credentials for every node and, with TLS, `tls` for each.
+fn cluster(
+    nodes: &Nodes,
+    tls: &TlsConfig,
+    url_err: &dyn Fn(redis::RedisError) -> ConnError,
+    tls_err: &dyn Fn(String) -> ConnError,
+) -> Result<Cluster, ConnError> {
+    let seeds = nodes
+        .hosts
+        .iter()
+        .map(|h| {
+            Ok((
+                h.clone(),
+                single_client(&nodes.url(h, true, 0), tls, url_err, tls_err)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ConnError>>()?;
+    let infos = nodes
+        .hosts
+        .iter()
+        .map(|h| nodes.url(h, true, 0).into_connection_info())
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .map_err(url_err)?;
+    // Timeouts as for one server (`manager_config`): a hung node surfaces
+    // as an error the caller retries.
+    let mut b = ClusterClientBuilder::new(infos)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(10));
+    if nodes.tls {
+        let mode = if tls.insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        b = b.tls(mode).certs(tls_certificates(tls).map_err(tls_err)?);
+    }
+    let client = b.build().map_err(|e| match e.kind() {
+        redis::ErrorKind::InvalidClientConfig if nodes.tls => {
+            tls_err(format!("bad certificate or key: {e}"))
+        }
+        _ => url_err(e),
+    })?;
+    Ok(Cluster { client, seeds })
 }
 
 enum SetupError {
@@ -488,6 +621,213 @@ enum Inner {
     Plain(MultiplexedConnection),
     /// The primary behind Sentinel, followed across failovers.
     Followed(Arc<Follower>),
+    /// The nodes of a Redis Cluster (cheap to clone: a handle to the
+    /// crate's routing task).
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// True for a Redis Cluster: a transaction must then stay within one
+    /// hash slot (the caller splits one that would not).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Inner::Cluster(_))
+    }
+}
+
+/// Pipelines and transactions on a cluster. The redis crate follows
+/// `MOVED`, `ASK` and `TRYAGAIN` for single commands, but not safely for
+/// the others:
+/// - a pipeline redirected by `ASK` gets `ASKING` before its first command
+///   only, so the rest bounce back and the crate sends the whole pipeline
+///   again, repeating the commands that ran (a record pushed twice). So on
+///   a cluster a pipeline runs as a transaction on its slot: whole or not
+///   at all, which makes sending it again safe;
+/// - a command refused while queued aborts `EXEC`, whose error the crate
+///   does not look into. [`transaction`] does.
+///
+/// A pipeline whose commands span slots is refused by the crate before
+/// anything is sent: [`split_by_slot`] sends it in parts.
+async fn cluster_commands(
+    conn: &ClusterConnection,
+    pipe: &redis::Pipeline,
+    offset: usize,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    if pipe.is_transaction() {
+        return transaction(conn, pipe, offset, count).await;
+    }
+    match as_transaction(conn, pipe.cmd_iter()).await {
+        Err(e) if is_cross_slot(&e) => split_by_slot(conn, pipe).await,
+        r => r.map(|all| all.into_iter().skip(offset).take(count).collect()),
+    }
+}
+
+/// `cmds` as one transaction; each command's reply.
+async fn as_transaction<'a>(
+    conn: &ClusterConnection,
+    cmds: impl Iterator<Item = &'a Cmd>,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut tx = redis::pipe();
+    tx.atomic();
+    for c in cmds {
+        tx.add_command(c.clone());
+    }
+    let n = tx.len();
+    match transaction(conn, &tx, n + 1, 1).await?.pop() {
+        Some(Value::Array(replies)) if replies.len() == n => Ok(replies),
+        other => Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a cluster transaction answered something other than its replies",
+            format!("{other:?}"),
+        ))),
+    }
+}
+
+/// How many times a transaction refused because its slot is migrating is
+/// sent again; with the backoff below that is about 10 s, far longer than
+/// `redis-cli --cluster reshard` keeps one slot migrating.
+const SLOT_MIGRATION_ATTEMPTS: u32 = 60;
+
+/// Sends a transaction until its slot holds still:
+/// - `MOVED` inside: sent again to the node named (the crate's slot map
+///   catches up at the next single command on that slot);
+/// - `ASK` or `TRYAGAIN` inside (the slot is migrating: its keys are on
+///   both nodes, or those it touches have left): sent again after a short
+///   wait, until the migration of that slot completes and the answer is
+///   `MOVED` or success.
+///
+/// Nothing of an aborted transaction ran, so sending it again is safe.
+async fn transaction(
+    conn: &ClusterConnection,
+    pipe: &redis::Pipeline,
+    offset: usize,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut to: Option<SingleNodeRoutingInfo> = None;
+    let mut wait = Duration::from_millis(10);
+    let mut attempt = 0;
+    loop {
+        let mut c = conn.clone();
+        let r = match &to {
+            None => c.req_packed_commands(pipe, offset, count).await,
+            Some(node) => {
+                c.route_pipeline(pipe.clone(), offset, count, node.clone())
+                    .await
+            }
+        };
+        let Err(e) = &r else { return r };
+        attempt += 1;
+        if attempt >= SLOT_MIGRATION_ATTEMPTS {
+            return r;
+        }
+        match slot_moving(e) {
+            Some(SlotMove::Moved { host, port }) => {
+                to = Some(SingleNodeRoutingInfo::ByAddress { host, port })
+            }
+            Some(SlotMove::Migrating) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            None => return r,
+        }
+    }
+}
+
+/// Whether the crate refused a pipeline for spanning slots (it does so
+/// before sending: a server's `CROSSSLOT` would be a reply value).
+fn is_cross_slot(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot)
+}
+
+/// What a refused transaction says about its slot.
+#[derive(Debug, PartialEq)]
+enum SlotMove {
+    /// `MOVED`: the slot is served by `host:port` now.
+    Moved { host: String, port: u16 },
+    /// `ASK`, `TRYAGAIN`: the slot is migrating.
+    Migrating,
+}
+
+fn slot_moving(e: &redis::RedisError) -> Option<SlotMove> {
+    let errors = e.clone().into_server_errors()?;
+    let mut migrating = false;
+    for (_, s) in errors.iter() {
+        match s.code() {
+            "MOVED" => {
+                // "MOVED <slot> <host>:<port>"
+                let addr = s.details()?.split_ascii_whitespace().nth(1)?;
+                let (host, port) = addr.rsplit_once(':')?;
+                return Some(SlotMove::Moved {
+                    host: host.to_string(),
+                    port: port.parse().ok()?,
+                });
+            }
+            "ASK" | "TRYAGAIN" => migrating = true,
+            _ => {}
+        }
+    }
+    migrating.then_some(SlotMove::Migrating)
+}
+
+/// Sends a pipeline that spans slots in parts, one per slot of its
+/// commands' first arguments (their key, for the commands pumphouse
+/// pipelines), each a transaction, in parallel; replies in the pipeline's
+/// order. Within a part the commands keep their order; a part that still
+/// spans slots (a script's keys) is sent command by command.
+async fn split_by_slot(
+    conn: &ClusterConnection,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut parts: Vec<(Slot, Vec<usize>, redis::Pipeline)> = Vec::new();
+    for (i, cmd) in pipe.cmd_iter().enumerate() {
+        let slot = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(key)) => Slot::for_key(key),
+            _ => Slot::for_key(b""),
+        };
+        let part = match parts.iter().position(|(s, ..)| *s == slot) {
+            Some(p) => p,
+            None => {
+                parts.push((slot, Vec::new(), redis::pipe()));
+                parts.len() - 1
+            }
+        };
+        parts[part].1.push(i);
+        parts[part].2.add_command(cmd.clone());
+    }
+    let sent: Vec<_> = parts
+        .into_iter()
+        .map(|(_, at, part)| {
+            let conn = conn.clone();
+            let task = tokio::spawn(async move {
+                match as_transaction(&conn, part.cmd_iter()).await {
+                    Err(e) if is_cross_slot(&e) => {
+                        let mut c = conn.clone();
+                        let mut out = Vec::with_capacity(part.len());
+                        for cmd in part.cmd_iter() {
+                            out.push(c.req_packed_command(cmd).await?);
+                        }
+                        Ok(out)
+                    }
+                    r => r,
+                }
+            });
+            (at, task)
+        })
+        .collect();
+    let mut replies = vec![Value::Nil; pipe.len()];
+    for (at, task) in sent {
+        let values = task.await.map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a cluster pipeline part failed",
+                e.to_string(),
+            ))
+        })??;
+        for (i, v) in at.into_iter().zip(values) {
+            replies[i] = v;
+        }
+    }
+    Ok(replies)
 }
 
 /// A managed connection to the primary the sentinels named, replaced when
@@ -660,6 +1000,7 @@ impl ConnectionLike for Conn {
             Inner::Managed(c) => c.req_packed_command(cmd),
             Inner::Plain(c) => c.req_packed_command(cmd),
             Inner::Followed(f) => Box::pin(async move { f.command(cmd).await }),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -673,6 +1014,9 @@ impl ConnectionLike for Conn {
             Inner::Managed(c) => c.req_packed_commands(pipe, offset, count),
             Inner::Plain(c) => c.req_packed_commands(pipe, offset, count),
             Inner::Followed(f) => Box::pin(async move { f.commands(pipe, offset, count).await }),
+            Inner::Cluster(c) => {
+                Box::pin(async move { cluster_commands(c, pipe, offset, count).await })
+            }
         }
     }
 
@@ -681,6 +1025,7 @@ impl ConnectionLike for Conn {
             Inner::Managed(c) => c.get_db(),
             Inner::Plain(c) => c.get_db(),
             Inner::Followed(f) => f.current().1.get_db(),
+            Inner::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -784,6 +1129,61 @@ mod tests {
         let lost =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(matches!(primary_moved(&lost), Some((_, false))));
+    }
+
+    fn server_error(reply: &[u8]) -> redis::RedisError {
+        redis::parse_redis_value(reply)
+            .expect("a RESP error")
+            .extract_error()
+            .expect_err("an error reply")
+    }
+
+    #[test]
+    fn a_transaction_refused_for_a_moving_slot_is_recognised() {
+        assert_eq!(
+            slot_moving(&server_error(b"-MOVED 3999 127.0.0.1:7002\r\n")),
+            Some(SlotMove::Moved {
+                host: "127.0.0.1".into(),
+                port: 7002
+            })
+        );
+        assert_eq!(
+            slot_moving(&server_error(b"-ASK 3999 127.0.0.1:7002\r\n")),
+            Some(SlotMove::Migrating)
+        );
+        assert_eq!(
+            slot_moving(&server_error(
+                b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
+            )),
+            Some(SlotMove::Migrating)
+        );
+        assert_eq!(
+            slot_moving(&server_error(b"-WRONGTYPE Operation against a key\r\n")),
+            None
+        );
+        let lost =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(slot_moving(&lost), None);
+    }
+
+    #[tokio::test]
+    async fn an_undiscoverable_cluster_names_each_seed() {
+        // Nothing listens on port 1 or 2 of loopback.
+        let endpoint = Endpoint::open(
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+            &TlsConfig::default(),
+        )
+        .unwrap();
+        let Err(e) = endpoint.manager().await else {
+            panic!("connected to a cluster on ports 1 and 2");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("cluster discovery failed")
+                && msg.contains("127.0.0.1:1: connection refused")
+                && msg.contains("127.0.0.1:2: connection refused"),
+            "{msg}"
+        );
     }
 
     #[test]

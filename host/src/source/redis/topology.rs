@@ -1,6 +1,6 @@
-//! What a `redis_url` names, parsed without I/O: one server or a primary
-//! found through Redis Sentinel. [`super::conn`] turns the result into
-//! clients. Redis Cluster URLs are refused by name (not supported yet).
+//! What a `redis_url` names, parsed without I/O: one server, a primary
+//! found through Redis Sentinel, or the seed nodes of a Redis Cluster.
+//! [`super::conn`] turns the result into clients.
 //!
 //! The multi-host forms are not URLs the redis crate reads, so each host is
 //! handed to it as a one-server URL ([`Nodes::url`]): the crate keeps doing
@@ -8,6 +8,8 @@
 
 /// Port of a sentinel written without one.
 pub const SENTINEL_PORT: u16 = 26379;
+/// Port of a cluster node written without one.
+pub const REDIS_PORT: u16 = 6379;
 
 /// The shape of the deployment a `redis_url` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,10 @@ pub enum Topology {
         master: String,
         db: i64,
     },
+    /// `redis+cluster://[user:password@]h1:p1,h2:p2[/0]`: seed nodes of a
+    /// Redis Cluster (the others are discovered); the credentials are every
+    /// node's. A cluster has only database 0.
+    Cluster { nodes: Nodes },
 }
 
 /// The hosts of a multi-host URL and what each connection shares.
@@ -56,21 +62,17 @@ impl Nodes {
 
 /// Reads the form of `url`. Errors never quote the credentials.
 pub fn parse(url: &str) -> Result<Topology, String> {
+    const FORMS: &str = "redis://, rediss://, redis[s]+sentinel:// or redis[s]+cluster://";
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err("must start with redis://, rediss:// or redis[s]+sentinel://".into());
+        return Err(format!("must start with {FORMS}"));
     };
-    let tls = match scheme {
+    let (tls, cluster) = match scheme {
         "redis" | "rediss" => return Ok(Topology::Single),
-        "redis+sentinel" => false,
-        "rediss+sentinel" => true,
-        "redis+cluster" | "rediss+cluster" => {
-            return Err(format!("{scheme}:// (Redis Cluster) is not supported yet"))
-        }
-        other => {
-            return Err(format!(
-                "must start with redis://, rediss:// or redis[s]+sentinel://, got {other:?}://…"
-            ))
-        }
+        "redis+sentinel" => (false, false),
+        "rediss+sentinel" => (true, false),
+        "redis+cluster" => (false, true),
+        "rediss+cluster" => (true, true),
+        other => return Err(format!("must start with {FORMS}, got {other:?}://…")),
     };
     // Credentials end at the last `@` (one inside a password must be
     // written %40); the host list ends at the first `/` after them.
@@ -79,9 +81,10 @@ pub fn parse(url: &str) -> Result<Topology, String> {
         None => (None, rest),
     };
     let (host_list, path) = after.split_once('/').unwrap_or((after, ""));
+    let default_port = if cluster { REDIS_PORT } else { SENTINEL_PORT };
     let hosts = host_list
         .split(',')
-        .map(|h| host_port(h, SENTINEL_PORT))
+        .map(|h| host_port(h, default_port))
         .collect::<Result<Vec<_>, _>>()?;
     let nodes = Nodes {
         tls,
@@ -89,6 +92,15 @@ pub fn parse(url: &str) -> Result<Topology, String> {
         hosts,
     };
     let mut parts = path.split('/').filter(|p| !p.is_empty());
+    if cluster {
+        return match (parts.next().map(db_number).transpose()?, parts.next()) {
+            (None | Some(0), None) => Ok(Topology::Cluster { nodes }),
+            (Some(db), None) => Err(format!(
+                "a Redis Cluster has only database 0, the URL names {db}"
+            )),
+            (_, Some(_)) => Err("a cluster URL ends with the host list (or /0)".into()),
+        };
+    }
     let master = parts.next().ok_or(
         "a sentinel URL names the primary after the hosts: \
          redis+sentinel://host:26379/MASTER/db",
@@ -182,11 +194,32 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_names_seed_nodes() {
+        assert_eq!(
+            parse("redis+cluster://u:p@n1:7000,n2,[::1]:7002"),
+            Ok(Topology::Cluster {
+                nodes: nodes(false, Some("u:p"), &["n1:7000", "n2:6379", "[::1]:7002"]),
+            })
+        );
+        // `pumphouse migrate` writes no path; `/0` is accepted too.
+        let Ok(Topology::Cluster { nodes: n }) = parse("rediss+cluster://n1:7000/0") else {
+            panic!("not a cluster URL");
+        };
+        assert!(n.tls);
+        assert_eq!(n.url("n1:7000", true, 0), "rediss://n1:7000/0");
+    }
+
+    #[test]
     fn malformed_urls_are_refused_without_their_password() {
         for (url, needle) in [
             ("redis+sentinel://u:s3cret@s1:26379", "names the primary"),
             ("redis+sentinel://u:s3cret@s1/m/x", "must be a number"),
-            ("redis+cluster://u:s3cret@a:7000", "not supported yet"),
+            ("redis+cluster://u:s3cret@a:7000/2", "only database 0"),
+            (
+                "redis+cluster://u:s3cret@a:7000/0/x",
+                "ends with the host list",
+            ),
+            ("rediss+cluster://u:s3cret@a:7000,:7001", "has no name"),
             ("redis+sentinel://u:s3cret@a:7000,,b/m", "empty host"),
             ("redis+sentinel://u:s3cret@a:port/m", "port is not a number"),
             ("http://u:s3cret@a", "\"http\"://"),
