@@ -41,8 +41,15 @@ pub struct PumpStatus {
     pub sha256: String,
     /// When the plugin file was compiled (RFC 3339).
     pub loaded_at: String,
+    /// What is shown: the lane's state, degraded while the spool fails.
     #[serde(flatten)]
     state: Mutex<PumpState>,
+    /// What the lane last set.
+    #[serde(skip)]
+    lane: Mutex<PumpState>,
+    /// Why the pump's spool cannot be written or read, while it cannot.
+    #[serde(skip)]
+    spool_fault: Mutex<Option<String>>,
     #[serde(skip)]
     since: Mutex<Option<SystemTime>>,
     #[serde(skip)]
@@ -71,6 +78,8 @@ impl PumpStatus {
             sha256: plugin.sha256.clone(),
             loaded_at: rfc3339(plugin.loaded_at),
             state: Mutex::new(PumpState::Ok),
+            lane: Mutex::new(PumpState::Ok),
+            spool_fault: Mutex::new(None),
             since: Mutex::new(None),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -98,7 +107,31 @@ impl PumpStatus {
         }
     }
 
+    /// Sets the lane's state (shown as degraded while the spool fails).
     pub fn set(&self, state: PumpState) {
+        *self.lane.lock().expect("status lock") = state;
+        self.show();
+    }
+
+    /// Sets or clears why the pump's spool fails ("spool: No space left on
+    /// device (os error 28)"). A pump that otherwise delivers shows as
+    /// degraded meanwhile: it still drains what its spool holds.
+    pub fn set_spool_fault(&self, fault: Option<String>) {
+        *self.spool_fault.lock().expect("status lock") = fault;
+        self.show();
+    }
+
+    fn show(&self) {
+        let lane = self.lane.lock().expect("status lock").clone();
+        let state = match (&*self.spool_fault.lock().expect("status lock"), lane) {
+            (Some(fault), PumpState::Ok) => PumpState::Degraded {
+                error: fault.clone(),
+            },
+            (Some(fault), PumpState::Degraded { error }) => PumpState::Degraded {
+                error: format!("{fault}; {error}"),
+            },
+            (_, lane) => lane,
+        };
         let mut s = self.state.lock().expect("status lock");
         if *s != state {
             *self.since.lock().expect("status lock") = Some(SystemTime::now());

@@ -252,3 +252,129 @@ fn a_plugin_that_allocates_without_bound_hits_its_memory_limit_alone() {
         "the host's RSS stays bounded ({rss_kb} kB) while the plugin keeps hitting its limit"
     );
 }
+
+/// A tmpfs mounted on a directory for one test (the suite runs as root),
+/// unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {} (needs root)", path.display());
+        Tmpfs(path.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {} with size {size}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Distinct iam seqs in a JSON-lines file, once its last line is whole.
+fn whole_seqs(path: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if !text.ends_with('\n') {
+        return None;
+    }
+    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap());
+    Some(
+        lines
+            .map(|l: serde_json::Value| iam_seq(&l))
+            .collect::<HashSet<_>>()
+            .len() as u64,
+    )
+}
+
+/// The `/readyz` entry of pump `name`.
+fn readyz_pump(host: &Host, name: &str) -> Option<serde_json::Value> {
+    let (_, body) = http_get(&host.http, "/readyz").ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc["pumps"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+}
+
+#[test]
+fn a_full_spool_disk_degrades_the_pump_and_it_recovers_when_space_returns() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    const N: u64 = 60_000;
+    push_iam(&mut conn, N, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let tmpfs = Tmpfs::mount(&spool_dir, "5m");
+    // The disk pump drains slower than records arrive, so its spool fills
+    // the 5 MiB disk (60 000 records are ~20 MiB).
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 500)
+        .set("spool_dir", spool_dir.display().to_string())
+        .pump(Pump::file("memory", "memory.jsonl"))
+        .pump(
+            Pump::sink("disk", fixture("trap"), "disk.jsonl")
+                .config("every", 0)
+                .config("delay_ms", 50)
+                .disk(),
+        );
+    let host = Host::start_at(dir.path(), &config);
+    let degraded = wait_for(Duration::from_secs(60), "the disk pump degraded", || {
+        let p = readyz_pump(&host, "disk")?;
+        (p["state"] == "degraded").then_some(p)
+    });
+    let error = degraded["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("spool: No space left on device"),
+        "{degraded}"
+    );
+    assert!(host.metric("pumphouse_pump_errors_total{pump=\"disk\",kind=\"spool\"}") >= 1.0);
+    let (waiting, claimed) = left_in_redis(&mut conn, IAM_KEY);
+    assert!(
+        waiting + claimed > 0,
+        "the records the spool could not take are still in Redis"
+    );
+
+    tmpfs.resize("400m");
+    let disk_out = host.out().join("disk.jsonl");
+    let memory_out = host.out().join("memory.jsonl");
+    wait_for(
+        Duration::from_secs(120),
+        "every record in both sinks",
+        || (whole_seqs(&disk_out)? == N && whole_seqs(&memory_out)? == N).then_some(()),
+    );
+    wait_for(Duration::from_secs(30), "Redis and the spool empty", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)
+            && host.metric("pumphouse_spool_records{pump=\"disk\"}") == 0.0)
+            .then_some(())
+    });
+    wait_for(Duration::from_secs(30), "the disk pump ok again", || {
+        (readyz_pump(&host, "disk")?["state"] == "ok").then_some(())
+    });
+    let log = host.log_text();
+    assert!(
+        log.contains("reopened the spool after an I/O error"),
+        "{log}"
+    );
+    assert!(log.contains("the spool works again"));
+    drop(host);
+}

@@ -392,3 +392,53 @@ fn a_record_too_big_for_the_plugin_is_dead_lettered_by_the_default_limit() {
     );
     assert!(pumphouse::dlq::record_bytes(&dead[0]).as_deref() == Some(big.as_slice()));
 }
+
+/// The same 12 MiB record with `max_record_size` raised past it: it
+/// reaches the 16 MiB plugin, which runs out of memory on any group that
+/// holds it. The host halves the batch as it does an invalid one, finds
+/// the one record the failure follows, and dead-letters it for that pump
+/// alone; its six neighbours are delivered and the pump is ready again
+/// (issue 22, item 2).
+#[test]
+fn a_record_the_plugin_runs_out_of_memory_on_is_isolated_and_dead_lettered() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let good = iam_bytes(13, 0..7);
+    let big = with_field(
+        &good[3],
+        "Request",
+        Value::from("x".repeat(12 << 20).as_str()),
+    );
+    push(&mut conn, IAM_KEY, &good[..3]);
+    push(&mut conn, IAM_KEY, std::slice::from_ref(&big));
+    push(&mut conn, IAM_KEY, &good[4..]);
+    let host = Host::start(
+        HostConfig::new(&redis).pump(
+            Pump::file("tight", "tight.jsonl")
+                .set("max_record_size", "64MiB")
+                .sandbox("max_memory", "16MiB")
+                .retry("20ms", "200ms"),
+        ),
+    );
+    let lines = wait_lines(&host.out().join("tight.jsonl"), 6, WAIT);
+    let mut seqs: Vec<u64> = lines.iter().map(iam_seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, [0, 1, 2, 4, 5, 6]);
+    let dead = wait_dead_letters(&mut conn, IAM_KEY, 1);
+    wait_drained(&mut conn, IAM_KEY);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].pump.as_deref(), Some("tight"));
+    assert!(
+        dead[0]
+            .reason
+            .starts_with("record needs more memory than the pump's max_memory (16.0 MiB)")
+            && dead[0].reason.contains("exceeded its memory limit"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(pumphouse::dlq::record_bytes(&dead[0]).as_deref() == Some(big.as_slice()));
+    assert!(host.metric("pumphouse_pump_errors_total{pump=\"tight\",kind=\"memory\"}") >= 1.0);
+    wait_for(WAIT, "the pump ready again", || {
+        (http_get(&host.http, "/readyz").ok()?.0 == 200).then_some(())
+    });
+}

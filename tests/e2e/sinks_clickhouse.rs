@@ -25,7 +25,7 @@ const IAM_TABLE: &str = "CREATE TABLE iam (
     request String,
     policies String,
     deciders String,
-    expire_at DateTime('UTC')
+    expire_at Int64
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (timestamp, _id)";
@@ -61,7 +61,7 @@ const TYK_TABLE: &str = "CREATE TABLE tyk (
     track_path UInt8,
     original_path String,
     listen_path String,
-    expire_at DateTime('UTC')
+    expire_at Int64
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (timestamp, _id)";
@@ -257,12 +257,68 @@ fn iam_records_reach_clickhouse_field_by_field_across_a_server_restart() {
         assert_eq!(row["request"], r.request.as_str(), "seq {seq}");
         assert_eq!(row["policies"], r.policies.as_str(), "seq {seq}");
         assert_eq!(row["deciders"], r.deciders.as_str(), "seq {seq}");
-        assert_eq!(row["expire_at"], datetime(r.expire_at.0), "seq {seq}");
+        assert_eq!(int(&row["expire_at"]), r.expire_at.0, "seq {seq}");
     }
     assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
     assert_eq!(
         host.metric("pumphouse_pump_errors_total{pump=\"clickhouse\",kind=\"fatal\"}"),
         0.0
+    );
+}
+
+#[test]
+fn iam_times_past_2106_are_stored_exactly_or_dead_lettered_never_wrapped() {
+    let Some(ch) = ClickHouse::start() else {
+        return;
+    };
+    ch.query(IAM_TABLE);
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    // iam-authz-server's default ExpireAt: 100 years ahead, past the end
+    // of DateTime in 2106.
+    const IN_2123: i64 = 4_855_673_600;
+    let mut records = iam_records(31, 0..100);
+    for r in &mut records {
+        r.expire_at = (IN_2123, 0);
+    }
+    // An event time the DateTime `timestamp` column cannot hold.
+    records[40].timestamp = IN_2123;
+    push_iam_records(&mut conn, IAM_KEY, &records);
+    let host = start_host(&redis, "iam", &ch.http, "iam");
+
+    wait_for(WAIT, "99 rows", || (ch.count("iam") == 99).then_some(()));
+    let dead = wait_for(WAIT, "the far-future record dead-lettered", || {
+        let d = dead_letters(&mut conn, IAM_KEY);
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].pump.as_deref(), Some("clickhouse"));
+    assert!(
+        dead[0]
+            .reason
+            .contains("column timestamp (DateTime('UTC')) cannot hold 2123-11-14T22:13:20Z")
+            && dead[0].reason.contains("2106-02-07T06:28:15Z"),
+        "{}",
+        dead[0].reason
+    );
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    let rows = ch.rows("SELECT * FROM iam FINAL");
+    assert_eq!(rows.len(), 99);
+    for row in &rows {
+        let seq = iam_seq(&serde_json::json!({"Request": row["request"]}));
+        assert_ne!(seq, 40, "the record ClickHouse would wrap is not stored");
+        assert_eq!(int(&row["expire_at"]), IN_2123, "seq {seq}");
+        assert_eq!(
+            row["timestamp"],
+            datetime(records[seq as usize].timestamp),
+            "seq {seq}"
+        );
+    }
+    assert_eq!(
+        host.metric("pumphouse_records_dead_lettered_total{pump=\"clickhouse\"}"),
+        1.0
     );
 }
 
@@ -329,7 +385,6 @@ fn tyk_records_reach_clickhouse_field_by_field_and_a_bad_row_is_dead_lettered_al
             ("alias", r.alias.clone()),
             ("original_path", r.original_path.clone()),
             ("listen_path", r.listen_path.clone()),
-            ("expire_at", datetime(r.expire_at.0)),
         ];
         for (column, expected) in text {
             assert_eq!(row[column], expected.as_str(), "seq {seq} {column}");
@@ -344,6 +399,7 @@ fn tyk_records_reach_clickhouse_field_by_field_and_a_bad_row_is_dead_lettered_al
             ("bytes_in", r.network[2]),
             ("bytes_out", r.network[3]),
             ("track_path", i64::from(r.track_path)),
+            ("expire_at", r.expire_at.0),
         ];
         for (column, expected) in ints {
             assert_eq!(int(&row[column]), expected, "seq {seq} {column}");

@@ -26,6 +26,9 @@ enum Step {
     /// The group is refused as a whole: halve it; a single record is
     /// dead-lettered with `reason`.
     Split { kind: &'static str, reason: String },
+    /// The plugin ran out of memory on the group: halve it too, since one
+    /// record may be what needs the memory (see [`Lane::deliver`]).
+    Memory(String),
     /// Only these records failed.
     Partial(Vec<wit::FailedEvent>),
     /// The sink is misconfigured: its batches wait until it is fixed.
@@ -52,6 +55,7 @@ fn classify(outcome: Result<Result<(), WriteError>, CallError>) -> Step {
             reason,
         },
         Ok(Err(WriteError::Fatal(msg))) => Step::Fatal(msg),
+        Err(e @ CallError::Memory(_)) => Step::Memory(e.to_string()),
         Err(e) => Step::Retry {
             kind: e.kind(),
             reason: e.to_string(),
@@ -63,19 +67,79 @@ impl Lane {
     /// Writes items to the sink until each is delivered or dead-lettered.
     /// Groups the sink rejects as too large or invalid are halved; a single
     /// record it still rejects is dead-lettered with the sink's reason.
+    ///
+    /// A group the sink runs out of memory on is halved as well. A single
+    /// record that still does is the record's fault once the sink has
+    /// shown it delivers others (in this batch or before, on this
+    /// version of the pump): it is dead-lettered ("record needs more
+    /// memory than the pump's max_memory"). Until then it waits for the
+    /// rest of the batch; if nothing of the batch went through and the
+    /// pump never delivered, the plugin itself is out of memory, and the
+    /// records are retried with backoff, whole, as any failure is.
     pub(super) async fn deliver(
         &mut self,
         batch: &Batch,
         items: Vec<Item>,
         dead: &mut Vec<DeadRecord>,
     ) {
+        let mut stack = vec![items];
+        let mut isolate = true;
+        let mut delivered_any = false;
+        loop {
+            let mut suspects = Vec::new();
+            let last = self
+                .deliver_stack(
+                    batch,
+                    &mut stack,
+                    dead,
+                    isolate,
+                    &mut delivered_any,
+                    &mut suspects,
+                )
+                .await;
+            let Some(error) = last else { break };
+            if suspects.is_empty() {
+                break;
+            }
+            if delivered_any || self.spec.status.counters().written > 0 {
+                let reason = self.needs_more_memory(&error);
+                dead.extend(suspects.into_iter().map(|i| i.dead(batch, reason.clone())));
+                self.recovered();
+                break;
+            }
+            // Nothing went through: no record is to blame alone.
+            isolate = false;
+            self.retry_or_give_up("memory", &error, suspects, &mut stack, batch, dead)
+                .await;
+        }
+    }
+
+    fn needs_more_memory(&self, error: &str) -> String {
+        format!(
+            "record needs more memory than the pump's max_memory ({}): {error}",
+            self.spec.config.sandbox.max_memory
+        )
+    }
+
+    /// Works through `stack`. With `isolate`, single records the sink runs
+    /// out of memory on go to `suspects` (or are dead-lettered at once when
+    /// the sink has delivered before); returns the last memory error.
+    async fn deliver_stack(
+        &mut self,
+        batch: &Batch,
+        stack: &mut Vec<Vec<Item>>,
+        dead: &mut Vec<DeadRecord>,
+        isolate: bool,
+        delivered_any: &mut bool,
+        suspects: &mut Vec<Item>,
+    ) -> Option<String> {
         let pump = self.spec.name.to_string();
         let written = metrics::counter!(telemetry::PUMP_RECORDS_WRITTEN, "pump" => pump.clone());
         let form = Form {
             encoding: self.spec.sink.info.accepts,
             omit_detail: self.spec.omit_detail,
         };
-        let mut stack = vec![items];
+        let mut last_memory = None;
         while let Some(mut group) = stack.pop() {
             let (call, kept) = materialize(batch, group, form, dead);
             let call = Arc::new(call);
@@ -95,7 +159,7 @@ impl Lane {
                 continue;
             }
             if let Err(e) = self.start_sink().await {
-                self.retry_or_give_up(e.kind(), &e.to_string(), group, &mut stack, batch, dead)
+                self.retry_or_give_up(e.kind(), &e.to_string(), group, stack, batch, dead)
                     .await;
                 continue;
             }
@@ -118,22 +182,46 @@ impl Lane {
             }
             match classify(outcome) {
                 Step::Delivered => {
+                    *delivered_any = true;
                     written.increment(group.len() as u64);
                     self.spec.status.add_written(group.len() as u64);
                     self.recovered();
                 }
                 Step::Retry { kind, reason } => {
-                    self.retry_or_give_up(kind, &reason, group, &mut stack, batch, dead)
+                    self.retry_or_give_up(kind, &reason, group, stack, batch, dead)
                         .await;
                 }
                 Step::Split { kind, reason } => {
                     self.count_error(kind);
-                    split_or_kill(group, &mut stack, dead, batch, &reason);
+                    split_or_kill(group, stack, dead, batch, &reason);
+                }
+                Step::Memory(error) if isolate => {
+                    self.count_error("memory");
+                    self.spec.status.set(PumpState::Retrying {
+                        kind: "memory".into(),
+                        error: error.clone(),
+                    });
+                    if group.len() > 1 {
+                        split_or_kill(group, stack, dead, batch, &error);
+                    } else if *delivered_any || self.spec.status.counters().written > 0 {
+                        let reason = self.needs_more_memory(&error);
+                        dead.extend(group.into_iter().map(|i| i.dead(batch, reason.clone())));
+                        // The sink is fine; the record was too much for it.
+                        self.recovered();
+                    } else {
+                        suspects.extend(group);
+                    }
+                    last_memory = Some(error);
+                }
+                Step::Memory(error) => {
+                    self.retry_or_give_up("memory", &error, group, stack, batch, dead)
+                        .await;
                 }
                 Step::Partial(failed) => {
                     let n = group.len();
                     match split_partial(group, failed) {
                         Ok((ok, retry, rejected)) => {
+                            *delivered_any |= ok > 0;
                             written.increment(ok as u64);
                             self.spec.status.add_written(ok as u64);
                             if ok > 0 {
@@ -151,22 +239,13 @@ impl Lane {
                                     "{} of {n} records failed and will be retried",
                                     retry.len()
                                 );
-                                self.retry_or_give_up(
-                                    "partial", &why, retry, &mut stack, batch, dead,
-                                )
-                                .await;
+                                self.retry_or_give_up("partial", &why, retry, stack, batch, dead)
+                                    .await;
                             }
                         }
                         Err((group, why)) => {
-                            self.retry_or_give_up(
-                                "malformed",
-                                &why,
-                                group,
-                                &mut stack,
-                                batch,
-                                dead,
-                            )
-                            .await;
+                            self.retry_or_give_up("malformed", &why, group, stack, batch, dead)
+                                .await;
                         }
                     }
                 }
@@ -180,6 +259,7 @@ impl Lane {
                 }
             }
         }
+        last_memory
     }
 
     /// After a failed attempt: back off, then either queue `group` again or,
@@ -308,6 +388,10 @@ mod tests {
         assert!(matches!(
             classify(Err(CallError::Trap("boom".into()))),
             Step::Retry { kind: "trap", .. }
+        ));
+        assert!(matches!(
+            classify(Err(CallError::Memory("grow".into()))),
+            Step::Memory(m) if m.contains("exceeded its memory limit")
         ));
     }
 

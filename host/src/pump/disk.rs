@@ -2,9 +2,14 @@
 //! per commit when they queue up) and releases this lane's share of it at
 //! once; the lane delivers from the spool, oldest first, and removes what it
 //! delivered. Spool operations that fail are retried until they succeed:
-//! giving up would lose a batch or deliver it twice.
+//! giving up would lose a batch or deliver it twice. While one fails, the
+//! pump shows as degraded with the cause ("spool: No space left on
+//! device"). A write that fails for want of space is a full spool:
+//! `block` waits for space (Redis buffers), `drop_oldest` discards the
+//! oldest spooled batches, or the new ones when nothing older is left, so
+//! the other pumps keep flowing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
@@ -14,6 +19,7 @@ use crate::batch::Batch;
 use crate::config::WhenFull;
 use crate::record::Schema;
 use crate::spool::{Spool, SpoolError};
+use crate::status::PumpStatus;
 use crate::telemetry;
 
 use super::lane::{idle, Lane};
@@ -21,32 +27,106 @@ use super::lane::{idle, Lane};
 /// Batches the spool writer takes from its queue into one commit (one
 /// fsync): bounds the commit size while the pump is busy.
 const SPOOL_COMMIT_BATCHES: usize = 32;
-/// Longest wait between attempts at a failing spool operation.
+/// Longest wait between attempts at a failing spool operation: how long
+/// a spool at most stays stuck after space returns.
 const SPOOL_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Which of a disk lane's spool operations are failing, and why: the
+/// pump's status shows the first while any fails.
+#[derive(Clone)]
+struct SpoolHealth {
+    pump: Arc<str>,
+    status: Arc<PumpStatus>,
+    failing: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+impl SpoolHealth {
+    fn new(pump: Arc<str>, status: Arc<PumpStatus>) -> SpoolHealth {
+        SpoolHealth {
+            pump,
+            status,
+            failing: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn failed(&self, what: &'static str, e: &SpoolError) {
+        self.status.add_error();
+        metrics::counter!(telemetry::PUMP_ERRORS, "pump" => self.pump.to_string(), "kind" => "spool")
+            .increment(1);
+        let mut failing = self.failing.lock().expect("spool health lock");
+        match failing.iter_mut().find(|(w, _)| *w == what) {
+            Some(slot) => slot.1 = e.cause(),
+            None => failing.push((what, e.cause())),
+        }
+        self.status
+            .set_spool_fault(Some(format!("spool: {}", failing[0].1)));
+    }
+
+    fn succeeded(&self, what: &'static str) {
+        let mut failing = self.failing.lock().expect("spool health lock");
+        let before = failing.len();
+        failing.retain(|(w, _)| *w != what);
+        if failing.len() == before {
+            return;
+        }
+        match failing.first() {
+            Some((_, cause)) => self.status.set_spool_fault(Some(format!("spool: {cause}"))),
+            None => {
+                self.status.set_spool_fault(None);
+                tracing::info!(pump = &*self.pump, "the spool works again");
+            }
+        }
+    }
+}
 
 /// Runs a spool operation on the blocking pool until it succeeds, backing
 /// off from `first` to [`SPOOL_RETRY_CAP`]; `what` completes "cannot …" in
 /// the log line of each failure.
-async fn spool_op<T, F>(pump: &str, what: &str, first: Duration, op: F) -> T
+async fn spool_op<T, F>(health: &SpoolHealth, what: &'static str, first: Duration, op: F) -> T
 where
     T: Send + 'static,
     F: Fn() -> Result<T, SpoolError> + Clone + Send + 'static,
 {
-    crate::backoff::forever(
+    let v = crate::backoff::forever(
         first,
         SPOOL_RETRY_CAP,
         || {
             let op = op.clone();
-            async move {
-                match tokio::task::spawn_blocking(op).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("spool task failed: {e}")),
-                }
-            }
+            async move { run_blocking(op).await }
         },
-        |e, delay| tracing::error!(pump, "cannot {what}, retrying in {delay:?}: {e}"),
+        |e: &Failed, delay| {
+            if let Failed::Spool(e) = e {
+                health.failed(what, e);
+            }
+            tracing::error!(
+                pump = &*health.pump,
+                "cannot {what}, retrying in {delay:?}: {e}"
+            )
+        },
     )
-    .await
+    .await;
+    health.succeeded(what);
+    v
+}
+
+/// A spool operation that failed, or its blocking task.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Spool(SpoolError),
+    #[error("spool task failed: {0}")]
+    Task(String),
+}
+
+async fn run_blocking<T, F>(op: F) -> Result<T, Failed>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SpoolError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(op).await {
+        Ok(r) => r.map_err(Failed::Spool),
+        Err(e) => Err(Failed::Task(e.to_string())),
+    }
 }
 
 impl Lane {
@@ -63,8 +143,9 @@ impl Lane {
         let wake = Arc::new(Notify::new());
         let room = Arc::new(Notify::new());
         let closed = CancellationToken::new();
+        let health = SpoolHealth::new(self.spec.name.clone(), self.spec.status.clone());
         let writer = tokio::spawn(spool_writer(
-            self.spec.name.clone(),
+            health.clone(),
             spool.clone(),
             rx,
             done,
@@ -76,7 +157,7 @@ impl Lane {
         loop {
             let s = spool.clone();
             let next = spool_op(
-                &self.spec.name,
+                &health,
                 "read the spool",
                 Duration::from_millis(100),
                 move || s.oldest(),
@@ -109,7 +190,7 @@ impl Lane {
                     latency.record(started.elapsed().as_secs_f64());
                     let s = spool.clone();
                     spool_op(
-                        &self.spec.name,
+                        &health,
                         "remove a delivered batch from the spool",
                         Duration::from_millis(50),
                         move || s.remove(seq),
@@ -137,9 +218,10 @@ impl Lane {
 }
 
 /// Spools batches as they arrive (several per commit when they queue up)
-/// and releases this lane's share of each once it is durable.
+/// and releases this lane's share of each once it is durable (or, with
+/// `drop_oldest` on a disk without space, once it is counted as dropped).
 async fn spool_writer(
-    pump: Arc<str>,
+    health: SpoolHealth,
     spool: Arc<Spool>,
     mut rx: mpsc::Receiver<Arc<Batch>>,
     done: mpsc::UnboundedSender<Arc<Batch>>,
@@ -147,6 +229,7 @@ async fn spool_writer(
     room: Arc<Notify>,
     closed: CancellationToken,
 ) {
+    let pump = health.pump.clone();
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         while batches.len() < SPOOL_COMMIT_BATCHES {
@@ -161,21 +244,20 @@ async fn spool_writer(
             .map(|r| r.len() as u64 + 4)
             .sum();
         wait_for_room(&pump, &spool, &room, bytes).await;
-        let (s, owned) = (spool.clone(), batches.clone());
         // The batches stay claimed in Redis until spooled.
-        spool_op(
-            &pump,
-            "write to the spool",
-            Duration::from_millis(50),
-            move || {
-                let refs: Vec<(&str, i64, &[bytes::Bytes])> = owned
-                    .iter()
-                    .map(|b| (&*b.key, b.claimed_at_ms, b.records.as_slice()))
-                    .collect();
-                s.append(&refs)
-            },
-        )
-        .await;
+        match spool.when_full() {
+            WhenFull::Block => {
+                let (s, owned) = (spool.clone(), batches.clone());
+                spool_op(
+                    &health,
+                    "write to the spool",
+                    Duration::from_millis(50),
+                    move || append(&s, &owned),
+                )
+                .await;
+            }
+            WhenFull::DropOldest => append_or_drop(&health, &spool, &batches, bytes).await,
+        }
         wake.notify_one();
         for b in batches {
             if b.finish_lane() {
@@ -184,6 +266,74 @@ async fn spool_writer(
         }
     }
     closed.cancel();
+}
+
+fn append(spool: &Spool, batches: &[Arc<Batch>]) -> Result<(), SpoolError> {
+    let refs: Vec<(&str, i64, &[bytes::Bytes])> = batches
+        .iter()
+        .map(|b| (&*b.key, b.claimed_at_ms, b.records.as_slice()))
+        .collect();
+    spool.append(&refs)
+}
+
+/// `drop_oldest`'s write: a disk without space is a full spool, so the
+/// oldest spooled batches make way, and when none are left to discard the
+/// new batches are dropped (and counted) instead of stalling every pump.
+/// Other failures are retried as `block` retries them.
+async fn append_or_drop(
+    health: &SpoolHealth,
+    spool: &Arc<Spool>,
+    batches: &[Arc<Batch>],
+    bytes: u64,
+) {
+    let what = "write to the spool";
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let (s, owned) = (spool.clone(), batches.to_vec());
+        let e = match run_blocking(move || append(&s, &owned)).await {
+            Ok(()) => {
+                health.succeeded(what);
+                return;
+            }
+            Err(e) => e,
+        };
+        let e = match e {
+            Failed::Spool(e) => e,
+            task => {
+                tracing::error!(
+                    pump = &*health.pump,
+                    "cannot {what}, retrying in {delay:?}: {task}"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        health.failed(what, &e);
+        if !e.is_out_of_space() {
+            tracing::error!(
+                pump = &*health.pump,
+                "cannot {what}, retrying in {delay:?}: {e}"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(SPOOL_RETRY_CAP);
+            continue;
+        }
+        let s = spool.clone();
+        let freed = run_blocking(move || s.discard_oldest(bytes)).await;
+        if matches!(freed, Ok(n) if n > 0) {
+            // Freed pages are reused from the next commit on.
+            continue;
+        }
+        let records: u64 = batches.iter().map(|b| b.records.len() as u64).sum();
+        metrics::counter!(telemetry::SPOOL_DROPPED_RECORDS, "pump" => health.pump.to_string())
+            .increment(records);
+        tracing::warn!(
+            pump = &*health.pump,
+            records,
+            "spool cannot be written (when_full = \"drop_oldest\") and holds nothing older to discard; dropped the new records: {e}"
+        );
+        return;
+    }
 }
 
 /// Waits until the spool has room for `bytes`, as `when_full` says: for the

@@ -108,6 +108,28 @@ pub fn record_count(bytes: &[u8]) -> Option<u64> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as u64)
 }
 
+/// How many records a damaged entry held, as far as its bytes still say:
+/// the header's count when the length prefixes after it still add up to
+/// the entry (a flipped byte inside a record), else the header's count
+/// capped at what the entry could hold (each record takes at least its
+/// 4-byte length prefix), and 0 when not even the header is there.
+pub fn damaged_count(bytes: &[u8]) -> u64 {
+    let Some(count) = record_count(bytes) else {
+        return 0;
+    };
+    let key_len = u16::from_le_bytes([bytes[13], bytes[14]]) as usize;
+    let mut r = Reader {
+        bytes,
+        at: 15 + key_len + 4,
+    };
+    let whole = (0..count).all(|_| r.u32().and_then(|n| r.take(n as usize)).is_ok());
+    if whole && r.at == bytes.len() {
+        count
+    } else {
+        count.min(bytes.len() as u64 / 4)
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -153,5 +175,23 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {i} went unnoticed");
             assert!(decode(&bytes[..i]).is_err(), "cut at {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_damaged_entry_still_tells_how_many_records_it_held() {
+        let records = vec![vec![7u8; 40]; 5];
+        let bytes = encode("k", 1, &records);
+        // A flip inside a record: the structure still adds up.
+        let mut inside = bytes.clone();
+        let last = inside.len() - 3;
+        inside[last] ^= 1;
+        assert!(decode(&inside).is_err());
+        assert_eq!(damaged_count(&inside), 5);
+        // A count blown up by damage is capped by the entry's size.
+        let mut count = bytes.clone();
+        let at = 15 + 1 + 3;
+        count[at] = 0xff;
+        assert_eq!(damaged_count(&count), count.len() as u64 / 4);
+        assert_eq!(damaged_count(&bytes[..10]), 0);
     }
 }

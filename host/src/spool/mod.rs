@@ -10,12 +10,17 @@
 //! opened at all is moved aside (`<name>.corrupt-<unix-seconds>`) and a
 //! fresh spool started, so the daemon keeps running.
 //!
+//! An I/O error (a full disk, above all) leaves a redb handle refusing
+//! every later operation ("previous I/O error"), so the spool then closes
+//! the file and reopens it on its next operation: once space returns, the
+//! file is back at its last commit and the caller's retry goes through.
+//!
 //! Blocking: call it from `spawn_blocking`, as [`crate::pump`]'s disk lanes do.
 
 pub mod frame;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -42,6 +47,37 @@ pub enum SpoolError {
     Store { path: PathBuf, source: redb::Error },
 }
 
+impl SpoolError {
+    /// Whether the disk (or the user's quota) is out of space.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            SpoolError::Store {
+                source: redb::Error::Io(io),
+                ..
+            }
+            | SpoolError::Dir { source: io, .. } => matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
+    /// What failed, without the path: an I/O error's own text ("No space
+    /// left on device (os error 28)"), for the pump's status.
+    pub fn cause(&self) -> String {
+        match self {
+            SpoolError::Store {
+                source: redb::Error::Io(io),
+                ..
+            } => io.to_string(),
+            SpoolError::Store { source, .. } => source.to_string(),
+            SpoolError::Dir { source, .. } => source.to_string(),
+            SpoolError::InUse { .. } => "in use by another process".to_string(),
+        }
+    }
+}
+
 /// Live totals, mirrored into gauges.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -52,7 +88,8 @@ pub struct Totals {
 
 /// One pump's spool.
 pub struct Spool {
-    db: Database,
+    /// `None` after an I/O error, until the next operation reopens it.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     pump: Arc<str>,
     max_bytes: u64,
@@ -98,7 +135,7 @@ impl Spool {
             Err(e) => return Err(store_err(&path, e)),
         };
         let spool = Spool {
-            db,
+            db: RwLock::new(Some(db)),
             path,
             pump: Arc::from(pump),
             max_bytes,
@@ -113,40 +150,95 @@ impl Spool {
         Ok(spool)
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> SpoolError {
-        store_err(&self.path, e)
+    /// Runs `op` on the open store, reopening it first if an I/O error
+    /// closed it. An I/O error from `op` closes the store: redb refuses
+    /// every later operation on that handle.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, SpoolError> {
+        let mut guard = self.db.read().expect("spool db lock");
+        if guard.is_none() {
+            drop(guard);
+            self.reopen()?;
+            guard = self.db.read().expect("spool db lock");
+        }
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| store_err(&self.path, redb::StorageError::DatabaseClosed))?;
+        match op(db) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                drop(guard);
+                if needs_reopen(&e) {
+                    // The handle is done for; the next operation reopens.
+                    self.db.write().expect("spool db lock").take();
+                }
+                Err(store_err(&self.path, e))
+            }
+        }
+    }
+
+    /// Opens the file again after an I/O error closed it. redb reopens it
+    /// at its last commit (repairing it when the close was not clean), and
+    /// the totals are counted again: a commit that reported an error may
+    /// still have reached the disk.
+    fn reopen(&self) -> Result<(), SpoolError> {
+        let mut slot = self.db.write().expect("spool db lock");
+        if slot.is_some() {
+            return Ok(());
+        }
+        let db = open_db(&self.path).map_err(|e| store_err(&self.path, e))?;
+        let totals = count(&db).map_err(|e| store_err(&self.path, e))?;
+        *slot = Some(db);
+        drop(slot);
+        self.state.lock().expect("spool lock").totals = totals;
+        self.publish(totals);
+        tracing::info!(
+            pump = &*self.pump,
+            spool = %self.path.display(),
+            batches = totals.batches,
+            records = totals.records,
+            "reopened the spool after an I/O error"
+        );
+        Ok(())
     }
 
     /// Creates the table, drops damaged entries and computes the totals.
     fn scan(&self) -> Result<(), SpoolError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut totals = Totals::default();
-        let mut last = None;
-        let mut damaged = Vec::new();
-        {
-            let table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
-            for entry in table.iter().map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let seq = k.value();
-                last = Some(seq);
-                match frame::decode(v.value()) {
-                    Ok(b) => {
-                        totals.batches += 1;
-                        totals.records += b.records.len() as u64;
-                        totals.bytes += v.value().len() as u64;
+        let (totals, last, damaged) = self.with_db(|db| {
+            let txn = begin_write(db)?;
+            let mut totals = Totals::default();
+            let mut last = None;
+            let mut damaged = Vec::new();
+            {
+                let table = txn.open_table(BATCHES)?;
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    let seq = k.value();
+                    last = Some(seq);
+                    match frame::decode(v.value()) {
+                        Ok(b) => {
+                            totals.batches += 1;
+                            totals.records += b.records.len() as u64;
+                            totals.bytes += v.value().len() as u64;
+                        }
+                        Err(e) => damaged.push((seq, e, frame::damaged_count(v.value()))),
                     }
-                    Err(e) => damaged.push((seq, e)),
                 }
             }
-        }
-        if !damaged.is_empty() {
-            let mut table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
-            for (seq, e) in &damaged {
-                table.remove(seq).map_err(|e| self.err(e))?;
-                self.count_corrupt(*seq, e);
+            if !damaged.is_empty() {
+                let mut table = txn.open_table(BATCHES)?;
+                for (seq, _, _) in &damaged {
+                    table.remove(seq)?;
+                }
             }
+            txn.commit()?;
+            Ok((totals, last, damaged))
+        })?;
+        for (seq, e, records) in &damaged {
+            self.count_corrupt(*seq, e, *records);
         }
-        txn.commit().map_err(|e| self.err(e))?;
         if totals.batches > 0 {
             tracing::info!(
                 pump = &*self.pump,
@@ -163,9 +255,12 @@ impl Spool {
         Ok(())
     }
 
-    fn count_corrupt(&self, seq: u64, e: &frame::FrameError) {
-        metrics::counter!(telemetry::SPOOL_CORRUPT, "pump" => self.pump.to_string()).increment(1);
-        tracing::error!(pump = &*self.pump, spool = %self.path.display(), entry = seq, "skipped a damaged spool entry: {e}");
+    /// Counts a damaged entry and the records it held, which are lost.
+    fn count_corrupt(&self, seq: u64, e: &frame::FrameError, records: u64) {
+        let pump = self.pump.to_string();
+        metrics::counter!(telemetry::SPOOL_CORRUPT, "pump" => pump.clone()).increment(1);
+        metrics::counter!(telemetry::SPOOL_RECORDS_LOST, "pump" => pump).increment(records);
+        tracing::error!(pump = &*self.pump, spool = %self.path.display(), entry = seq, records, "skipped a damaged spool entry; its {records} records are lost: {e}");
     }
 
     fn publish(&self, t: Totals) {
@@ -199,16 +294,17 @@ impl Spool {
             .map(|(key, at, records)| (frame::encode(key, *at, records), records.len() as u64))
             .collect();
         let first = self.state.lock().expect("spool lock").next_seq;
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
-            for (i, (f, _)) in frames.iter().enumerate() {
-                table
-                    .insert(first + i as u64, f.as_slice())
-                    .map_err(|e| self.err(e))?;
+        self.with_db(|db| {
+            let txn = begin_write(db)?;
+            {
+                let mut table = txn.open_table(BATCHES)?;
+                for (i, (f, _)) in frames.iter().enumerate() {
+                    table.insert(first + i as u64, f.as_slice())?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.err(e))?;
+            txn.commit()?;
+            Ok(())
+        })?;
         let mut st = self.state.lock().expect("spool lock");
         st.next_seq = first + frames.len() as u64;
         for (f, n) in &frames {
@@ -226,21 +322,28 @@ impl Spool {
     /// removed and counted.
     pub fn oldest(&self) -> Result<Option<(u64, SpooledBatch)>, SpoolError> {
         loop {
-            let found = {
-                let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-                let table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
-                let first = table.first().map_err(|e| self.err(e))?;
-                first.map(|(k, v)| (k.value(), frame::decode(v.value())))
-            };
+            let found = self.with_db(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(BATCHES)?;
+                let first = table.first()?;
+                Ok(first.map(|(k, v)| {
+                    let decoded = frame::decode(v.value());
+                    let lost = match decoded {
+                        Ok(_) => 0,
+                        Err(_) => frame::damaged_count(v.value()),
+                    };
+                    (k.value(), decoded, lost)
+                }))
+            })?;
             match found {
                 None => return Ok(None),
-                Some((seq, Ok(batch))) => {
+                Some((seq, Ok(batch), _)) => {
                     self.state.lock().expect("spool lock").in_progress = Some(seq);
                     return Ok(Some((seq, batch)));
                 }
-                Some((seq, Err(e))) => {
-                    self.count_corrupt(seq, &e);
+                Some((seq, Err(e), lost)) => {
                     self.remove(seq)?;
+                    self.count_corrupt(seq, &e, lost);
                 }
             }
         }
@@ -253,19 +356,22 @@ impl Spool {
 
     /// Removes entries; returns the records they held.
     fn remove_many(&self, seqs: &[u64]) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut gone = Totals::default();
-        {
-            let mut table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
-            for seq in seqs {
-                if let Some(v) = table.remove(seq).map_err(|e| self.err(e))? {
-                    gone.batches += 1;
-                    gone.bytes += v.value().len() as u64;
-                    gone.records += frame::record_count(v.value()).unwrap_or(0);
+        let gone = self.with_db(|db| {
+            let txn = begin_write(db)?;
+            let mut gone = Totals::default();
+            {
+                let mut table = txn.open_table(BATCHES)?;
+                for seq in seqs {
+                    if let Some(v) = table.remove(seq)? {
+                        gone.batches += 1;
+                        gone.bytes += v.value().len() as u64;
+                        gone.records += frame::record_count(v.value()).unwrap_or(0);
+                    }
                 }
             }
-        }
-        txn.commit().map_err(|e| self.err(e))?;
+            txn.commit()?;
+            Ok(gone)
+        })?;
         let mut st = self.state.lock().expect("spool lock");
         st.totals.batches = st.totals.batches.saturating_sub(gone.batches);
         st.totals.records = st.totals.records.saturating_sub(gone.records);
@@ -282,21 +388,38 @@ impl Spool {
     /// `drop_oldest`: discards the oldest batches (except the one being
     /// delivered) until `bytes` more fit. Returns the records discarded.
     pub fn make_room(&self, bytes: u64) -> Result<u64, SpoolError> {
-        let (need, skip) = {
+        let need = {
             let st = self.state.lock().expect("spool lock");
-            let over = (st.totals.bytes + bytes).saturating_sub(self.max_bytes);
-            (over, st.in_progress)
+            (st.totals.bytes + bytes).saturating_sub(self.max_bytes)
         };
         if need == 0 {
             return Ok(0);
         }
-        let mut victims = Vec::new();
-        {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-            let table = txn.open_table(BATCHES).map_err(|e| self.err(e))?;
+        self.discard(
+            need,
+            "spool full (when_full = \"drop_oldest\"): discarded the oldest records",
+        )
+    }
+
+    /// `drop_oldest` on a disk without space: discards the oldest batches
+    /// (except the one being delivered) holding at least `bytes`, so their
+    /// pages take the next write. Returns the records discarded.
+    pub fn discard_oldest(&self, bytes: u64) -> Result<u64, SpoolError> {
+        self.discard(
+            bytes.max(1),
+            "spool's disk is full (when_full = \"drop_oldest\"): discarded the oldest records",
+        )
+    }
+
+    fn discard(&self, need: u64, why: &str) -> Result<u64, SpoolError> {
+        let skip = self.state.lock().expect("spool lock").in_progress;
+        let victims = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(BATCHES)?;
+            let mut victims = Vec::new();
             let mut freed = 0u64;
-            for entry in table.iter().map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
                 if Some(k.value()) == skip {
                     continue;
                 }
@@ -306,7 +429,8 @@ impl Spool {
                     break;
                 }
             }
-        }
+            Ok(victims)
+        })?;
         let dropped = self.remove_many(&victims)?;
         if dropped > 0 {
             metrics::counter!(telemetry::SPOOL_DROPPED_RECORDS, "pump" => self.pump.to_string())
@@ -315,7 +439,7 @@ impl Spool {
                 pump = &*self.pump,
                 records = dropped,
                 batches = victims.len(),
-                "spool full (when_full = \"drop_oldest\"): discarded the oldest records"
+                "{why}"
             );
         }
         Ok(dropped)
@@ -324,6 +448,48 @@ impl Spool {
 
 fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+/// A write transaction whose commit also records redb's allocator state
+/// (its "quick repair", with two-phase commit). Reopening after `kill -9`
+/// then loads that state instead of walking and checksumming every page,
+/// a walk that refuses the whole file for one damaged byte ("All roots
+/// are corrupted"); damage inside an entry is instead caught by the
+/// entry's own CRC when it is read, and costs that entry alone.
+fn begin_write(db: &Database) -> Result<redb::WriteTransaction, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
+/// The totals of what `db` holds, from the entries' headers.
+fn count(db: &Database) -> Result<Totals, redb::Error> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(BATCHES) {
+        // A file whose first commit never made it holds nothing yet.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Totals::default()),
+        table => table?,
+    };
+    let mut totals = Totals::default();
+    for entry in table.iter()? {
+        let (_, v) = entry?;
+        totals.batches += 1;
+        totals.bytes += v.value().len() as u64;
+        totals.records += frame::record_count(v.value()).unwrap_or(0);
+    }
+    Ok(totals)
+}
+
+/// Errors after which redb's handle refuses all further work until the
+/// file is closed and reopened.
+fn needs_reopen(e: &redb::Error) -> bool {
+    matches!(
+        e,
+        redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::DatabaseClosed
+            | redb::Error::TransactionPoisoned
+    )
 }
 
 fn store_err(path: &Path, e: impl Into<redb::Error>) -> SpoolError {
@@ -424,6 +590,48 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1);
         s.append(&[("k", 1, &recs(1, 1))]).unwrap();
+    }
+
+    #[test]
+    fn one_damaged_byte_after_a_crash_costs_only_the_entry_holding_it() {
+        let (dir, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s = Spool::open(dir.path(), "p", 1 << 30, WhenFull::Block).unwrap();
+        let marked = |i: i64| -> Vec<Vec<u8>> {
+            (0..3)
+                .map(|r| format!("entry-{i:02}-record-{r}-{}", "x".repeat(500)).into_bytes())
+                .collect()
+        };
+        for i in 0..20 {
+            s.append(&[("k", i, &marked(i))]).unwrap();
+        }
+        // A copy taken while the spool is open is the file as `kill -9`
+        // leaves it: not closed cleanly, so the next open must recover it.
+        let file = crashed.path().join("p.spool");
+        std::fs::copy(dir.path().join("p.spool"), &file).unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let needle = b"entry-07-record-1";
+        let mut flipped = 0;
+        for at in 0..bytes.len() - needle.len() {
+            if &bytes[at..at + needle.len()] == needle {
+                bytes[at + 12] ^= 0x01;
+                flipped += 1;
+            }
+        }
+        assert!(flipped >= 1, "the record is in the file");
+        std::fs::write(&file, bytes).unwrap();
+
+        let back = Spool::open(crashed.path(), "p", 1 << 30, WhenFull::Block).unwrap();
+        assert_eq!(back.totals().batches, 19, "only the damaged entry is gone");
+        assert_eq!(back.totals().records, 57);
+        let mut seen = Vec::new();
+        while let Some((seq, b)) = back.oldest().unwrap() {
+            assert_eq!(b.records, marked(b.claimed_at_ms));
+            seen.push(b.claimed_at_ms);
+            back.remove(seq).unwrap();
+        }
+        let want: Vec<i64> = (0..20).filter(|i| *i != 7).collect();
+        assert_eq!(seen, want);
+        drop(s);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub const SPOOL_BYTES: &str = "pumphouse_spool_bytes";
 pub const SPOOL_DROPPED_RECORDS: &str = "pumphouse_spool_dropped_records_total";
 /// Spool entries that failed their checksum or could not be read, skipped.
 pub const SPOOL_CORRUPT: &str = "pumphouse_spool_corrupt_total";
+/// Records in the damaged spool entries that were skipped.
+pub const SPOOL_RECORDS_LOST: &str = "pumphouse_spool_records_lost_total";
 /// Config reloads, by `result` (`ok` or `error`).
 pub const RELOADS: &str = "pumphouse_reloads_total";
 /// Stream entries dead-lettered after `max_deliveries`.

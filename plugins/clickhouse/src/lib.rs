@@ -2,11 +2,13 @@
 //! table with `INSERT ... FORMAT JSONEachRow` over the HTTP interface.
 //! See README.md.
 //!
-//! `rows` turns records into JSON lines and `response` reads ClickHouse's
-//! answers; both are pure. This file holds the configuration and the I/O.
+//! `rows` turns records into JSON lines, `types` says what each column can
+//! hold and `response` reads ClickHouse's answers; all are pure. This file
+//! holds the configuration and the I/O.
 
 mod response;
 mod rows;
+mod types;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use serde::Deserialize;
 
 use response::{classify, Outcome};
 use rows::{default_columns, RowFormat, TimeFormat};
+use types::{parse_describe, Types};
 
 /// How many rows one batch may shed one by one (ClickHouse names the bad
 /// row) before the plugin gives up and lets the host bisect.
@@ -69,6 +72,9 @@ fn default_time_fields() -> Vec<String> {
 /// not at all (batches are far below `max_insert_block_size`).
 pub struct ClickHouseSink {
     insert_url: String,
+    describe_url: String,
+    /// The table's column types, asked once before the first insert.
+    types: Option<Types>,
     user: String,
     password: String,
     /// From `columns`, for every schema.
@@ -113,9 +119,12 @@ impl Sink for ClickHouseSink {
         let iam = format(defaults(Schema::Iam))?;
         let tyk = format(defaults(Schema::Tyk))?;
         let insert_url = insert_url(&c);
+        let describe_url = describe_url(&c);
         pumphouse_sdk::debug!("inserting into {}.{} at {}", c.database, c.table, c.url);
         Ok(ClickHouseSink {
             insert_url,
+            describe_url,
+            types: None,
             user: c.user,
             password,
             configured,
@@ -131,6 +140,10 @@ impl Sink for ClickHouseSink {
                 batch.encoding
             )));
         }
+        if self.types.is_none() {
+            self.types = Some(self.describe()?);
+        }
+        let types = self.types.as_ref().expect("described above");
         let format = match (&self.configured, batch.schema) {
             (Some(f), _) => f,
             (None, Schema::Iam) => &self.iam,
@@ -144,7 +157,7 @@ impl Sink for ClickHouseSink {
         let mut failed = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());
         for record in batch.records() {
-            match format.row(&record) {
+            match format.row(&record, types) {
                 Ok(line) => rows.push((record.index(), line)),
                 Err(reason) => failed.push(FailedEvent {
                     index: record.index(),
@@ -194,6 +207,27 @@ impl Sink for ClickHouseSink {
 }
 
 impl ClickHouseSink {
+    /// The table's column types (`DESCRIBE TABLE`), so that a value a
+    /// column cannot hold is refused instead of stored wrong.
+    fn describe(&self) -> Result<Types, WriteError> {
+        let mut request = Request::get(&self.describe_url)
+            .header("x-clickhouse-user", &self.user)
+            .timeout(REQUEST_TIMEOUT);
+        if !self.password.is_empty() {
+            request = request.header("x-clickhouse-key", &self.password);
+        }
+        let response = request.send()?;
+        let body = String::from_utf8_lossy(response.body());
+        match classify(response.status(), &body) {
+            Outcome::Inserted => parse_describe(&body).map_err(WriteError::Retry),
+            Outcome::Fatal(m) => Err(WriteError::Fatal(format!("DESCRIBE TABLE: {m}"))),
+            Outcome::BadRow { message: m, .. }
+            | Outcome::Invalid(m)
+            | Outcome::TooLarge(m)
+            | Outcome::Retry(m) => Err(WriteError::Retry(format!("DESCRIBE TABLE: {m}"))),
+        }
+    }
+
     /// One `INSERT` of `rows`; transport failures come back as errors
     /// (`retry`, or `fatal` for a denied destination).
     fn insert(&self, rows: &[(u32, String)]) -> Result<Outcome, Error> {
@@ -220,8 +254,7 @@ impl ClickHouseSink {
 
 /// `{url}/?database=..&query=INSERT INTO `table` FORMAT JSONEachRow&...`.
 fn insert_url(c: &ClickHouseConfig) -> String {
-    let table = format!("`{}`", c.table.replace('\\', "\\\\").replace('`', "\\`"));
-    let query = format!("INSERT INTO {table} FORMAT JSONEachRow");
+    let query = format!("INSERT INTO {} FORMAT JSONEachRow", quoted(&c.table));
     let mut url = format!(
         "{}/?database={}&query={}",
         c.url.trim_end_matches('/'),
@@ -235,6 +268,21 @@ fn insert_url(c: &ClickHouseConfig) -> String {
         url.push_str("&date_time_input_format=best_effort");
     }
     url
+}
+
+/// `{url}/?database=..&query=DESCRIBE TABLE `table` FORMAT JSONEachRow`.
+fn describe_url(c: &ClickHouseConfig) -> String {
+    let query = format!("DESCRIBE TABLE {} FORMAT JSONEachRow", quoted(&c.table));
+    format!(
+        "{}/?database={}&query={}",
+        c.url.trim_end_matches('/'),
+        percent_encode(&c.database),
+        percent_encode(&query)
+    )
+}
+
+fn quoted(table: &str) -> String {
+    format!("`{}`", table.replace('\\', "\\\\").replace('`', "\\`"))
 }
 
 pumphouse_sdk::export_sink!(ClickHouseSink);
@@ -268,6 +316,20 @@ mod tests {
     /// The requests a mock saw: URL and rows.
     type Seen = Rc<RefCell<Vec<(String, Vec<Value>)>>>;
 
+    /// The iam table of the README as `DESCRIBE TABLE` shows it.
+    const IAM_DESCRIBED: &str = r#"{"name":"_id","type":"UInt64"}
+{"name":"timestamp","type":"DateTime('UTC')"}
+{"name":"username","type":"String"}
+{"name":"expire_at","type":"Int64"}
+"#;
+
+    /// The answer to the plugin's `DESCRIBE TABLE`, for mocks that serve
+    /// inserts.
+    fn describe_answer(url: &str) -> Option<Response> {
+        url.contains("DESCRIBE%20TABLE")
+            .then(|| Response::new(200).with_body(IAM_DESCRIBED))
+    }
+
     /// What a mock answers, and the check on the error it should give.
     type Case = ((u16, &'static str), fn(&WriteError) -> bool);
 
@@ -278,6 +340,9 @@ mod tests {
         let log = seen.clone();
         let mut answers = answers.into_iter().peekable();
         testing::mock_http(move |req| {
+            if let Some(answer) = describe_answer(req.url()) {
+                return Ok(answer);
+            }
             let rows = String::from_utf8_lossy(req.body_bytes())
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
@@ -301,6 +366,9 @@ mod tests {
             move |req| {
                 assert_eq!(req.header_value("x-clickhouse-user"), Some("pump"));
                 assert_eq!(req.header_value("x-clickhouse-key"), Some("pw"));
+                if let Some(answer) = describe_answer(req.url()) {
+                    return Ok(answer);
+                }
                 let rows: Vec<Value> = String::from_utf8_lossy(req.body_bytes())
                     .lines()
                     .map(|l| serde_json::from_str(l).unwrap())
@@ -429,6 +497,67 @@ mod tests {
             sink(json!({})).write(&batch),
             Err(WriteError::Fatal(_))
         ));
+    }
+
+    #[test]
+    fn a_value_its_column_cannot_hold_fails_that_record_alone() {
+        let seen = serve(vec![(200, "")]);
+        let describes = Rc::new(RefCell::new(0));
+        let mut s = sink(json!({}));
+        let mut far = iam("far");
+        // Past DateTime's end in 2106: stored modulo 2^32 if sent.
+        far.timestamp = Timestamp::from_unix_seconds(4_855_673_600);
+        let mut ok = iam("ok");
+        ok.expire_at = Timestamp::from_unix_seconds(4_855_673_600);
+        let batch = testing::json_batch_of(Schema::Iam, &[ok, far]);
+        match s.write(&batch) {
+            Err(WriteError::Partial(failed)) => {
+                assert_eq!(failed.len(), 1);
+                assert_eq!(failed[0].index, 1);
+                assert!(!failed[0].retryable);
+                assert!(
+                    failed[0]
+                        .reason
+                        .contains("column timestamp (DateTime('UTC')) cannot hold 2123-"),
+                    "{}",
+                    failed[0].reason
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The Int64 expire_at takes the year 2123 as it is.
+        let rows = seen.borrow()[0].1.clone();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["expire_at"], json!(4_855_673_600i64));
+        // The table is described once, not per batch.
+        testing::mock_http({
+            let describes = describes.clone();
+            move |req| {
+                if describe_answer(req.url()).is_some() {
+                    *describes.borrow_mut() += 1;
+                }
+                Ok(Response::new(200))
+            }
+        });
+        s.write(&testing::json_batch_of(Schema::Iam, &[iam("again")]))
+            .unwrap();
+        assert_eq!(*describes.borrow(), 0);
+    }
+
+    #[test]
+    fn an_unknown_table_fails_the_describe_as_fatal() {
+        testing::mock_http(|_| {
+            Ok(Response::new(404)
+                .with_body("Code: 60, e.displayText() = Table default.iam doesn't exist"))
+        });
+        let batch = testing::json_batch_of(Schema::Iam, &[iam("a")]);
+        match sink(json!({})).write(&batch) {
+            Err(WriteError::Fatal(m)) => assert!(
+                m.contains("DESCRIBE TABLE") && m.contains("Code: 60"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use pumphouse_sdk::serde_json::{self, Map, Value};
 use pumphouse_sdk::{Record, Schema, Timestamp};
 use serde::Deserialize;
 
+use crate::types::{check, Types};
+
 /// Where a column's value comes from: `@id`, `@time` or a field path.
 pub use pumphouse_sdk::FieldSource as Source;
 
@@ -152,8 +154,10 @@ impl RowFormat {
 
     /// The JSON line (without `\n`) for one record. Missing and null
     /// fields are left out, so ClickHouse fills the column's default.
-    /// An error is about this record alone (not an object, a bad time).
-    pub fn row(&self, record: &Record<'_>) -> Result<String, String> {
+    /// Every value is checked against its column's type in `types` (a
+    /// column missing there is not checked). An error is about this
+    /// record alone (not an object, a bad time, a value out of range).
+    pub fn row(&self, record: &Record<'_>, types: &Types) -> Result<String, String> {
         let value = record.value().map_err(|e| e.to_string())?;
         let Value::Object(fields) = value else {
             return Err("the record is not a JSON object".into());
@@ -161,32 +165,52 @@ impl RowFormat {
         let mut row = Map::new();
         for column in &self.columns {
             let found = match &column.source {
-                Source::Id => Some(Value::from(record.id())),
-                Source::Time => Some(self.time_format.render(record.time())),
+                Source::Id => Some((Value::from(record.id()), None)),
+                Source::Time => {
+                    let t = record.time();
+                    Some((self.render(t, &column.name)?, Some(t)))
+                }
                 Source::Path(path) => match path.get_in(&fields) {
                     None | Some(Value::Null) => None,
-                    Some(v) if column.is_time => Some(self.time(v, &column.name)?),
-                    Some(Value::Object(o)) => {
-                        Some(Value::from(Value::Object(o.clone()).to_string()))
+                    Some(v) if column.is_time => {
+                        let t = time(v, &column.name)?;
+                        Some((self.render(t, &column.name)?, Some(t)))
                     }
-                    Some(v) => Some(v.clone()),
+                    Some(Value::Object(o)) => {
+                        Some((Value::from(Value::Object(o.clone()).to_string()), None))
+                    }
+                    Some(v) => Some((v.clone(), None)),
                 },
             };
-            if let Some(v) = found {
+            if let Some((v, t)) = found {
+                if let Some(ty) = types.get(&column.name) {
+                    check(&column.name, ty, &v, t)?;
+                }
                 row.insert(column.name.clone(), v);
             }
         }
         serde_json::to_string(&row).map_err(|e| e.to_string())
     }
 
-    fn time(&self, value: &Value, column: &str) -> Result<Value, String> {
-        let t = match value {
-            Value::String(s) => Timestamp::parse_rfc3339(s)
-                .map_err(|e| format!("column {column}: {s:?} is not a time: {e}"))?,
-            Value::Number(n) if n.is_i64() => Timestamp::from_unix_seconds(n.as_i64().unwrap_or(0)),
-            other => return Err(format!("column {column}: {other} is not a time")),
-        };
+    /// A time in the configured format; milliseconds past `i64` are an
+    /// error, not a saturated value.
+    fn render(&self, t: Timestamp, column: &str) -> Result<Value, String> {
+        if self.time_format == TimeFormat::UnixMs && t.unix_seconds().checked_mul(1000).is_none() {
+            return Err(format!(
+                "column {column}: {} seconds is past what unix_ms can write",
+                t.unix_seconds()
+            ));
+        }
         Ok(self.time_format.render(t))
+    }
+}
+
+fn time(value: &Value, column: &str) -> Result<Timestamp, String> {
+    match value {
+        Value::String(s) => Timestamp::parse_rfc3339(s)
+            .map_err(|e| format!("column {column}: {s:?} is not a time: {e}")),
+        Value::Number(n) if n.is_i64() => Ok(Timestamp::from_unix_seconds(n.as_i64().unwrap_or(0))),
+        other => Err(format!("column {column}: {other} is not a time")),
     }
 }
 
@@ -203,7 +227,7 @@ mod tests {
 
     fn row(f: &RowFormat, rec: Value) -> Result<Value, String> {
         let batch = testing::json_batch(&[rec]);
-        let line = f.row(&batch.get(0).unwrap())?;
+        let line = f.row(&batch.get(0).unwrap(), &Types::new())?;
         Ok(serde_json::from_str(&line).unwrap())
     }
 
@@ -295,6 +319,40 @@ mod tests {
         assert!(err.contains("not a time"), "{err}");
         let err = row(&f, json!([1, 2])).unwrap_err();
         assert!(err.contains("not a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn values_are_checked_against_their_column_types() {
+        let types: Types = [("ts", "DateTime('UTC')"), ("exp", "Int64"), ("n", "Int32")]
+            .into_iter()
+            .map(|(c, t)| (c.to_owned(), crate::types::ColumnType::parse(t)))
+            .collect();
+        let f = format(
+            &[
+                ("ts", "TimeStamp"),
+                ("exp", "ExpireAt"),
+                ("n", "Latency.Total"),
+            ],
+            TimeFormat::Datetime,
+        );
+        let check = |rec: Value| {
+            let batch = testing::json_batch(&[rec]);
+            f.row(&batch.get(0).unwrap(), &types)
+        };
+        let line = check(json!({"TimeStamp": 0, "ExpireAt": 4_855_673_600i64})).unwrap();
+        assert!(line.contains("\"exp\":\"2123-11-14 22:13:20\""), "{line}");
+        let err = check(json!({"TimeStamp": 4_855_673_600i64})).unwrap_err();
+        assert!(
+            err.contains("column ts (DateTime('UTC')) cannot hold 2123-11-14T22:13:20Z"),
+            "{err}"
+        );
+        let err = check(json!({"Latency": {"Total": 1i64 << 40}})).unwrap_err();
+        assert!(err.contains("column n (Int32)"), "{err}");
+        // Milliseconds past i64 are refused, not saturated.
+        let ms = format(&[("exp", "ExpireAt")], TimeFormat::UnixMs);
+        let batch = testing::json_batch(&[json!({"ExpireAt": i64::MAX / 10})]);
+        let err = ms.row(&batch.get(0).unwrap(), &Types::new()).unwrap_err();
+        assert!(err.contains("unix_ms"), "{err}");
     }
 
     #[test]
