@@ -375,8 +375,9 @@ mod raw {
 mod raw {
     use pumphouse_sdk::WriteError;
 
+    /// Not a unit struct, so both builds construct it alike.
     #[derive(Default)]
-    pub struct Requests;
+    pub struct Requests(());
 
     impl Requests {
         pub fn hoard(&mut self, _url: &str, _n: u32) -> Result<(), WriteError> {
