@@ -254,7 +254,7 @@ impl KvStore {
             None => {
                 // Expiry is not modelled in memory: `plugins test` runs are short.
                 Ok(self.memory_map(|m| {
-                    let (mut bytes, mut keys) = m
+                    let (mut bytes, mut keys): (u64, u64) = m
                         .iter()
                         .filter(|(k, _)| k.starts_with(&*meta.prefix))
                         .fold((0, 0), |(b, n), (k, v)| {
@@ -268,8 +268,8 @@ impl KvStore {
                     }
                     for (key, len) in &last {
                         if let Some(v) = m.get(*key) {
-                            bytes -= charge(key.len(), v.len());
-                            keys -= 1;
+                            bytes = bytes.saturating_sub(charge(key.len(), v.len()));
+                            keys = keys.saturating_sub(1);
                         }
                         if let Some(len) = len {
                             bytes += charge(key.len(), *len);
@@ -488,16 +488,18 @@ mod tests {
     #[tokio::test]
     async fn memory_store_commits_and_deletes() {
         let store = KvStore::memory();
-        let (m, q) = (meta(""), KvQuota::default());
+        let (m, q) = (meta("p"), KvQuota::default());
+        let (a, b) = (format!("{}a", m.prefix), format!("{}b", m.prefix));
         let applied = store
-            .commit(&m, q, &[w("a", Some(b"1")), w("b", Some(b"2"))])
+            .commit(&m, q, &[w(&a, Some(b"1")), w(&b, Some(b"2"))])
             .await
             .unwrap();
         assert_eq!(applied, Committed::Applied);
-        assert_eq!(store.get("a").await.unwrap(), Some(b"1".to_vec()));
-        store.commit(&m, q, &[w("a", None)]).await.unwrap();
-        assert_eq!(store.get("a").await.unwrap(), None);
-        assert_eq!(store.get("b").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(&a).await.unwrap(), Some(b"1".to_vec()));
+        let deleted = store.commit(&m, q, &[w(&a, None)]).await.unwrap();
+        assert_eq!(deleted, Committed::Applied);
+        assert_eq!(store.get(&a).await.unwrap(), None);
+        assert_eq!(store.get(&b).await.unwrap(), Some(b"2".to_vec()));
     }
 
     #[tokio::test]
