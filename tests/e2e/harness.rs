@@ -141,7 +141,24 @@ impl Host {
         Self::start_at_env(dir, config, &[])
     }
 
+    /// Like [`Host::start`], logging JSON lines (`--log-json`).
+    pub fn start_json(config: impl std::fmt::Display) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut host = Self::start_with(dir.path(), config, &[], &["--log-json"]);
+        host._tmp = Some(dir);
+        host
+    }
+
     fn start_at_env(dir: &Path, config: impl std::fmt::Display, env: &[(&str, &str)]) -> Host {
+        Self::start_with(dir, config, env, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        config: impl std::fmt::Display,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Host {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let text = format!("{config}\n[server]\nlisten = \"{http}\"\n");
@@ -149,6 +166,7 @@ impl Host {
         std::fs::write(&cfg, text).unwrap();
         let log = dir.join(format!("host-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
+            .args(args)
             .args(["run", "--config"])
             .arg(&cfg)
             .env("PUMPHOUSE_LOG", "info,pumphouse=debug")

@@ -520,6 +520,56 @@ fn gigantic_log_floods_are_cut_and_rate_limited() {
     assert_eq!(summarised, suppressed, "{summaries:#?}");
 }
 
+#[test]
+fn under_log_json_a_stderr_flood_stays_json_and_init_shares_the_budget() {
+    let (_redis, _conn, base) = setup();
+    const LINES: u64 = 300;
+    const INIT_LINES: u64 = 100;
+    let config = base.pump(
+        hostile("flood", "stderr-flood")
+            .config("lines", LINES as i64)
+            .config("size", 10_000)
+            .config("init_lines", INIT_LINES as i64)
+            .sandbox("log_lines_per_second", 10)
+            .sandbox("log_burst", 20),
+    );
+    let mut host = Host::start_json(&config);
+    assert_healthy_delivered(&host);
+    wait_metric(
+        &host,
+        "pumphouse_pump_records_written_total{pump=\"flood\"}",
+        N as f64,
+    );
+    let suppressed = host.metric("pumphouse_sandbox_log_suppressed_total{pump=\"flood\"}");
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    let log = host.log_text();
+    let mut from_plugin = 0u64;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:.300}"));
+        let message = v["fields"]["message"].as_str().unwrap_or("");
+        if v["fields"]["pump"] == "flood"
+            && (message.starts_with("stderr flood") || message.starts_with("init "))
+        {
+            assert!(
+                message.len() < 4096 + 200,
+                "cut to 4 KiB: {} bytes",
+                message.len()
+            );
+            from_plugin += 1;
+        }
+    }
+    // One instance: init's log and stderr lines, then every batch's
+    // stderr lines, all through the pump's one budget.
+    let written = 2 * INIT_LINES + (N / 50) * LINES;
+    assert_eq!(from_plugin as f64 + suppressed, written as f64);
+    assert!(
+        from_plugin < written / 2,
+        "{from_plugin} of {written} lines logged"
+    );
+}
+
 /// `/readyz` error of `pump` once it has one.
 fn readyz_error(host: &Host, pump: &str) -> String {
     wait_for(WAIT, &format!("{pump}'s error on /readyz"), || {
@@ -881,6 +931,200 @@ fn an_oversized_kv_commit_is_refused_before_redis() {
     assert!(keys.is_empty(), "nothing reached Redis: {keys:?}");
     assert!(host.is_running());
     assert_held_not_dropped(&mut conn);
+}
+
+/// The keys of `pump`'s kv namespace and the bytes their values hold.
+fn kv_namespace(conn: &mut redis::Connection, pump: &str) -> (Vec<String>, u64) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("pumphouse:kv:{{{pump}}}:*"))
+        .query(conn)
+        .unwrap();
+    let bytes = keys
+        .iter()
+        .map(|k| redis::cmd("STRLEN").arg(k).query::<u64>(conn).unwrap())
+        .sum();
+    (keys, bytes)
+}
+
+#[test]
+fn a_pump_over_its_kv_quota_is_refused_before_redis_also_after_a_restart() {
+    let (_redis, mut conn, base) = setup();
+    // Batches of 50 records; each batch commits 4 new keys of 100 000
+    // bytes (400 KB): two batches fit in 1 MiB, the third does not.
+    let quota = |p: Pump| {
+        p.sandbox("kv_max_bytes", "1MiB")
+            .sandbox("kv_max_keys", 100)
+    };
+    // The same, with keys expiring after 1 s and a quota one batch fits
+    // in: every batch after the first needs the expired keys forgotten.
+    let config = base
+        .source("lease", "2s")
+        .pump(quota(hostile("kvq", "kv-quota")))
+        .pump(quota(
+            hostile("kvttl", "kv-quota")
+                .config("ttl_s", 1)
+                .config("size", 200_000),
+        ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Host::start_at(dir.path(), &config);
+    assert_healthy_delivered(&host);
+    let denied = "pumphouse_sandbox_denials_total{pump=\"kvq\",capability=\"kv_quota\"}";
+    wait_metric(&host, denied, 2.0);
+    assert_reported(&host, "kvq", "retrying", "over its quota of 1048576 bytes");
+    let (keys, bytes) = kv_namespace(&mut conn, "kvq");
+    assert_eq!(keys.len(), 8, "two batches' keys, no more: {keys:?}");
+    assert_eq!(bytes, 8 * 100_000);
+    // The usage kept beside the keys is what they are charged.
+    let usage: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("pumphouse:kv-usage:{kvq}")
+        .query(&mut conn)
+        .unwrap();
+    let charged: u64 = keys.iter().map(|k| k.len() as u64 + 100_000 + 64).sum();
+    assert_eq!(usage["keys"], 8, "{usage:?}");
+    assert_eq!(usage["bytes"], charged, "{usage:?}");
+    // 3.2 MB passed through a 1 MiB quota as keys expired.
+    wait_metric(
+        &host,
+        "pumphouse_pump_records_written_total{pump=\"kvttl\"}",
+        N as f64,
+    );
+    let (ttl_keys, ttl_bytes) = kv_namespace(&mut conn, "kvttl");
+    assert!(
+        ttl_bytes <= 1 << 20,
+        "{} keys, {ttl_bytes} bytes",
+        ttl_keys.len()
+    );
+    report_figures("kv quota", &host, &mut conn);
+    // A restarted host (whose memory knows nothing of the usage) takes
+    // over the refused batches when their lease ends and still refuses
+    // them: the usage lives in Redis.
+    host.signal(Signal::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(30)).is_some());
+    let host = Host::start_at(dir.path(), &config);
+    wait_metric(&host, denied, 2.0);
+    let (keys, bytes) = kv_namespace(&mut conn, "kvq");
+    assert_eq!((keys.len(), bytes), (8, 8 * 100_000), "{keys:?}");
+    let (waiting, claimed) = left_in_redis(&mut conn, IAM_KEY);
+    assert_eq!(waiting + claimed, N / 2, "the refused batches stay claimed");
+}
+
+#[test]
+fn a_pump_whose_init_fails_at_start_does_not_keep_the_others_from_starting() {
+    let (_redis, mut conn, base) = setup();
+    let config = base.pump(hostile("broken", "no-such-mode"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    // Its start is retried as batches come, with backoff.
+    wait_errors(&host, "broken", "init", 3.0);
+    assert_reported(&host, "broken", "retrying", "unknown mode");
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
+}
+
+/// How many descriptors process `pid` holds.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A TCP server that accepts connections and never answers; returns its
+/// address and the connections it holds.
+fn silent_server() -> (SocketAddr, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    (addr, held)
+}
+
+#[test]
+fn plugins_hoarding_files_and_connections_are_capped_and_the_host_keeps_working() {
+    let (_redis, mut conn, base) = setup();
+    let (addr, accepted) = silent_server();
+    let url = format!("http://{addr}");
+    let config = base
+        .pump(
+            hostile("files", "fd-hoard")
+                .mount("hoard", "/out")
+                .sandbox("max_open_files", 50),
+        )
+        .pump(
+            hostile("conns", "http-hoard")
+                .config("url", url.as_str())
+                .config("lines", 200)
+                .sandbox("allowed_outbound_hosts", strings([&url]))
+                .sandbox("max_connections", 20)
+                .sandbox("http_timeout", "10m"),
+        );
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    // Each call asks for 10 000 files and 200 connections; the plugins see
+    // the refusals as errors and report them.
+    wait_metric(
+        &host,
+        "pumphouse_sandbox_denials_total{pump=\"files\",capability=\"open_files\"}",
+        2.0,
+    );
+    wait_metric(
+        &host,
+        "pumphouse_sandbox_denials_total{pump=\"conns\",capability=\"connections\"}",
+        2.0,
+    );
+    assert_reported(&host, "files", "retrying", "holding 50 files");
+    assert_reported(&host, "conns", "retrying", "ConnectionLimitReached");
+    let fds = open_fds(host.pid());
+    let connections = accepted.lock().unwrap().len();
+    assert!(
+        connections <= 20,
+        "{connections} connections reached the server"
+    );
+    // 50 files and 20 connections over the host's own descriptors; without
+    // the caps the first call alone would hold 10 200.
+    assert!(fds < 50 + 20 + 300, "the host holds {fds} descriptors");
+    // The host still serves and reloads.
+    assert_eq!(healthz_within(&host, Duration::from_secs(2)).unwrap(), 200);
+    host.signal(Signal::SIGHUP);
+    wait_metric(&host, "pumphouse_reloads_total{result=\"ok\"}", 1.0);
+    let _ = writeln!(
+        std::io::stderr(),
+        "FIGURES fd hoard: host descriptors {fds}, connections accepted {connections}"
+    );
+    report_figures("fd hoard", &host, &mut conn);
+    assert!(host.is_running());
+}
+
+#[test]
+fn symlinks_are_refused_in_sandbox_dirs_unless_the_pump_allows_them() {
+    let (_redis, _conn, base) = setup();
+    let config = base
+        .pump(hostile("planter", "symlink").mount("plant", "/out"))
+        .pump(
+            hostile("linker", "symlink")
+                .mount("link", "/out")
+                .sandbox("allow_symlinks", true),
+        );
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "planter", "retry", 2.0);
+    assert_reported(&host, "planter", "retrying", "symlink refused");
+    wait_metric(
+        &host,
+        "pumphouse_sandbox_denials_total{pump=\"planter\",capability=\"symlink\"}",
+        2.0,
+    );
+    assert!(
+        std::fs::symlink_metadata(host.dir.join("plant/planted")).is_err(),
+        "no link planted"
+    );
+    // Allowed, the link is made (and the fixture reports that as fatal).
+    wait_errors(&host, "linker", "fatal", 1.0);
+    let target = std::fs::read_link(host.dir.join("link/planted")).unwrap();
+    assert_eq!(target, std::path::Path::new("../../../../etc/passwd"));
+    assert!(host.is_running());
 }
 
 /// `GET /healthz` with a client timeout of `within`: the answer's status.

@@ -22,6 +22,21 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 100;
 /// Plugin log lines a pump may write in a burst above the average.
 pub const DEFAULT_LOG_BURST: u32 = 500;
+/// Bytes of `kv` state a pump may keep in Redis (keys, values and a fixed
+/// charge per key, see [`crate::runtime::kv::KEY_OVERHEAD`]): enough for
+/// the `aggregate` plugin's windows and a day of its batch markers at
+/// ten batches a second, far below what would fill a Redis shared with
+/// the producers.
+pub const DEFAULT_KV_MAX_BYTES: ByteSize = ByteSize::mib(128);
+/// Keys of `kv` state a pump may keep in Redis.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 1_000_000;
+/// Files (and directories) one plugin instance may hold open: far more
+/// than a sink writing a few files needs, far fewer than the host's
+/// descriptors.
+pub const DEFAULT_MAX_OPEN_FILES: u32 = 256;
+/// Outbound HTTP connections one plugin instance may hold at once
+/// (requests not yet answered and responses not yet read or dropped).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 
 /// `[pumps.sandbox]`: deny by default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +71,22 @@ pub struct SandboxConfig {
     pub log_lines_per_second: u32,
     /// Plugin log lines this pump may write in a burst.
     pub log_burst: u32,
+    /// Quota of the pump's `kv` state in Redis, in bytes (each key is
+    /// charged its name, its value and a fixed overhead). A commit that
+    /// would take the state past it is refused before it reaches Redis.
+    pub kv_max_bytes: ByteSize,
+    /// Quota of the pump's `kv` state in Redis, in keys.
+    pub kv_max_keys: u64,
+    /// Let plugins create symbolic links in their writable dirs. Off: a
+    /// link the plugin cannot follow may still mislead a program on the
+    /// host that reads the directory.
+    pub allow_symlinks: bool,
+    /// Files and directories one plugin instance may hold open; opening
+    /// more fails with an error the plugin sees.
+    pub max_open_files: u32,
+    /// Outbound HTTP connections one plugin instance may hold at once;
+    /// a request past it is denied.
+    pub max_connections: u32,
 }
 
 impl Default for SandboxConfig {
@@ -70,6 +101,11 @@ impl Default for SandboxConfig {
             sockets: Vec::new(),
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             log_burst: DEFAULT_LOG_BURST,
+            kv_max_bytes: DEFAULT_KV_MAX_BYTES,
+            kv_max_keys: DEFAULT_KV_MAX_KEYS,
+            allow_symlinks: false,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -110,6 +146,18 @@ impl SandboxConfig {
             return Err(FieldError::new(
                 "log_lines_per_second",
                 "log_lines_per_second and log_burst must be at least 1",
+            ));
+        }
+        if self.kv_max_bytes.as_u64() == 0 || self.kv_max_keys == 0 {
+            return Err(FieldError::new(
+                "kv_max_bytes",
+                "kv_max_bytes and kv_max_keys must be at least 1",
+            ));
+        }
+        if self.max_open_files == 0 || self.max_connections == 0 {
+            return Err(FieldError::new(
+                "max_open_files",
+                "max_open_files and max_connections must be at least 1",
             ));
         }
         let mut guests = HashSet::new();

@@ -2,6 +2,7 @@
 //! trigger ([`reload`]). What a pump is and how the running set changes
 //! live in [`crate::pump`]; the flow of batches in [`crate::pipeline`].
 
+pub mod descriptors;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -158,6 +159,7 @@ pub async fn start(
     if config.source.tls.insecure {
         tracing::warn!("{INSECURE_WARNING}");
     }
+    descriptors::check(&config, descriptors::raise_limit());
     // Plugin state lives in the source's Redis, beside the records.
     let kv = crate::runtime::kv::KvStore::redis(
         conn::Endpoint::for_source(&config.source).map_err(StartError::RedisUrl)?,

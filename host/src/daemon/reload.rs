@@ -62,6 +62,7 @@ impl Reloader {
         next.server = self.config.server.clone();
         next.spool_dir = self.config.spool_dir.clone();
         next.reload = self.config.reload.clone();
+        super::descriptors::check(&next, super::descriptors::raise_limit());
         let diff = self
             .pumps
             .apply(&next, Phase::Reload)

@@ -22,7 +22,7 @@ use crate::telemetry;
 use super::encode::{Item, Payload};
 use super::retry::{Next, RetryPolicy};
 use super::spec::PumpSpec;
-use super::PumpError;
+use super::{Phase, PumpError};
 
 pub struct Lane {
     pub(super) spec: PumpSpec,
@@ -40,15 +40,53 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Starts the lane's plugin instances; an `init` failure is returned so
-    /// a bad pump config stops the daemon at start with a clear message.
-    pub async fn start(spec: PumpSpec, dead_letters: DeadLetters) -> Result<Lane, PumpError> {
-        let (sink, filters) = spec.start_instances().await?;
+    /// Starts the lane's plugin instances. At a reload an `init` failure
+    /// is returned: the pump's old lane keeps running. At the daemon's
+    /// start there is no old lane, and one failing pump must not keep the
+    /// others from starting: the lane starts without instances, `/readyz`
+    /// shows the pump `retrying` with the error, and the lane starts the
+    /// instances again with the pump's backoff when batches come, as after
+    /// a crash.
+    pub async fn start(
+        spec: PumpSpec,
+        dead_letters: DeadLetters,
+        phase: Phase,
+    ) -> Result<Lane, PumpError> {
+        let (sink, filters) = match spec.start_instances().await {
+            Ok((sink, filters)) => (Some(sink), filters.into_iter().map(Some).collect()),
+            Err(PumpError::Instance {
+                pump,
+                role,
+                path,
+                source,
+            }) if phase == Phase::Start => {
+                let kind = source.kind();
+                let e = PumpError::Instance {
+                    pump,
+                    role,
+                    path,
+                    source,
+                };
+                tracing::error!(
+                    pump = &*spec.name,
+                    "{e}; the other pumps start, this one is retried with backoff"
+                );
+                metrics::counter!(telemetry::PUMP_ERRORS, "pump" => spec.name.to_string(), "kind" => kind)
+                    .increment(1);
+                spec.status.add_error();
+                spec.status.set(PumpState::Retrying {
+                    kind: kind.to_string(),
+                    error: e.to_string(),
+                });
+                (None, spec.filters.iter().map(|_| None).collect())
+            }
+            Err(e) => return Err(e),
+        };
         let retry = RetryPolicy::new(&spec.retry);
         Ok(Lane {
             spec,
-            sink: Some(sink),
-            filters: filters.into_iter().map(Some).collect(),
+            sink,
+            filters,
             retry,
             dead_letters,
             spool: None,

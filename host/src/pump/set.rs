@@ -315,7 +315,7 @@ impl PumpSet {
                 }
             }
             let status = spec.status.clone();
-            let lane = Lane::start(spec, self.dead_letters.clone()).await?;
+            let lane = Lane::start(spec, self.dead_letters.clone(), phase).await?;
             if let (Phase::Start, Buffer::Disk(disk)) = (phase, p.buffer) {
                 let spool = open_spool_now(config, &p.name, disk).await?;
                 opened.insert(p.name.clone(), Arc::new(spool));

@@ -66,7 +66,7 @@ impl PumpSpec {
             filters.push((plugin, json_config(&f.config)));
         }
         let mut sandbox = sandbox_of(pump)?;
-        sandbox.kv = runtime.kv_for(&pump.name);
+        sandbox.kv = sandbox.kv.in_store(runtime.kv_store());
         Ok(PumpSpec {
             name: Arc::from(pump.name.as_str()),
             config: pump.clone(),

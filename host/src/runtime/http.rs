@@ -13,7 +13,11 @@
 //! 3. the connection goes to one of the checked addresses (no second lookup
 //!    that DNS could answer differently);
 //! 4. connect, first-byte and between-bytes timeouts are the guest's
-//!    request options capped by the pump's `sandbox.http_timeout`.
+//!    request options capped by the pump's `sandbox.http_timeout`;
+//! 5. an instance holds at most `sandbox.max_connections` connections:
+//!    each takes a permit, released when its connection task ends (the
+//!    response read to its end or dropped, or the request failed), so
+//!    requests started and never read cannot take the host's descriptors.
 //!
 //! A refusal is `ErrorCode::HttpRequestDenied` for the guest (an error it
 //! can handle, never a trap), a warning naming the pump and the URL
@@ -30,6 +34,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
@@ -49,6 +54,8 @@ pub struct OutboundPolicy {
     pub allow_private: bool,
     /// Cap on each of the connect, first-byte and between-bytes waits.
     pub timeout: Duration,
+    /// Connections one instance may hold at once.
+    pub max_connections: usize,
 }
 
 impl Default for OutboundPolicy {
@@ -57,6 +64,7 @@ impl Default for OutboundPolicy {
             rules: Vec::new(),
             allow_private: false,
             timeout: DEFAULT_HTTP_TIMEOUT,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
 }
@@ -93,11 +101,19 @@ pub(crate) struct HttpHooks {
     pump: Arc<str>,
     policy: Arc<OutboundPolicy>,
     logs: Arc<LogLimiter>,
+    /// This instance's connection permits (`max_connections`).
+    connections: Arc<Semaphore>,
 }
 
 impl HttpHooks {
     pub(crate) fn new(pump: Arc<str>, policy: Arc<OutboundPolicy>, logs: Arc<LogLimiter>) -> Self {
-        HttpHooks { pump, policy, logs }
+        let connections = Arc::new(Semaphore::new(policy.max_connections));
+        HttpHooks {
+            pump,
+            policy,
+            logs,
+            connections,
+        }
     }
 
     /// Counts and logs a refusal; the guest gets `http-request-denied`.
@@ -134,6 +150,20 @@ impl HttpHooks {
                 authority,
                 "not in sandbox.allowed_outbound_hosts of this pump",
             ));
+        };
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            let max = self.policy.max_connections;
+            metrics::counter!(telemetry::SANDBOX_DENIALS, "pump" => self.pump.to_string(), "capability" => "connections")
+                .increment(1);
+            if self.logs.admit() {
+                tracing::warn!(
+                    pump = &*self.pump,
+                    capability = "connections",
+                    authority,
+                    "outbound request denied: the instance holds {max} connections (sandbox.max_connections); read or drop responses"
+                );
+            }
+            return Err(Error::ConnectionLimitReached);
         };
         let t = self.policy.timeouts(options);
         let deadline = Instant::now() + t.connect;
@@ -189,7 +219,10 @@ impl HttpHooks {
             }
             .boxed_unsync()
         });
-        let io: IoFuture = Box::new(async move { conn.await.map_err(hyper_error) });
+        let io: IoFuture = Box::new(async move {
+            let _held = permit;
+            conn.await.map_err(hyper_error)
+        });
         Ok((response, io))
     }
 
@@ -385,6 +418,7 @@ mod tests {
                 .collect(),
             allow_private,
             timeout: Duration::from_secs(30),
+            max_connections: 1,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod bindings;
 mod error;
+pub mod files;
 mod host;
 pub mod http;
 mod instance;
@@ -34,9 +35,10 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use self::files::{FilePolicy, OpenFiles};
 use self::host::SeriesBudget;
 use self::http::{HttpHooks, OutboundPolicy};
-use self::kv::{Kv, KvStore};
+use self::kv::{Kv, KvQuota, KvStore};
 use self::loglimit::LogLimiter;
 use crate::config::{DirConfig, SandboxConfig, EPOCH_TICK};
 use crate::sandbox::SocketRule;
@@ -76,6 +78,8 @@ pub struct Sandbox {
     /// The pump's budget of distinct metric series, shared by all of its
     /// instances.
     pub series: Arc<SeriesBudget>,
+    /// Symlinks and open files, per instance.
+    pub files: FilePolicy,
 }
 
 impl Default for Sandbox {
@@ -88,8 +92,12 @@ impl Default for Sandbox {
             sockets: Vec::new(),
             outbound: Arc::new(OutboundPolicy::default()),
             logs: Arc::new(LogLimiter::unlimited("")),
-            kv: Kv::new(KvStore::memory(), ""),
+            kv: Kv::new(KvStore::memory(), "", KvQuota::default()),
             series: Arc::new(SeriesBudget::default()),
+            files: FilePolicy {
+                allow_symlinks: false,
+                max_open_files: crate::config::DEFAULT_MAX_OPEN_FILES as usize,
+            },
         }
     }
 }
@@ -112,10 +120,22 @@ impl Sandbox {
                 rules: config.allowed_outbound_hosts.clone(),
                 allow_private: config.allow_private_networks,
                 timeout: config.http_timeout,
+                max_connections: config.max_connections as usize,
             }),
             logs: Arc::new(LogLimiter::new(pump, rate, burst)),
-            kv: Kv::new(KvStore::memory(), pump),
+            kv: Kv::new(
+                KvStore::memory(),
+                pump,
+                KvQuota {
+                    max_bytes: config.kv_max_bytes.as_u64(),
+                    max_keys: config.kv_max_keys,
+                },
+            ),
             series: Arc::new(SeriesBudget::default()),
+            files: FilePolicy {
+                allow_symlinks: config.allow_symlinks,
+                max_open_files: config.max_open_files as usize,
+            },
         }
     }
 }
@@ -132,6 +152,7 @@ pub struct PluginState {
     logs: Arc<LogLimiter>,
     kv: Kv,
     series: Arc<SeriesBudget>,
+    files: OpenFiles,
 }
 
 impl WasiView for PluginState {
@@ -190,6 +211,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("{e:#}")))?;
+        files::add_to_linker(&mut linker).map_err(|e| SetupError(format!("{e:#}")))?;
         // Linked for every plugin; what a request may reach is decided per
         // pump in `http::HttpHooks`.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -211,9 +233,9 @@ impl Runtime {
         self
     }
 
-    /// `pump`'s namespace of the plugin state store.
-    pub fn kv_for(&self, pump: &str) -> Kv {
-        Kv::new(self.kv.clone(), pump)
+    /// The plugin state store of every pump.
+    pub fn kv_store(&self) -> Arc<KvStore> {
+        self.kv.clone()
     }
 
     /// Compiles a plugin file (on the blocking pool: compiling is CPU-heavy),
@@ -477,6 +499,7 @@ async fn build(
         logs: sandbox.logs.clone(),
         kv: sandbox.kv.clone(),
         series: sandbox.series.clone(),
+        files: OpenFiles::new(sandbox.files),
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.limits);

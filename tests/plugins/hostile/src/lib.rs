@@ -16,7 +16,15 @@
 //! | `log-forge`   | logs a line holding a newline and a forged timestamp and level (and writes one to stderr), then delivers |
 //! | `metrics-abuse` | tries every way to break `/metrics` (reserved labels, two types for one name, the host's own names, counter overflow), then delivers |
 //! | `kv-flood`    | commits `lines` (default 1001) writes in one `kv.commit`; its error becomes `retry` |
+//! | `kv-quota`    | commits `lines` (default 4) new keys of `size` bytes (default 100 000) per batch, expiring after `ttl_s` seconds if set; its error becomes `retry` |
+//! | `fd-hoard`    | opens `lines` (default 10 000) files `/out/hoard-<n>` and keeps them open; when an open fails, answers `retry` naming how many it holds and the error |
+//! | `http-hoard`  | starts `lines` (default 1000) GET requests to `url` and never reads them; answers `retry` naming the first request that failed and how |
+//! | `symlink`     | creates `/out/planted -> ../../../../etc/passwd`; success is `fatal` ("planted"), a refusal `retry` with the error |
+//! | `stderr-flood`| writes `lines` lines (default 1000) of `size` bytes (default 10 000) to stderr, made of quotes, braces and control characters, then delivers |
 //! | `histogram-flood` | makes `lines` (default 10) `histogram-observe` calls of `size` values (default 1 000 000), then delivers |
+//!
+//! With `init_lines`, `init` first logs that many lines and writes as many
+//! to stderr (in any mode).
 //!
 //! Every mode accepts JSON batches.
 
@@ -40,10 +48,18 @@ struct HostileConfig {
     lines: Option<u32>,
     #[serde(default)]
     size: Option<usize>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default)]
+    init_lines: u32,
 }
 
 pub struct Hostile {
     config: HostileConfig,
+    /// `fd-hoard`: the files it keeps open.
+    files: Vec<std::fs::File>,
+    /// `http-hoard`: the requests it never reads.
+    requests: raw::Requests,
 }
 
 impl Sink for Hostile {
@@ -72,17 +88,38 @@ impl Sink for Hostile {
             "metrics-abuse",
             "histogram-flood",
             "kv-flood",
+            "kv-quota",
+            "fd-hoard",
+            "http-hoard",
+            "symlink",
+            "stderr-flood",
         ];
         if !known.contains(&config.mode.as_str()) {
             return Err(Error::fatal(format!("unknown mode {:?}", config.mode)));
         }
-        if config.mode == "http" && config.url.is_none() {
-            return Err(Error::fatal("mode http needs url"));
+        for i in 0..config.init_lines {
+            pumphouse_sdk::info!("init {i} {}", json_breaker(100));
+            eprintln!("init {i} {}", json_breaker(100));
         }
-        Ok(Hostile { config })
+        if (config.mode == "http" || config.mode == "http-hoard") && config.url.is_none() {
+            return Err(Error::fatal("modes http and http-hoard need url"));
+        }
+        Ok(Hostile {
+            config,
+            files: Vec::new(),
+            requests: raw::Requests::default(),
+        })
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), WriteError> {
+        match self.config.mode.as_str() {
+            "fd-hoard" => return self.hoard_files(),
+            "http-hoard" => {
+                let url = self.config.url.clone().unwrap_or_default();
+                return self.requests.hoard(&url, self.config.lines.unwrap_or(1000));
+            }
+            _ => {}
+        }
         let c = &self.config;
         match c.mode.as_str() {
             "trap" => panic!("fixture-hostile: trapping on purpose"),
@@ -217,6 +254,32 @@ impl Sink for Hostile {
                 pumphouse_sdk::kv::commit(&writes)?;
                 Ok(())
             }
+            "kv-quota" => {
+                // Keys named after the batch's first record: a redelivered
+                // batch writes the same keys, a new one new keys.
+                let first = batch.records().next().map_or(0, |r| r.id());
+                let value = vec![b'v'; c.size.unwrap_or(100_000)];
+                let writes: Vec<_> = (0..c.lines.unwrap_or(4))
+                    .map(|i| {
+                        let w =
+                            pumphouse_sdk::kv::Write::set(format!("{first}:{i}"), value.clone());
+                        match c.ttl_s {
+                            Some(s) => w.expire_after(std::time::Duration::from_secs(s)),
+                            None => w,
+                        }
+                    })
+                    .collect();
+                pumphouse_sdk::kv::commit(&writes)?;
+                Ok(())
+            }
+            "symlink" => raw::plant_symlink(),
+            "stderr-flood" => {
+                let line = json_breaker(c.size.unwrap_or(10_000));
+                for i in 0..c.lines.unwrap_or(1000) {
+                    eprintln!("stderr flood {i} {line}");
+                }
+                Ok(())
+            }
             "histogram-flood" => {
                 let values = vec![5.0; c.size.unwrap_or(1_000_000)];
                 for _ in 0..c.lines.unwrap_or(10) {
@@ -227,6 +290,115 @@ impl Sink for Hostile {
             other => Err(WriteError::Fatal(format!("unknown mode {other}"))),
         }
     }
+}
+
+impl Hostile {
+    fn hoard_files(&mut self) -> Result<(), WriteError> {
+        for _ in 0..self.config.lines.unwrap_or(10_000) {
+            let path = format!("/out/hoard-{}", self.files.len());
+            match std::fs::File::create(&path) {
+                Ok(f) => self.files.push(f),
+                Err(e) => {
+                    return Err(WriteError::Retry(format!(
+                        "holding {} files; opening {path}: {e}",
+                        self.files.len()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Calls straight to WASI, for what the SDK does not offer.
+#[cfg(target_arch = "wasm32")]
+mod raw {
+    use pumphouse_sdk::WriteError;
+    use wasip2::http::types::{Fields, FutureIncomingResponse, OutgoingRequest, Scheme};
+
+    /// Requests started and never read.
+    #[derive(Default)]
+    pub struct Requests(Vec<FutureIncomingResponse>);
+
+    impl Requests {
+        /// Starts `n` GETs to `url` (`http://host:port`) and keeps them.
+        pub fn hoard(&mut self, url: &str, n: u32) -> Result<(), WriteError> {
+            let authority = url.trim_start_matches("http://").trim_end_matches('/');
+            for _ in 0..n {
+                let req = OutgoingRequest::new(Fields::new());
+                let _ = req.set_scheme(Some(&Scheme::Http));
+                let _ = req.set_authority(Some(authority));
+                let _ = req.set_path_with_query(Some("/hoard"));
+                match wasip2::http::outgoing_handler::handle(req, None) {
+                    Ok(f) => self.0.push(f),
+                    Err(e) => {
+                        return Err(WriteError::Retry(format!(
+                            "request {} not started: {e:?}",
+                            self.0.len()
+                        )))
+                    }
+                }
+            }
+            // Requests run as soon as they are started; waiting on the
+            // newest shows whether the host let it through.
+            let Some(newest) = self.0.last() else {
+                return Ok(());
+            };
+            newest.subscribe().block();
+            match newest.get() {
+                Some(Ok(Err(e))) => Err(WriteError::Retry(format!(
+                    "request {} failed: {e:?}",
+                    self.0.len() - 1
+                ))),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// `/out/planted -> ../../../../etc/passwd`.
+    pub fn plant_symlink() -> Result<(), WriteError> {
+        let out = wasip2::filesystem::preopens::get_directories()
+            .into_iter()
+            .find(|(_, path)| path == "/out")
+            .map(|(dir, _)| dir)
+            .ok_or_else(|| WriteError::Fatal("no /out preopen".into()))?;
+        match out.symlink_at("../../../../etc/passwd", "planted") {
+            Ok(()) => Err(WriteError::Fatal("planted /out/planted".into())),
+            Err(e) => Err(WriteError::Retry(format!("symlink refused: {e:?}"))),
+        }
+    }
+}
+
+/// The fixture runs only as a component; natively (workspace checks) these
+/// do nothing.
+#[cfg(not(target_arch = "wasm32"))]
+mod raw {
+    use pumphouse_sdk::WriteError;
+
+    /// Not a unit struct, so both builds construct it alike.
+    #[derive(Default)]
+    pub struct Requests(());
+
+    impl Requests {
+        pub fn hoard(&mut self, _url: &str, _n: u32) -> Result<(), WriteError> {
+            Err(WriteError::Fatal("wasm32 only".into()))
+        }
+    }
+
+    pub fn plant_symlink() -> Result<(), WriteError> {
+        Err(WriteError::Fatal("wasm32 only".into()))
+    }
+}
+
+/// `size` bytes that would break a JSON log line copied in verbatim
+/// (quotes, braces, backslashes, control characters), without a newline.
+fn json_breaker(size: usize) -> String {
+    let piece = "\"}{\"level\":\"ERROR\",\\\r\t\u{1b}[31m\u{0}";
+    let mut s = String::with_capacity(size + piece.len());
+    while s.len() < size {
+        s.push_str(piece);
+    }
+    s
 }
 
 /// `size` bytes of lines that look like the host's own log lines.
