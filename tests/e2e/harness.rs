@@ -507,3 +507,68 @@ pub fn dead_letters(conn: &mut redis::Connection, key: &str) -> Vec<pumphouse::d
         .map(|r| serde_json::from_slice(r).unwrap())
         .collect()
 }
+
+/// Scaffolds a sink and a filter with `plugins new --lang LANG` in a clean
+/// directory, runs each project's `./build` (its own tests, then the
+/// component; `env` adds to its environment) and expects `passed` in that
+/// output, then checks the component with `plugins inspect` and
+/// `plugins test` on 30 iam records.
+pub fn scaffolds_build_and_pass(lang: &str, prefix: &str, passed: &str, env: &[(&str, &Path)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("iam.jsonl");
+    let samples = samples.to_str().unwrap();
+    let (code, _, err) = pumphouse(&[
+        "produce",
+        "--format",
+        "iam",
+        "--count",
+        "30",
+        "--to-file",
+        samples,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for (kind, expect) in [
+        ("sink", "ok (30 records written)"),
+        ("filter", "(30 of 30)"),
+    ] {
+        let name = format!("{prefix}-{kind}");
+        let (code, out, err) = pumphouse(&[
+            "plugins",
+            "new",
+            &name,
+            "--kind",
+            kind,
+            "--lang",
+            lang,
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("./build"), "{out}");
+        let project = dir.path().join(&name);
+        let mut build = std::process::Command::new(project.join("build"));
+        build.env_remove("PYTHONPATH").current_dir(Path::new("/"));
+        for (k, v) in env {
+            build.env(k, v);
+        }
+        let build = build.output().unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&build.stdout),
+            String::from_utf8_lossy(&build.stderr)
+        );
+        assert!(build.status.success(), "./build of {name} failed:\n{log}");
+        assert!(log.contains(passed), "its own tests ran:\n{log}");
+        let wasm = project.join(format!("{name}.wasm"));
+        let wasm = wasm.to_str().unwrap();
+        let (code, out, err) = pumphouse(&["plugins", "inspect", wasm]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("pump-{kind}@0.1.0")), "{out}");
+        assert!(out.contains(&format!("name:     {name}")), "{out}");
+        let (code, out, err) = pumphouse(&[
+            "plugins", "test", wasm, "--input", samples, "--format", "iam",
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(expect), "{out}");
+    }
+}

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -258,56 +256,5 @@ fn plugins_inspect_names_javascript_and_python_components() {
 
 #[test]
 fn a_scaffolded_js_sink_and_filter_build_and_pass_their_tests_from_a_clean_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let samples = dir.path().join("iam.jsonl");
-    let samples = samples.to_str().unwrap();
-    let (code, _, err) = pumphouse(&[
-        "produce",
-        "--format",
-        "iam",
-        "--count",
-        "30",
-        "--to-file",
-        samples,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    for (name, kind, expect) in [
-        ("js-sink", "sink", "ok (30 records written)"),
-        ("js-filter", "filter", "(30 of 30)"),
-    ] {
-        let (code, out, err) = pumphouse(&[
-            "plugins",
-            "new",
-            name,
-            "--kind",
-            kind,
-            "--lang",
-            "js",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        let project = dir.path().join(name);
-        let build = Command::new(project.join("build"))
-            .current_dir(Path::new("/"))
-            .output()
-            .unwrap();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&build.stdout),
-            String::from_utf8_lossy(&build.stderr)
-        );
-        assert!(build.status.success(), "./build of {name} failed:\n{log}");
-        assert!(log.contains("# pass 2"), "its own tests ran:\n{log}");
-        let wasm = project.join(format!("{name}.wasm"));
-        let wasm = wasm.to_str().unwrap();
-        let (code, out, err) = pumphouse(&["plugins", "inspect", wasm]);
-        assert_eq!(code, 0, "{err}");
-        assert!(out.contains(&format!("name:     {name}")), "{out}");
-        let (code, out, err) = pumphouse(&[
-            "plugins", "test", wasm, "--input", samples, "--format", "iam",
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains(expect), "{out}");
-    }
+    scaffolds_build_and_pass("js", "js", "# pass 2", &[]);
 }

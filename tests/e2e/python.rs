@@ -5,8 +5,6 @@
 //! same limits as the Rust ones.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use pumphouse::record::TYK_KEY;
@@ -239,60 +237,5 @@ fn python_tools() -> std::path::PathBuf {
 
 #[test]
 fn a_scaffolded_python_sink_and_filter_build_and_pass_their_tests_from_a_clean_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let samples = dir.path().join("iam.jsonl");
-    let samples = samples.to_str().unwrap();
-    let (code, _, err) = pumphouse(&[
-        "produce",
-        "--format",
-        "iam",
-        "--count",
-        "30",
-        "--to-file",
-        samples,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    for (name, kind, expect) in [
-        ("py-sink", "sink", "ok (30 records written)"),
-        ("py-filter", "filter", "(30 of 30)"),
-    ] {
-        let (code, out, err) = pumphouse(&[
-            "plugins",
-            "new",
-            name,
-            "--kind",
-            kind,
-            "--lang",
-            "python",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains("./build"), "{out}");
-        let project = dir.path().join(name);
-        let build = Command::new(project.join("build"))
-            .env("PYTHON", python_tools())
-            .env_remove("PYTHONPATH")
-            .current_dir(Path::new("/"))
-            .output()
-            .unwrap();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&build.stdout),
-            String::from_utf8_lossy(&build.stderr)
-        );
-        assert!(build.status.success(), "./build of {name} failed:\n{log}");
-        assert!(log.contains("2 passed"), "its own tests ran:\n{log}");
-        let wasm = project.join(format!("{name}.wasm"));
-        let wasm = wasm.to_str().unwrap();
-        let (code, out, err) = pumphouse(&["plugins", "inspect", wasm]);
-        assert_eq!(code, 0, "{err}");
-        assert!(out.contains(&format!("pump-{kind}@0.1.0")), "{out}");
-        assert!(out.contains(&format!("name:     {name}")), "{out}");
-        let (code, out, err) = pumphouse(&[
-            "plugins", "test", wasm, "--input", samples, "--format", "iam",
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains(expect), "{out}");
-    }
+    scaffolds_build_and_pass("python", "py", "2 passed", &[("PYTHON", &python_tools())]);
 }
