@@ -13,6 +13,26 @@ pub mod __bindings {
     });
 }
 
+/// Bindings of the standard `wasi:tls` interface, for [`net`]. Its
+/// `wasi:io` types are `wasip2`'s, so the streams of a `wasi:sockets`
+/// connection pass straight into a TLS handshake.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __tls {
+    wit_bindgen::generate!({
+        path: "wit-net",
+        world: "tls",
+        features: ["tls"],
+        with: {
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:tls/types@0.2.0-draft": generate,
+        },
+    });
+}
+
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
@@ -52,6 +72,7 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod testing;
 
 pub use batch::{Record, Records};

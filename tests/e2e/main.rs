@@ -27,4 +27,6 @@ mod sinks_http;
 mod sinks_influxdb;
 mod sinks_prometheus;
 mod sinks_redis;
+mod sinks_sql;
+mod sql_servers;
 mod status_page;

@@ -87,6 +87,11 @@ pub struct SandboxConfig {
     /// Outbound HTTP connections one plugin instance may hold at once;
     /// a request past it is denied.
     pub max_connections: u32,
+    /// PEM files of CA certificates the pump's plugins trust besides the
+    /// webpki roots, for HTTPS and for TLS over `sandbox.sockets`
+    /// (`wasi:tls`), e.g. a private CA that signed the database's
+    /// certificate. Certificates and names are always verified.
+    pub tls_ca_files: Vec<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +111,7 @@ impl Default for SandboxConfig {
             allow_symlinks: false,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_ca_files: Vec::new(),
         }
     }
 }

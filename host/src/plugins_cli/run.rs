@@ -90,7 +90,12 @@ impl SandboxArgs {
             allow_private_networks: self.allow_private_networks,
             ..Default::default()
         };
-        Ok(Sandbox::for_pump("plugins-test", &config, self.timeout))
+        Ok(Sandbox::for_pump(
+            "plugins-test",
+            &config,
+            self.timeout,
+            Default::default(),
+        ))
     }
 }
 

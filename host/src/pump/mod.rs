@@ -56,6 +56,11 @@ pub enum PumpError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("pump {pump}: {source}")]
+    Trust {
+        pump: String,
+        source: crate::runtime::tls::TrustError,
+    },
     /// A plugin failed to instantiate or `init`.
     #[error("pump {pump}: {role} {}: {source}", path.display())]
     Instance {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, PumpConfig, RetryConfig};
+use crate::runtime::tls::Trust;
 use crate::runtime::{Instance, Kind, Plugin, Runtime, Sandbox};
 use crate::status::PumpStatus;
 
@@ -144,7 +145,16 @@ fn sandbox_of(pump: &PumpConfig) -> Result<Sandbox, PumpError> {
             source,
         })?;
     }
-    Ok(Sandbox::for_pump(&pump.name, &pump.sandbox, pump.timeout))
+    let trust = Trust::load(&pump.sandbox.tls_ca_files).map_err(|source| PumpError::Trust {
+        pump: pump.name.clone(),
+        source,
+    })?;
+    Ok(Sandbox::for_pump(
+        &pump.name,
+        &pump.sandbox,
+        pump.timeout,
+        trust,
+    ))
 }
 
 fn json_config(table: &toml::Table) -> String {

@@ -26,7 +26,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub struct OutboundPolicy {
     pub timeout: Duration,
     /// Connections one instance may hold at once.
     pub max_connections: usize,
+    /// The TLS config of HTTPS requests: the pump's trusted roots, HTTP/1.1.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Default for OutboundPolicy {
@@ -65,6 +67,7 @@ impl Default for OutboundPolicy {
             allow_private: false,
             timeout: DEFAULT_HTTP_TIMEOUT,
             max_connections: crate::config::DEFAULT_MAX_CONNECTIONS as usize,
+            tls: super::tls::Trust::default().client_config(&[b"http/1.1"]),
         }
     }
 }
@@ -185,7 +188,7 @@ impl HttpHooks {
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = match scheme {
             Scheme::Http => Box::new(tcp),
-            Scheme::Https => Box::new(tls(host, tcp, deadline).await?),
+            Scheme::Https => Box::new(tls(self.policy.tls.clone(), host, tcp, deadline).await?),
         };
         let (mut sender, conn) = tokio::time::timeout_at(
             deadline,
@@ -324,28 +327,9 @@ async fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, E
     })))
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("the ring provider supports rustls' default protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            // The connection speaks HTTP/1.1 only.
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        })
-        .clone()
-}
-
 /// TLS over an already checked connection, verifying the URL's host name.
 async fn tls(
+    config: Arc<rustls::ClientConfig>,
     host: &str,
     tcp: TcpStream,
     deadline: Instant,
@@ -358,7 +342,7 @@ async fn tls(
             ServerName::try_from(host.to_string()).map_err(|_| Error::HttpRequestUriInvalid)?
         }
     };
-    let connector = tokio_rustls::TlsConnector::from(tls_config());
+    let connector = tokio_rustls::TlsConnector::from(config);
     tokio::time::timeout_at(deadline, connector.connect(name, tcp))
         .await
         .map_err(|_| Error::ConnectionTimeout)?

@@ -23,6 +23,7 @@ pub mod producers;
 mod sockets;
 mod stderr;
 pub mod text;
+pub mod tls;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxView, WasiTlsView};
 
 use self::files::{FilePolicy, OpenFiles};
 use self::host::SeriesBudget;
@@ -80,6 +82,8 @@ pub struct Sandbox {
     pub series: Arc<SeriesBudget>,
     /// Symlinks and open files, per instance.
     pub files: FilePolicy,
+    /// The certificates plugin TLS (`wasi:tls`) trusts.
+    pub trust: tls::Trust,
 }
 
 impl Default for Sandbox {
@@ -98,6 +102,7 @@ impl Default for Sandbox {
                 allow_symlinks: false,
                 max_open_files: crate::config::DEFAULT_MAX_OPEN_FILES as usize,
             },
+            trust: tls::Trust::default(),
         }
     }
 }
@@ -105,8 +110,13 @@ impl Default for Sandbox {
 impl Sandbox {
     /// The capabilities `config` grants `pump`, with its per-call timeout.
     /// The rules were parsed with the config; the writable directories
-    /// must exist already.
-    pub fn for_pump(pump: &str, config: &SandboxConfig, timeout: Duration) -> Sandbox {
+    /// must exist already. `trust` is `config.tls_ca_files`, loaded.
+    pub fn for_pump(
+        pump: &str,
+        config: &SandboxConfig,
+        timeout: Duration,
+        trust: tls::Trust,
+    ) -> Sandbox {
         let one = NonZeroU32::MIN;
         let rate = NonZeroU32::new(config.log_lines_per_second).unwrap_or(one);
         let burst = NonZeroU32::new(config.log_burst).unwrap_or(one);
@@ -121,6 +131,7 @@ impl Sandbox {
                 allow_private: config.allow_private_networks,
                 timeout: config.http_timeout,
                 max_connections: config.max_connections as usize,
+                tls: trust.client_config(&[b"http/1.1"]),
             }),
             logs: Arc::new(LogLimiter::new(pump, rate, burst)),
             kv: Kv::new(
@@ -136,6 +147,7 @@ impl Sandbox {
                 allow_symlinks: config.allow_symlinks,
                 max_open_files: config.max_open_files as usize,
             },
+            trust,
         }
     }
 }
@@ -146,6 +158,7 @@ pub struct PluginState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: HttpHooks,
+    tls: WasiTlsCtx,
     table: ResourceTable,
     limits: limits::Limits,
     pump: Arc<str>,
@@ -170,6 +183,15 @@ impl WasiHttpView for PluginState {
             ctx: &mut self.http,
             table: &mut self.table,
             hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+impl WasiTlsView for PluginState {
+    fn tls(&mut self) -> WasiTlsCtxView<'_> {
+        WasiTlsCtxView {
+            ctx: &mut self.tls,
+            table: &mut self.table,
         }
     }
 }
@@ -215,6 +237,12 @@ impl Runtime {
         // Linked for every plugin; what a request may reach is decided per
         // pump in `http::HttpHooks`.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SetupError(format!("{e:#}")))?;
+        // TLS over a plugin's own sockets; the sockets are what the sandbox
+        // checks, so linking it grants nothing a pump did not list.
+        let mut tls_options = wasmtime_wasi_tls::p2::LinkOptions::default();
+        tls_options.tls(true);
+        wasmtime_wasi_tls::p2::add_to_linker(&mut linker, &tls_options)
             .map_err(|e| SetupError(format!("{e:#}")))?;
         // Both worlds import the same interfaces; the sink world adds them.
         sink::PumpSink::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -493,6 +521,7 @@ async fn build(
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         http_hooks: HttpHooks::new(pump.clone(), sandbox.outbound.clone(), sandbox.logs.clone()),
+        tls: sandbox.trust.wasi_ctx(),
         table: ResourceTable::new(),
         limits: limits::Limits::new(sandbox.max_memory),
         pump,
