@@ -10,7 +10,7 @@ use mysql_common::constants::CapabilityFlags;
 use super::handshake::{
     client_capabilities, handshake_response, parse_hello, ssl_request, Auth, AuthStep,
 };
-use super::packet::{write_packet, PacketReader, DEFAULT_MAX_PACKET};
+use super::packet::{chunks, write_packet, PacketReader, DEFAULT_MAX_PACKET};
 use super::reply::{com_ping, com_query, com_quit, parse_err, parse_ok, QueryResult, ResultReader};
 use super::MysqlError;
 
@@ -216,7 +216,7 @@ impl<T: Transport> Client<T> {
                             self.expect_seq
                         ))));
                     }
-                    self.expect_seq = seq.wrapping_add(1);
+                    self.expect_seq = seq.wrapping_add(chunks(payload.len()) as u8);
                     return Ok(payload);
                 }
                 Ok(None) => {}

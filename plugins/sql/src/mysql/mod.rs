@@ -27,7 +27,7 @@ pub use handshake::{
     client_capabilities, handshake_response, parse_hello, ssl_request, Auth, AuthStep, Plugin,
     ServerHello,
 };
-pub use packet::{write_packet, PacketReader, DEFAULT_MAX_PACKET, MAX_CHUNK};
+pub use packet::{chunks, write_packet, PacketReader, DEFAULT_MAX_PACKET, MAX_CHUNK};
 pub use reply::{
     com_ping, com_query, com_quit, parse_err, parse_ok, parse_text_row, Finished, OkInfo,
     QueryResult, ResultReader, Value,

@@ -24,8 +24,8 @@ pub struct PacketReader {
     decoder: ChunkDecoder,
     /// The packet being assembled from its chunks.
     payload: Vec<u8>,
-    /// The sequence id the next chunk of `payload` must carry.
-    next_seq: Option<u8>,
+    /// The sequence ids of the first chunk of `payload` and of the next.
+    seqs: Option<(u8, u8)>,
     limit: usize,
 }
 
@@ -37,7 +37,7 @@ impl PacketReader {
             input: BytesMut::new(),
             decoder: ChunkDecoder::default(),
             payload: Vec::new(),
-            next_seq: None,
+            seqs: None,
             limit,
         }
     }
@@ -50,11 +50,12 @@ impl PacketReader {
     /// True when no received byte waits to be parsed: what must hold before
     /// the stream switches to TLS.
     pub fn is_empty(&self) -> bool {
-        self.input.is_empty() && self.payload.is_empty() && self.next_seq.is_none()
+        self.input.is_empty() && self.payload.is_empty() && self.seqs.is_none()
     }
 
-    /// The next whole packet as `(sequence id of its last chunk, payload)`,
-    /// or `None` until more bytes are fed.
+    /// The next whole packet as `(sequence id of its first chunk, payload)`,
+    /// or `None` until more bytes are fed. The packet took
+    /// [`chunks`]`(payload.len())` sequence ids.
     pub fn next_packet(&mut self) -> Result<Option<(u8, Vec<u8>)>, MysqlError> {
         loop {
             let chunk = self
@@ -72,20 +73,28 @@ impl PacketReader {
                 Some(ChunkInfo::Middle(seq)) => (seq, false),
                 Some(ChunkInfo::Last(seq)) => (seq, true),
             };
-            if let Some(want) = self.next_seq {
-                if seq != want {
+            let first = match self.seqs {
+                Some((first, want)) if seq == want => first,
+                Some((_, want)) => {
                     return Err(MysqlError::protocol(format!(
                         "chunk with sequence id {seq} where {want} was due"
-                    )));
+                    )))
                 }
-            }
+                None => seq,
+            };
             if last {
-                self.next_seq = None;
-                return Ok(Some((seq, std::mem::take(&mut self.payload))));
+                self.seqs = None;
+                return Ok(Some((first, std::mem::take(&mut self.payload))));
             }
-            self.next_seq = Some(seq.wrapping_add(1));
+            self.seqs = Some((first, seq.wrapping_add(1)));
         }
     }
+}
+
+/// How many chunks, and so sequence ids, a payload of `len` bytes takes:
+/// one more than the full chunks, since a shorter (maybe empty) one ends it.
+pub fn chunks(len: usize) -> usize {
+    len / MAX_CHUNK + 1
 }
 
 /// Appends `payload` framed as chunks numbered from `seq` to `out`;
@@ -146,7 +155,8 @@ mod tests {
         let mut r = PacketReader::new(DEFAULT_MAX_PACKET);
         r.feed(&wire);
         let (seq, got) = r.next_packet().unwrap().unwrap();
-        assert_eq!(seq, 1);
+        assert_eq!(seq, 0);
+        assert_eq!(chunks(got.len()), 2);
         assert!(got == payload);
     }
 
@@ -162,7 +172,8 @@ mod tests {
             r.feed(part);
         }
         let (seq, got) = r.next_packet().unwrap().unwrap();
-        assert_eq!(seq, 1);
+        assert_eq!(seq, 255);
+        assert_eq!(chunks(got.len()), 3);
         assert!(got == payload);
     }
 

@@ -23,7 +23,7 @@ impl Garbage {
         let mut out: Vec<u8> = (0..len).map(|_| self.next() as u8).collect();
         if let Some(first) = out.first_mut() {
             const HEADERS: [u8; 8] = [0x00, 0x01, 0x0A, 0xFB, 0xFC, 0xFD, 0xFE, 0xFF];
-            if self.next() % 2 == 0 {
+            if self.next().is_multiple_of(2) {
                 *first = HEADERS[(self.next() % 8) as usize];
             }
         }
