@@ -3,12 +3,17 @@
 //! server's socket with the `mariadb` command-line client, then speaks to
 //! it over TCP through `pump_sql::mysql::Client`.
 
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pump_sql::mysql::{Client, ErrorClass, MysqlError, Options, QueryResult, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use pump_sql::mysql::{Client, ErrorClass, MysqlError, Options, QueryResult, Transport, Value};
 
 /// The first of `candidates` (names on `PATH` or absolute paths) that
 /// exists. When none does, the test is skipped loudly, or fails under
@@ -56,6 +61,11 @@ impl MariaDb {
     /// Installs a fresh data dir and starts the server; `None` when MariaDB
     /// is not installed (see [`find_binary`]).
     fn start() -> Option<MariaDb> {
+        MariaDb::start_with(&[])
+    }
+
+    /// [`start`](MariaDb::start) with more server options.
+    fn start_with(extra: &[String]) -> Option<MariaDb> {
         let server = find_binary(&["mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld"])?;
         let install = find_binary(&["mariadb-install-db", "mysql_install_db"])?;
         let client = find_binary(&["mariadb", "mysql"])?;
@@ -67,10 +77,15 @@ impl MariaDb {
             .unwrap()
             .trim()
             .to_string();
-        // Small InnoDB files: each test has its own server.
+        // Small InnoDB files: each test has its own server. Its own tmpdir
+        // too: a starting server deletes the `#sql*` files it finds there,
+        // which breaks another server's set-up.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let innodb = [
-            "--innodb-log-file-size=32M",
-            "--innodb-buffer-pool-size=32M",
+            "--innodb-log-file-size=32M".to_string(),
+            "--innodb-buffer-pool-size=32M".to_string(),
+            format!("--tmpdir={}", tmp.display()),
         ];
         let out = Command::new(&install)
             .arg("--no-defaults")
@@ -78,7 +93,7 @@ impl MariaDb {
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg(format!("--user={user}"))
-            .args(innodb)
+            .args(&innodb)
             .output()
             .unwrap();
         assert!(
@@ -107,7 +122,8 @@ impl MariaDb {
             .arg("--skip-name-resolve")
             // Room for the 20 MiB value.
             .arg("--max-allowed-packet=64M")
-            .args(innodb)
+            .args(&innodb)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -175,19 +191,35 @@ impl MariaDb {
         );
     }
 
-    fn connect(&self, user: &str, password: &str) -> Result<Client<TcpStream>, MysqlError> {
+    fn tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         // A hang fails the test instead of blocking it forever.
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
+        stream
+    }
+
+    fn login<T: Transport>(
+        &self,
+        transport: T,
+        user: &str,
+        password: &str,
+        tls: bool,
+    ) -> Result<Client<T>, MysqlError> {
         let options = Options {
             user: user.into(),
             password: password.into(),
             database: Some("t".into()),
+            tls,
+            server_name: "127.0.0.1".into(),
             ..Options::default()
         };
-        Client::connect(stream, &options)
+        Client::connect(transport, &options)
+    }
+
+    fn connect(&self, user: &str, password: &str) -> Result<Client<TcpStream>, MysqlError> {
+        self.login(self.tcp(), user, password, false)
     }
 
     fn pump(&self) -> Client<TcpStream> {
@@ -394,4 +426,218 @@ fn server_killed_mid_query_is_an_io_error_to_retry() {
     let e = worker.join().unwrap().unwrap_err();
     assert!(matches!(e, MysqlError::Io(_)), "{e:?}");
     assert_eq!(e.class(), ErrorClass::Retry);
+}
+
+/// Runs openssl in `dir`, failing the test with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA, and a server certificate it signed for 127.0.0.1.
+fn server_pki(dir: &Path) {
+    const EC: [&str; 5] = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "req",
+        "-x509",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pump-sql test ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ];
+    openssl(dir, &[&ca[..], &EC].concat());
+    let csr = [
+        "req",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    openssl(dir, &[&csr[..], &EC].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// TCP that switches to rustls in place, as the plugin SDK's stream does
+/// with `wasi:tls`.
+enum TlsTransport {
+    Plain(TcpStream, Arc<rustls::ClientConfig>),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// An upgrade failed half way: the client gives up on the connection.
+    Broken,
+}
+
+impl TlsTransport {
+    fn new(tcp: TcpStream, ca: &Path) -> TlsTransport {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Ok(cert) = CertificateDer::from_pem_file(ca) {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsTransport::Plain(tcp, Arc::new(config))
+    }
+
+    fn stream(&mut self) -> io::Result<&mut dyn ReadWrite> {
+        match self {
+            TlsTransport::Plain(tcp, _) => Ok(tcp),
+            TlsTransport::Tls(tls) => Ok(tls),
+            TlsTransport::Broken => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Read for TlsTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream()?.read(buf)
+    }
+}
+
+impl Write for TlsTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream()?.flush()
+    }
+}
+
+impl Transport for TlsTransport {
+    fn upgrade_tls(&mut self, server_name: &str) -> io::Result<()> {
+        let TlsTransport::Plain(tcp, config) = std::mem::replace(self, TlsTransport::Broken) else {
+            return Err(io::Error::other("not a plain stream"));
+        };
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        // Handshake now, so a bad certificate fails here, not on a write.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        *self = TlsTransport::Tls(Box::new(tls));
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_in_over_tls_after_the_ssl_request() {
+    let pki = tempfile::tempdir().unwrap();
+    server_pki(pki.path());
+    let file = |name: &str| pki.path().join(name).display().to_string();
+    let ssl = [
+        format!("--ssl-cert={}", file("server.crt")),
+        format!("--ssl-key={}", file("server.key")),
+    ];
+    let Some(db) = MariaDb::start_with(&ssl) else {
+        return;
+    };
+    db.add_pump_user();
+    db.sql("CREATE USER tls@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL; GRANT ALL ON t.* TO tls@'%';");
+
+    let transport = TlsTransport::new(db.tcp(), &pki.path().join("ca.crt"));
+    let mut c = db.login(transport, "tls", "tls-pw", true).unwrap();
+    let (_, rows) = rows_of(c.query("SHOW SESSION STATUS LIKE 'Ssl_version'").unwrap());
+    assert!(text(&rows[0][1]).starts_with("TLSv1."), "{rows:?}");
+    c.ping().unwrap();
+
+    // The account requires TLS: without it the server refuses the login.
+    let e = db
+        .connect("tls", "tls-pw")
+        .err()
+        .expect("logged in without TLS");
+    assert_eq!(server_code(&e), 1045, "{e}");
+
+    // A certificate the client does not trust fails the upgrade.
+    let untrusting = TlsTransport::new(db.tcp(), Path::new("/nonexistent"));
+    let e = db
+        .login(untrusting, "tls", "tls-pw", true)
+        .err()
+        .expect("an untrusted certificate");
+    assert!(matches!(e, MysqlError::Io(_)), "{e:?}");
+
+    // Plain TCP cannot switch: a setup error, not one to retry.
+    let e = db
+        .login(db.tcp(), "pump", "pump-pw", true)
+        .err()
+        .expect("TLS over plain TCP");
+    assert!(
+        matches!(&e, MysqlError::Unsupported(m) if m.contains("TLS")),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::Fatal);
+}
+
+#[test]
+fn tls_against_a_server_without_it_is_a_setup_error() {
+    let Some(db) = MariaDb::start() else {
+        return;
+    };
+    db.add_pump_user();
+    let transport = TlsTransport::new(db.tcp(), Path::new("/nonexistent"));
+    let e = db
+        .login(transport, "pump", "pump-pw", true)
+        .err()
+        .expect("TLS without a certificate");
+    assert!(
+        matches!(&e, MysqlError::Unsupported(m) if m.contains("does not offer TLS")),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::Fatal);
 }
