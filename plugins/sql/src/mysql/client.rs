@@ -103,6 +103,13 @@ impl<T: Transport> Client<T> {
         client.caps = caps;
         let mut seq = client.expect_seq;
         if options.tls {
+            if options.server_name.is_empty() {
+                return Err(MysqlError::Unsupported(
+                    "tls is on but server_name is empty: set the name the server's \
+                     certificate carries"
+                        .into(),
+                ));
+            }
             seq = client.send(seq, &ssl_request(caps))?;
             if !client.reader.is_empty() {
                 return Err(MysqlError::protocol("the server spoke before TLS"));
@@ -243,5 +250,214 @@ impl<T: Transport> Client<T> {
             self.broken = true;
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::handshake::tests::hello_with_plugin;
+    use crate::mysql::handshake::Plugin;
+    use std::collections::VecDeque;
+
+    /// A scripted server: `turns[0]` is readable at once, each later turn
+    /// once the client has flushed one more message (a turn may be empty).
+    #[derive(Default)]
+    struct Scripted {
+        turns: VecDeque<Vec<u8>>,
+        readable: Vec<u8>,
+        written: Vec<u8>,
+        messages: Vec<Vec<u8>>,
+        upgraded_at: Option<usize>,
+        tls_ok: bool,
+    }
+
+    impl Scripted {
+        fn new(turns: Vec<Vec<u8>>) -> Scripted {
+            let mut s = Scripted {
+                turns: turns.into(),
+                tls_ok: true,
+                ..Scripted::default()
+            };
+            s.readable = s.turns.pop_front().unwrap_or_default();
+            s
+        }
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.readable.len());
+            buf[..n].copy_from_slice(&self.readable[..n]);
+            self.readable.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.messages.push(std::mem::take(&mut self.written));
+            let next = self.turns.pop_front().unwrap_or_default();
+            self.readable.extend(next);
+            Ok(())
+        }
+    }
+
+    impl Transport for Scripted {
+        fn upgrade_tls(&mut self, server_name: &str) -> io::Result<()> {
+            assert_eq!(server_name, "db.example");
+            self.upgraded_at = Some(self.messages.len());
+            if self.tls_ok {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad certificate",
+                ))
+            }
+        }
+    }
+
+    fn framed(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        write_packet(seq, payload, &mut out);
+        out.to_vec()
+    }
+
+    const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];
+
+    fn options(tls: bool) -> Options {
+        Options {
+            user: "pump".into(),
+            password: "secret".into(),
+            database: Some("logs".into()),
+            tls,
+            server_name: "db.example".into(),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn sha2_full_auth_over_tls_sends_the_password_inside_it() {
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("caching_sha2_password")),
+            Vec::new(), // the SSLRequest gets no answer
+            framed(3, &[1, 4]),
+            framed(5, OK),
+        ]);
+        let client = Client::connect(io, &options(true)).unwrap();
+        let io = &client.io;
+        assert_eq!(io.upgraded_at, Some(1), "TLS right after the SSLRequest");
+        let m = &io.messages;
+        assert_eq!(m.len(), 3);
+        assert_eq!(&m[0][..4], &[32, 0, 0, 1]);
+        let flags = u32::from_le_bytes(m[0][4..8].try_into().unwrap());
+        assert!(CapabilityFlags::from_bits_truncate(flags).contains(CapabilityFlags::CLIENT_SSL));
+        assert_eq!(m[1][3], 2, "the HandshakeResponse follows as packet 2");
+        let scramble = Plugin::CachingSha2
+            .scramble(b"abcdefghijklmnopqrst", "secret")
+            .unwrap();
+        let body = &m[1][4..];
+        assert!(
+            body.windows(32).any(|w| w == scramble),
+            "the SHA256 scramble"
+        );
+        assert!(body.ends_with(b"logs\0caching_sha2_password\0"));
+        assert_eq!(m[2], framed(4, b"secret\0"));
+    }
+
+    #[test]
+    fn sha2_fast_path_then_a_query() {
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("caching_sha2_password")),
+            [framed(2, &[1, 3]), framed(3, OK)].concat(),
+            framed(1, &[0, 3, 0, 2, 0, 0, 0]),
+        ]);
+        let mut client = Client::connect(io, &options(false)).unwrap();
+        assert_eq!(client.connection_id(), 7);
+        let got = client.query("DELETE FROM t").unwrap();
+        assert!(
+            matches!(
+                got,
+                QueryResult::Ok {
+                    affected_rows: 3,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+        assert_eq!(client.io.messages[1], framed(0, b"\x03DELETE FROM t"));
+        assert_eq!(client.io.upgraded_at, None);
+    }
+
+    #[test]
+    fn sha2_full_auth_without_tls_is_refused_with_the_fix() {
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("caching_sha2_password")),
+            framed(2, &[1, 4]),
+        ]);
+        let e = Client::connect(io, &options(false)).err().unwrap();
+        assert!(
+            matches!(&e, MysqlError::Unsupported(m) if m.contains("turn tls on")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_needs_a_server_name() {
+        let io = Scripted::new(vec![framed(0, &hello_with_plugin("mysql_native_password"))]);
+        let options = Options {
+            server_name: String::new(),
+            ..options(true)
+        };
+        let e = Client::connect(io, &options).err().unwrap();
+        assert!(
+            matches!(&e, MysqlError::Unsupported(m) if m.contains("server_name")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_tls_upgrade_is_an_io_error() {
+        let mut io = Scripted::new(vec![framed(0, &hello_with_plugin("mysql_native_password"))]);
+        io.tls_ok = false;
+        let e = Client::connect(io, &options(true)).err().unwrap();
+        assert!(matches!(&e, MysqlError::Io(io) if io.kind() == io::ErrorKind::InvalidData));
+    }
+
+    #[test]
+    fn bytes_before_tls_are_refused() {
+        let hello = framed(0, &hello_with_plugin("mysql_native_password"));
+        let io = Scripted::new(vec![[hello, framed(1, OK)].concat()]);
+        let e = Client::connect(io, &options(true)).err().unwrap();
+        assert!(
+            matches!(&e, MysqlError::Protocol(m) if m.contains("before TLS")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_packet_out_of_sequence_breaks_the_connection() {
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("mysql_native_password")),
+            framed(2, OK),
+            framed(2, OK), // 1 is due
+        ]);
+        let mut client = Client::connect(io, &options(false)).unwrap();
+        assert!(matches!(client.ping(), Err(MysqlError::Protocol(_))));
+        let e = client.ping().unwrap_err();
+        assert!(matches!(&e, MysqlError::Io(io) if io.kind() == io::ErrorKind::NotConnected));
+    }
+
+    #[test]
+    fn a_closed_stream_is_an_io_error_to_retry() {
+        let io = Scripted::new(vec![framed(0, &hello_with_plugin("mysql_native_password"))]);
+        let e = Client::connect(io, &options(false)).err().unwrap();
+        assert!(matches!(&e, MysqlError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof));
+        assert_eq!(e.class(), crate::mysql::ErrorClass::Retry);
     }
 }

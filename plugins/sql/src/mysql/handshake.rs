@@ -316,6 +316,12 @@ pub(crate) mod tests {
 
     /// A MariaDB 10.11 greeting, as a server sends it.
     pub(crate) fn mariadb_hello() -> Vec<u8> {
+        hello_with_plugin("mysql_native_password")
+    }
+
+    /// A greeting offering TLS and naming `plugin`, with nonce
+    /// `abcdefghijklmnopqrst`.
+    pub(crate) fn hello_with_plugin(plugin: &str) -> Vec<u8> {
         let mut p = vec![10];
         p.extend(b"5.5.5-10.11.19-MariaDB\0");
         p.extend(7u32.to_le_bytes());
@@ -337,7 +343,8 @@ pub(crate) mod tests {
         p.push(21);
         p.extend([0; 10]);
         p.extend(b"ijklmnopqrst\0");
-        p.extend(b"mysql_native_password\0");
+        p.extend(plugin.as_bytes());
+        p.push(0);
         p
     }
 

@@ -2,10 +2,10 @@
 //!
 //! Built on `mysql_common` (the protocol layer of `mysql_async`): its
 //! packet types, chunk codec and auth scrambles are sans-IO, and with
-//! default features off it builds for wasm32-wasip2 at about 130 KB of
-//! .wasm. Its `server_version_parsed` pulls in `regex` (+1.3 MB), so the
-//! greeting's version stays a string here; this module adds the framing
-//! state, the auth exchange, the result-set reader and error classes.
+//! default features off it builds for wasm32-wasip2; this whole module
+//! adds about 120 KB to a .wasm. Its `server_version_parsed` would pull in
+//! `regex` (+1.3 MB), so the greeting's version stays a string here. This
+//! module adds framing state, the auth exchange, result sets and error classes.
 //!
 //! * `packet.rs` — chunk framing with a size bound (pure);
 //! * `handshake.rs` — greeting, SSLRequest, HandshakeResponse41, auth (pure);
