@@ -79,26 +79,208 @@ const TYK_PUMP_COLUMNS: &[(&str, &str)] = &[
     ("mcp_stats_primitive_name", "text"),
 ];
 
-/// A database `analytics` and a login role `pump` owning it.
-fn prepare(pg: &Postgres) {
-    pg.psql(
-        "postgres",
-        &format!("CREATE ROLE pump LOGIN PASSWORD '{PASSWORD}'"),
-    );
-    pg.psql("postgres", "CREATE DATABASE analytics OWNER pump");
+/// What the shared scenarios need of either database.
+trait Db {
+    /// `postgres` or `mysql`, for messages.
+    fn name(&self) -> &'static str;
+    /// A database `analytics` and a login `pump` with every right on it.
+    fn prepare(&self);
+    /// The connection URL of `user` (password from the sandbox env).
+    fn url_of(&self, user: &str, params: &str) -> String;
+    fn port(&self) -> u16;
+    fn count(&self, table: &str) -> u64;
+    /// Rows of `select` as text, `None` for NULL.
+    fn rows(&self, select: &str) -> Vec<BTreeMap<String, Option<String>>>;
+    /// How the database shows a stored time read back as text.
+    fn time(&self, secs: i64, nanos: u32) -> String;
+    /// How it shows a boolean.
+    fn boolean(&self, b: bool) -> &'static str;
+    /// Column name and type of `table`, in order.
+    fn columns(&self, table: &str) -> Vec<String>;
+    /// Index names of `table`, sorted.
+    fn indexes(&self, table: &str) -> Vec<String>;
+    /// `SELECT` of the JSON text column `column` as text.
+    fn json_text(&self, column: &str) -> String;
+    fn kill(&mut self);
+    fn restart(&mut self);
+}
+
+impl Db for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    fn prepare(&self) {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE pump LOGIN PASSWORD '{PASSWORD}'"),
+        );
+        self.psql("postgres", "CREATE DATABASE analytics OWNER pump");
+    }
+    fn url_of(&self, user: &str, params: &str) -> String {
+        self.url(user, &format!("${{{PASSWORD_VAR}}}"), "analytics", params)
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn count(&self, table: &str) -> u64 {
+        Postgres::count(self, "analytics", table)
+    }
+    fn rows(&self, select: &str) -> Vec<BTreeMap<String, Option<String>>> {
+        Postgres::rows(self, "analytics", select)
+            .into_iter()
+            .map(|row| {
+                let Value::Object(map) = row else {
+                    panic!("a row is an object")
+                };
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            Value::Null => None,
+                            Value::String(s) => Some(s),
+                            other => Some(other.to_string()),
+                        };
+                        (k, text)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+    fn time(&self, secs: i64, nanos: u32) -> String {
+        // Microseconds, rounded, as `to_json` writes a timestamptz in UTC.
+        let (base, micros) = split_time(secs, nanos, 6);
+        format!("{}T{}{}+00:00", &base[..10], &base[11..], micros)
+    }
+    fn boolean(&self, b: bool) -> &'static str {
+        if b {
+            "true"
+        } else {
+            "false"
+        }
+    }
+    fn columns(&self, table: &str) -> Vec<String> {
+        self.psql(
+            "analytics",
+            &format!("SELECT string_agg(column_name || ' ' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = '{table}'"),
+        )
+        .split(',')
+        .map(String::from)
+        .collect()
+    }
+    fn indexes(&self, table: &str) -> Vec<String> {
+        self.psql(
+            "analytics",
+            &format!("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = '{table}'"),
+        )
+        .split(',')
+        .map(String::from)
+        .collect()
+    }
+    fn json_text(&self, column: &str) -> String {
+        format!("{column}::text")
+    }
+    fn kill(&mut self) {
+        Postgres::kill(self)
+    }
+    fn restart(&mut self) {
+        Postgres::restart(self)
+    }
+}
+
+impl Db for MariaDb {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+    fn prepare(&self) {
+        self.sql(&format!(
+            "CREATE DATABASE analytics; CREATE USER pump@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON analytics.* TO pump@'127.0.0.1'"
+        ));
+    }
+    fn url_of(&self, user: &str, params: &str) -> String {
+        self.url(user, &format!("${{{PASSWORD_VAR}}}"), "analytics", params)
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn count(&self, table: &str) -> u64 {
+        MariaDb::count(self, &format!("analytics.{table}"))
+    }
+    fn rows(&self, select: &str) -> Vec<BTreeMap<String, Option<String>>> {
+        MariaDb::rows(self, &format!("USE analytics; {select}"))
+    }
+    fn time(&self, secs: i64, nanos: u32) -> String {
+        // datetime(3): milliseconds, rounded.
+        let (base, millis) = split_time(secs, nanos, 3);
+        let millis = if millis.is_empty() {
+            ".000".to_string()
+        } else {
+            format!("{millis:0<4}")
+        };
+        format!("{base}{millis}")
+    }
+    fn boolean(&self, b: bool) -> &'static str {
+        if b {
+            "1"
+        } else {
+            "0"
+        }
+    }
+    fn columns(&self, table: &str) -> Vec<String> {
+        MariaDb::rows(
+            self,
+            &format!("SELECT concat(column_name, ' ', column_type) AS c FROM information_schema.columns WHERE table_schema = 'analytics' AND table_name = '{table}' ORDER BY ordinal_position"),
+        )
+        .into_iter()
+        .map(|r| r["c"].clone().unwrap())
+        .collect()
+    }
+    fn indexes(&self, table: &str) -> Vec<String> {
+        MariaDb::rows(
+            self,
+            &format!("SELECT DISTINCT index_name AS i FROM information_schema.statistics WHERE table_schema = 'analytics' AND table_name = '{table}' ORDER BY index_name"),
+        )
+        .into_iter()
+        .map(|r| r["i"].clone().unwrap())
+        .collect()
+    }
+    fn json_text(&self, column: &str) -> String {
+        column.to_string()
+    }
+    fn kill(&mut self) {
+        MariaDb::kill(self)
+    }
+    fn restart(&mut self) {
+        MariaDb::restart(self)
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss` and `.fff…` (trailing zeros cut, empty for
+/// none) of a time rounded to `digits` fractional digits.
+fn split_time(secs: i64, nanos: u32, digits: u32) -> (String, String) {
+    let unit = 10i64.pow(9 - digits);
+    let scale = 10i64.pow(digits);
+    let ticks = secs * scale + (i64::from(nanos) + unit / 2) / unit;
+    let t = time::OffsetDateTime::from_unix_timestamp(ticks.div_euclid(scale)).unwrap();
+    let base = t
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap();
+    let frac = match ticks.rem_euclid(scale) {
+        0 => String::new(),
+        f => format!(".{f:0width$}", width = digits as usize)
+            .trim_end_matches('0')
+            .to_string(),
+    };
+    (base, frac)
 }
 
 /// The `sql` sink writing to `url`, its password from the sandbox env.
-fn pump(name: &str, pg: &Postgres, url: String) -> Pump {
+fn pump(name: &str, db: &dyn Db, url: String) -> Pump {
     Pump::new(name, plugin("sql"))
         .retry("50ms", "500ms")
         .config("connection", url)
-        .sandbox("sockets", strings([format!("127.0.0.1:{}", pg.port)]))
+        .sandbox("sockets", strings([format!("127.0.0.1:{}", db.port())]))
         .sandbox("env", strings([PASSWORD_VAR]))
-}
-
-fn url(pg: &Postgres, params: &str) -> String {
-    pg.url("pump", &format!("${{{PASSWORD_VAR}}}"), "analytics", params)
 }
 
 fn start_host(redis: &RedisServer, format: &str, pumps: Vec<Pump>) -> Host {
@@ -115,80 +297,77 @@ fn start_host(redis: &RedisServer, format: &str, pumps: Vec<Pump>) -> Host {
     )
 }
 
-/// RFC 3339 in UTC as `to_json` writes a timestamptz in a UTC session:
-/// PostgreSQL keeps microseconds, rounding the nanoseconds.
-fn pg_time(secs: i64, nanos: u32) -> String {
-    let micros = i64::from(secs) * 1_000_000 + i64::from((nanos + 500) / 1000);
-    let t = time::OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000)).unwrap();
-    let base = t
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]"
-        ))
-        .unwrap();
-    let frac = match micros.rem_euclid(1_000_000) {
-        0 => String::new(),
-        m => format!(".{m:06}").trim_end_matches('0').to_string(),
-    };
-    format!("{base}{frac}+00:00")
+/// tyk-pump's MySQL column types as MariaDB reports them.
+fn mysql_type(tyk_pump: &str, pg: &str) -> &'static str {
+    match (tyk_pump, pg) {
+        (_, "text") => "longtext",
+        ("geo_city_geoname_id", _) => "bigint(20) unsigned",
+        (_, "bigint") => "bigint(20)",
+        (_, "numeric") => "double",
+        (_, "boolean") => "tinyint(1)",
+        (_, "timestamp with time zone") => "datetime(3)",
+        other => panic!("no MySQL type for {other:?}"),
+    }
 }
 
-fn utc_rows(pg: &Postgres, select: &str) -> Vec<Value> {
-    pg.rows("analytics", &format!("SELECT * FROM ({select}) s"))
-}
-
-#[test]
-fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
-    let Some(pg) = Postgres::start(None) else {
-        return;
-    };
-    prepare(&pg);
+/// 300 Tyk records into `db`: the layout is tyk-pump's, every field comes
+/// back, each record once.
+fn tyk_records_field_by_field(db: &dyn Db) {
+    db.prepare();
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let records = push_tyk(&mut conn, TYK_KEY, 300, 5);
-    let host = start_host(&redis, "tyk", vec![pump("sql", &pg, url(&pg, ""))]);
+    let host = start_host(&redis, "tyk", vec![pump("sql", db, db.url_of("pump", ""))]);
     wait_for(WAIT, "300 rows", || {
-        (pg.count("analytics", "tyk_analytics") == 300).then_some(())
+        (db.count("tyk_analytics") == 300).then_some(())
     });
     wait_for(WAIT, "acks", || {
         (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
     });
 
     // The layout tyk-pump creates, name by name and type by type.
-    let columns = pg.psql(
-        "analytics",
-        "SELECT string_agg(column_name || ' ' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'tyk_analytics'",
-    );
     let expected: Vec<String> = TYK_PUMP_COLUMNS
         .iter()
-        .map(|(n, t)| format!("{n} {t}"))
+        .map(|(n, t)| match db.name() {
+            "postgres" => format!("{n} {t}"),
+            _ => format!("{n} {}", mysql_type(n, t)),
+        })
         .collect();
-    assert_eq!(columns.split(',').collect::<Vec<_>>(), expected);
-    let indexes = pg.psql(
-        "analytics",
-        "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'tyk_analytics'",
-    );
-    assert_eq!(
-        indexes,
-        "tyk_analytics_idx_apiid,tyk_analytics_idx_apikey,tyk_analytics_idx_oauthid,tyk_analytics_idx_orgid,tyk_analytics_idx_responsecode,tyk_analytics_idx_timestamp,tyk_analytics_pumphouse_id"
-    );
+    assert_eq!(db.columns("tyk_analytics"), expected);
+    let mut indexes: Vec<String> = [
+        "apiid",
+        "apikey",
+        "oauthid",
+        "orgid",
+        "responsecode",
+        "timestamp",
+    ]
+    .iter()
+    .map(|c| format!("tyk_analytics_idx_{c}"))
+    .collect();
+    indexes.push("tyk_analytics_pumphouse_id".into());
+    assert_eq!(db.indexes("tyk_analytics"), indexes);
 
-    // Field by field. `SET TimeZone` is per session: psql's own is UTC too.
-    let rows = utc_rows(&pg, "SELECT * FROM tyk_analytics");
-    let mut by_seq: BTreeMap<u64, &Value> = BTreeMap::new();
+    let rows = db.rows("SELECT * FROM tyk_analytics");
+    let mut by_seq: BTreeMap<u64, &BTreeMap<String, Option<String>>> = BTreeMap::new();
     for row in &rows {
-        let seq = tyk_seq(row["path"].as_str().unwrap());
+        let seq = tyk_seq(row["path"].as_deref().unwrap());
         assert!(by_seq.insert(seq, row).is_none(), "seq {seq} twice");
     }
     assert_eq!(by_seq.len(), 300);
     for (seq, r) in records.iter().enumerate() {
         let row = by_seq[&(seq as u64)];
         let s = |c: &str| {
-            row[c]
-                .as_str()
-                .unwrap_or_else(|| panic!("{c}: {row}"))
-                .to_string()
+            row.get(c)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| panic!("{c} of seq {seq}: {row:?}"))
         };
-        let i = |c: &str| row[c].as_i64().unwrap_or_else(|| panic!("{c}: {row}"));
+        let i = |c: &str| {
+            s(c).parse::<i64>()
+                .unwrap_or_else(|_| panic!("{c}: {row:?}"))
+        };
+        let f = |c: &str| s(c).parse::<f64>().unwrap();
         assert_eq!(s("method"), r.method, "seq {seq}");
         assert_eq!(s("host"), r.host);
         assert_eq!(s("rawpath"), r.raw_path);
@@ -202,7 +381,7 @@ fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
         assert_eq!(s("apikey"), r.api_key);
         assert_eq!(
             s("timestamp"),
-            pg_time(r.timestamp.0, r.timestamp.1),
+            db.time(r.timestamp.0, r.timestamp.1),
             "seq {seq}"
         );
         assert_eq!(s("apiversion"), r.api_version);
@@ -215,11 +394,11 @@ fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
         assert_eq!(s("rawresponse"), r.raw_response);
         assert_eq!(s("ipaddress"), r.ip_address);
         assert_eq!(s("geo_country_iso_code"), r.geo_country);
-        assert_eq!(row["geo_city_geoname_id"].as_u64(), Some(r.geo_city_id));
+        assert_eq!(s("geo_city_geoname_id"), r.geo_city_id.to_string());
         let names: BTreeMap<String, String> = serde_json::from_str(&s("geo_city_names")).unwrap();
         assert_eq!(names, r.geo_city_names);
-        assert_eq!(row["geo_location_latitude"].as_f64(), Some(r.geo_lat));
-        assert_eq!(row["geo_location_longitude"].as_f64(), Some(r.geo_lon));
+        assert_eq!(f("geo_location_latitude"), r.geo_lat);
+        assert_eq!(f("geo_location_longitude"), r.geo_lon);
         assert_eq!(s("geo_location_time_zone"), r.geo_tz);
         assert_eq!(
             [
@@ -241,16 +420,16 @@ fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
         let tags: Vec<String> = serde_json::from_str(&s("tags")).unwrap();
         assert_eq!(tags, r.tags);
         assert_eq!(s("alias"), r.alias);
-        assert_eq!(row["trackpath"].as_bool(), Some(r.track_path));
-        assert_eq!(s("expireAt"), pg_time(r.expire_at.0, r.expire_at.1));
+        assert_eq!(s("trackpath"), db.boolean(r.track_path));
+        assert_eq!(s("expireAt"), db.time(r.expire_at.0, r.expire_at.1));
         assert_eq!(s("originalpath"), r.original_path);
         assert_eq!(s("listenpath"), r.listen_path);
-        assert_eq!(row["graphql_stats_is_graph_ql"].as_bool(), Some(false));
+        assert_eq!(s("graphql_stats_is_graph_ql"), db.boolean(false));
         assert_eq!(s("graphql_stats_root_fields"), "[]");
     }
-    let ids: HashSet<i64> = rows
+    let ids: HashSet<String> = rows
         .iter()
-        .map(|r| r["pumphouse_id"].as_i64().unwrap())
+        .map(|r| r["pumphouse_id"].clone().unwrap())
         .collect();
     assert_eq!(ids.len(), 300);
     assert!(dead_letters(&mut conn, TYK_KEY).is_empty());
@@ -260,9 +439,26 @@ fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
     );
 }
 
-/// The rows' iam `seq` numbers, each once.
-fn iam_seqs(pg: &Postgres, table: &str) -> Vec<u64> {
-    let rows = utc_rows(pg, &format!("SELECT request::text AS r FROM {table}"));
+#[test]
+fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
+    if let Some(pg) = Postgres::start(None) {
+        tyk_records_field_by_field(&pg);
+    }
+}
+
+#[test]
+fn tyk_records_reach_mariadb_in_tyk_pumps_layout_field_by_field() {
+    if let Some(db) = MariaDb::start() {
+        tyk_records_field_by_field(&db);
+    }
+}
+
+/// The rows' iam `seq` numbers, sorted.
+fn iam_seqs(db: &dyn Db, table: &str) -> Vec<u64> {
+    let rows = db.rows(&format!(
+        "SELECT {} AS r FROM {table}",
+        db.json_text("request")
+    ));
     let mut seqs: Vec<u64> = rows
         .iter()
         .map(|row| iam_seq(&serde_json::json!({"Request": row["r"]})))
@@ -271,8 +467,7 @@ fn iam_seqs(pg: &Postgres, table: &str) -> Vec<u64> {
     seqs
 }
 
-/// What `ServerProcess`-backed restarts need of a server.
-struct Restarts<'a>(&'a mut Postgres);
+struct Restarts<'a>(&'a mut dyn Db);
 
 impl Restartable for Restarts<'_> {
     fn kill(&mut self) {
@@ -282,50 +477,69 @@ impl Restartable for Restarts<'_> {
         self.0.restart();
     }
     fn held(&self, table: &str) -> u64 {
-        self.0.count("analytics", table)
+        self.0.count(table)
     }
 }
 
-#[test]
-fn iam_records_survive_a_postgres_crash_once_each_and_a_redelivery_adds_nothing() {
-    let Some(mut pg) = Postgres::start(None) else {
-        return;
-    };
-    prepare(&pg);
+/// iam records across a crash of `db`: each row once, every field, and
+/// the same records redelivered add nothing.
+fn iam_records_across_a_crash(db: &mut dyn Db, params: &str) {
+    db.prepare();
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let (records, host) = {
-        let pg_ref = &mut pg;
-        let pump = pump("sql", pg_ref, url(pg_ref, "?sslmode=disable"));
-        deliver_across_a_restart(
-            &mut Restarts(pg_ref),
-            &mut conn,
-            IAM_KEY,
-            "iam_analytics",
-            "sql",
-            21,
-            || start_host(&redis, "iam", vec![pump]),
-        )
-    };
-    assert_eq!(iam_seqs(&pg, "iam_analytics"), (0..600).collect::<Vec<_>>());
-
-    // Field by field, JSON text stored as jsonb.
-    let rows = utc_rows(
-        &pg,
-        "SELECT timestamp, username, effect, conclusion, request::text AS request, policies, deciders, expire_at FROM iam_analytics",
+    let pump = pump("sql", db, db.url_of("pump", params));
+    let (records, host) = deliver_across_a_restart(
+        &mut Restarts(db),
+        &mut conn,
+        IAM_KEY,
+        "iam_analytics",
+        "sql",
+        21,
+        || start_host(&redis, "iam", vec![pump]),
     );
+    assert_eq!(iam_seqs(db, "iam_analytics"), (0..600).collect::<Vec<_>>());
+
+    let rows = db.rows(&format!(
+        "SELECT timestamp, username, effect, conclusion, {}, {}, {}, expire_at FROM iam_analytics",
+        db.json_text("request"),
+        db.json_text("policies"),
+        db.json_text("deciders")
+    ));
+    let json = |s: &Option<String>| serde_json::from_str::<Value>(s.as_deref().unwrap()).unwrap();
     for row in &rows {
-        let seq = iam_seq(&serde_json::json!({"Request": row["request"]})) as usize;
+        let request = row
+            .iter()
+            .find(|(k, _)| k.starts_with("request"))
+            .unwrap()
+            .1;
+        let policies = row
+            .iter()
+            .find(|(k, _)| k.starts_with("policies"))
+            .unwrap()
+            .1;
+        let deciders = row
+            .iter()
+            .find(|(k, _)| k.starts_with("deciders"))
+            .unwrap()
+            .1;
+        let seq = iam_seq(&serde_json::json!({"Request": request})) as usize;
         let r = &records[seq];
-        assert_eq!(row["timestamp"], pg_time(r.timestamp, 0), "seq {seq}");
-        assert_eq!(row["username"], r.username.as_str());
-        assert_eq!(row["effect"], r.effect.as_str());
-        assert_eq!(row["conclusion"], r.conclusion.as_str());
-        let json = |s: &str| serde_json::from_str::<Value>(s).unwrap();
-        assert_eq!(json(row["request"].as_str().unwrap()), json(&r.request));
-        assert_eq!(row["policies"], json(&r.policies));
-        assert_eq!(row["deciders"], json(&r.deciders));
-        assert_eq!(row["expire_at"], pg_time(r.expire_at.0, r.expire_at.1));
+        assert_eq!(
+            row["timestamp"].as_deref(),
+            Some(db.time(r.timestamp, 0).as_str()),
+            "seq {seq}"
+        );
+        assert_eq!(row["username"].as_deref(), Some(r.username.as_str()));
+        assert_eq!(row["effect"].as_deref(), Some(r.effect.as_str()));
+        assert_eq!(row["conclusion"].as_deref(), Some(r.conclusion.as_str()));
+        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(json(request), parse(&r.request));
+        assert_eq!(json(policies), parse(&r.policies));
+        assert_eq!(json(deciders), parse(&r.deciders));
+        assert_eq!(
+            row["expire_at"].as_deref(),
+            Some(db.time(r.expire_at.0, r.expire_at.1).as_str())
+        );
     }
 
     // The same bytes again, as after a lost ack: nothing new is stored.
@@ -333,7 +547,7 @@ fn iam_records_survive_a_postgres_crash_once_each_and_a_redelivery_adds_nothing(
     wait_for(WAIT, "the redelivery acked", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
     });
-    assert_eq!(pg.count("analytics", "iam_analytics"), 600);
+    assert_eq!(db.count("iam_analytics"), 600);
     assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
     assert_eq!(
         host.metric("pumphouse_pump_errors_total{pump=\"sql\",kind=\"fatal\"}"),
@@ -342,11 +556,23 @@ fn iam_records_survive_a_postgres_crash_once_each_and_a_redelivery_adds_nothing(
 }
 
 #[test]
-fn day_tables_and_a_poison_row_dead_lettered_alone() {
-    let Some(pg) = Postgres::start(None) else {
-        return;
-    };
-    prepare(&pg);
+fn iam_records_survive_a_postgres_crash_once_each_and_a_redelivery_adds_nothing() {
+    if let Some(mut pg) = Postgres::start(None) {
+        iam_records_across_a_crash(&mut pg, "?sslmode=disable");
+    }
+}
+
+#[test]
+fn iam_records_survive_a_mariadb_crash_once_each_and_a_redelivery_adds_nothing() {
+    if let Some(mut db) = MariaDb::start() {
+        iam_records_across_a_crash(&mut db, "?ssl-mode=DISABLED");
+    }
+}
+
+/// Day tables, and one record the database refuses dead-lettered alone
+/// with `reason` in its entry.
+fn day_tables_and_a_poison_row(db: &dyn Db, reason: &[&str]) {
+    db.prepare();
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     const DAY: i64 = 86_400;
@@ -356,13 +582,13 @@ fn day_tables_and_a_poison_row_dead_lettered_alone() {
         // Half on one day, half on the next.
         r.timestamp = day0 + if i < 100 { 3600 } else { DAY + 3600 } + i as i64;
     }
-    // Not JSON: the jsonb column refuses this one row.
+    // Not JSON: the JSON column refuses this one row.
     records[150].policies = "[not json".into();
     push_iam_records(&mut conn, IAM_KEY, &records);
     let host = start_host(
         &redis,
         "iam",
-        vec![pump("sql", &pg, url(&pg, "")).config("table_sharding", true)],
+        vec![pump("sql", db, db.url_of("pump", "")).config("table_sharding", true)],
     );
     let date = |secs: i64| {
         time::OffsetDateTime::from_unix_timestamp(secs)
@@ -375,7 +601,7 @@ fn day_tables_and_a_poison_row_dead_lettered_alone() {
         format!("iam_analytics_{}", date(day0 + DAY)),
     );
     wait_for(WAIT, "both day tables filled", || {
-        (pg.count("analytics", &first) == 100 && pg.count("analytics", &second) == 99).then_some(())
+        (db.count(&first) == 100 && db.count(&second) == 99).then_some(())
     });
     let dead = wait_for(WAIT, "the poison row dead-lettered", || {
         let d = dead_letters(&mut conn, IAM_KEY);
@@ -383,19 +609,18 @@ fn day_tables_and_a_poison_row_dead_lettered_alone() {
     });
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].pump.as_deref(), Some("sql"));
-    assert!(
-        dead[0]
-            .reason
-            .contains("invalid input syntax for type json")
-            && dead[0].reason.contains("SQLSTATE 22P02"),
-        "{}",
-        dead[0].reason
-    );
+    for needle in reason {
+        assert!(
+            dead[0].reason.contains(needle),
+            "{needle}: {}",
+            dead[0].reason
+        );
+    }
     wait_for(WAIT, "acks", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
     });
-    let mut stored = iam_seqs(&pg, &first);
-    stored.extend(iam_seqs(&pg, &second));
+    let mut stored = iam_seqs(db, &first);
+    stored.extend(iam_seqs(db, &second));
     stored.sort();
     let expected: Vec<u64> = (0..200).filter(|s| *s != 150).collect();
     assert_eq!(stored, expected);
@@ -403,6 +628,24 @@ fn day_tables_and_a_poison_row_dead_lettered_alone() {
         host.metric("pumphouse_records_dead_lettered_total{pump=\"sql\"}"),
         1.0
     );
+}
+
+#[test]
+fn postgres_day_tables_and_a_poison_row_dead_lettered_alone() {
+    if let Some(pg) = Postgres::start(None) {
+        day_tables_and_a_poison_row(
+            &pg,
+            &["invalid input syntax for type json", "SQLSTATE 22P02"],
+        );
+    }
+}
+
+#[test]
+fn mariadb_day_tables_and_a_poison_row_dead_lettered_alone() {
+    if let Some(db) = MariaDb::start() {
+        // MariaDB's JSON is a checked text column.
+        day_tables_and_a_poison_row(&db, &["4025", "policies"]);
+    }
 }
 
 /// The `/readyz` entry of pump `name`.
@@ -419,63 +662,99 @@ fn readyz_pump(host: &Host, name: &str) -> Option<Value> {
 /// Waits until `/readyz` reports pump `name` with an error containing
 /// every one of `needles`.
 fn wait_readyz_error(host: &Host, name: &str, needles: &[&str]) -> Value {
-    wait_for(WAIT, &format!("/readyz to name {name}'s error"), || {
+    let mut last = None;
+    let found = wait_for_or(WAIT, || {
         let entry = readyz_pump(host, name)?;
         let text = entry.to_string();
+        last = Some(text.clone());
         needles.iter().all(|n| text.contains(n)).then_some(entry)
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "/readyz never named {name}'s error {needles:?}; last: {last:?}\nhost log:\n{}",
+            host.log_text()
+        )
     })
 }
 
+/// Polls `f` until it gives a value or `within` passes.
+fn wait_for_or<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A wrong password and a login that may only read an existing table:
+/// each pump's error is on /readyz by name, and no record is taken.
+fn credentials_and_grants_on_readyz(db: &dyn Db, wrong: &[&str], read_only: &[&str]) {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    push_iam(&mut conn, 20, 3);
+    let wrong_url = db
+        .url_of("pump", "")
+        .replace(&format!("${{{PASSWORD_VAR}}}"), "not-the-password");
+    let host = start_host(
+        &redis,
+        "iam",
+        vec![
+            pump("wrong-password", db, wrong_url),
+            pump("read-only", db, db.url_of("reader", "")),
+        ],
+    );
+    let entry = wait_readyz_error(&host, "wrong-password", wrong);
+    assert!(
+        !entry.to_string().contains("not-the-password"),
+        "the password leaks: {entry}"
+    );
+    wait_readyz_error(&host, "read-only", read_only);
+    let (code, _) = http_get(&host.http, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    // Nothing was taken for good: the records wait for a fixed config.
+    assert_eq!(db.count("iam_analytics"), 0);
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
+}
+
 #[test]
-fn a_wrong_password_and_a_missing_insert_grant_are_named_on_readyz() {
+fn a_wrong_password_and_a_missing_insert_grant_are_named_on_postgres_readyz() {
     let Some(pg) = Postgres::start(None) else {
         return;
     };
-    prepare(&pg);
+    pg.prepare();
     // A table the operator made, and a role that may only read it.
     pg.psql(
         "analytics",
         "CREATE TABLE iam_analytics (pumphouse_id bigint UNIQUE, timestamp timestamptz, username text, effect text, conclusion text, request jsonb, policies jsonb, deciders jsonb, expire_at timestamptz)",
     );
     pg.psql("analytics", &format!("CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}'; GRANT SELECT ON iam_analytics TO reader"));
-    let redis = RedisServer::start().unwrap();
-    let mut conn = redis_conn(&redis);
-    push_iam(&mut conn, 20, 3);
-    let host = start_host(
-        &redis,
-        "iam",
-        vec![
-            pump(
-                "wrong-password",
-                &pg,
-                pg.url("pump", "not-the-password", "analytics", ""),
-            ),
-            pump(
-                "read-only",
-                &pg,
-                pg.url("reader", &format!("${{{PASSWORD_VAR}}}"), "analytics", ""),
-            ),
-        ],
-    );
-    let wrong = wait_readyz_error(
-        &host,
-        "wrong-password",
+    credentials_and_grants_on_readyz(
+        &pg,
         &["password authentication failed for user", "pump", "28P01"],
-    );
-    assert!(
-        !wrong.to_string().contains("not-the-password"),
-        "the password leaks: {wrong}"
-    );
-    wait_readyz_error(
-        &host,
-        "read-only",
         &["permission denied for table iam_analytics", "42501"],
     );
-    let (code, _) = http_get(&host.http, "/readyz").unwrap();
-    assert_eq!(code, 503);
-    // Nothing was taken for good: the records wait for a fixed config.
-    assert_eq!(pg.count("analytics", "iam_analytics"), 0);
-    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
+}
+
+#[test]
+fn a_wrong_password_and_a_missing_insert_grant_are_named_on_mariadb_readyz() {
+    let Some(db) = MariaDb::start() else {
+        return;
+    };
+    db.prepare();
+    db.sql(&format!(
+        "CREATE TABLE analytics.iam_analytics (pumphouse_id bigint UNIQUE, timestamp datetime(3), username longtext, effect longtext, conclusion longtext, request JSON, policies JSON, deciders JSON, expire_at datetime(3)); \
+         CREATE USER reader@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; GRANT SELECT ON analytics.iam_analytics TO reader@'127.0.0.1'"
+    ));
+    credentials_and_grants_on_readyz(
+        &db,
+        &["Access denied for user 'pump'", "1045"],
+        &["command denied to user 'reader'", "iam_analytics", "1142"],
+    );
 }
 
 #[test]
@@ -488,7 +767,7 @@ fn tls_to_postgres_is_verified_against_the_pumps_ca() {
     })) else {
         return;
     };
-    prepare(&pg);
+    pg.prepare();
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, 100, 9);
@@ -496,15 +775,16 @@ fn tls_to_postgres_is_verified_against_the_pumps_ca() {
         &redis,
         "iam",
         vec![
-            pump("tls", &pg, url(&pg, "?sslmode=verify-full"))
+            pump("tls", &pg, pg.url_of("pump", "?sslmode=verify-full"))
                 .sandbox("tls_ca_files", strings([pki.path("ca.crt")])),
             // No CA: the certificate cannot be verified, and require does
             // not fall back to the clear.
-            pump("untrusted", &pg, url(&pg, "?sslmode=require")).config("table", "untrusted"),
+            pump("untrusted", &pg, pg.url_of("pump", "?sslmode=require"))
+                .config("table", "untrusted"),
         ],
     );
     wait_for(WAIT, "100 rows over TLS", || {
-        (pg.count("analytics", "iam_analytics") == 100).then_some(())
+        (Db::count(&pg, "iam_analytics") == 100).then_some(())
     });
     wait_readyz_error(&host, "untrusted", &["TLS", "127.0.0.1"]);
     // The server saw an encrypted session from the pump.
@@ -515,5 +795,5 @@ fn tls_to_postgres_is_verified_against_the_pumps_ca() {
         );
         (n != "0").then_some(())
     });
-    assert_eq!(pg.count("analytics", "untrusted"), 0);
+    assert_eq!(Db::count(&pg, "untrusted"), 0);
 }

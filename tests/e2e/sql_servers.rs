@@ -227,8 +227,173 @@ impl Postgres {
             self.port
         )
     }
+}
 
-    pub fn log_text(&self) -> String {
-        self.process.log_text()
+/// A MariaDB of its own: data, socket and a tmpdir in a temp dir, TCP on
+/// a free port; users are set up over the socket as root.
+pub struct MariaDb {
+    process: ServerProcess,
+    pub port: u16,
+    socket: PathBuf,
+    client: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MariaDb {
+    /// `None` when MariaDB is not installed.
+    pub fn start() -> Option<MariaDb> {
+        let server = find_binary(&["mariadbd", "/usr/sbin/mariadbd"])?;
+        let install = find_binary(&["mariadb-install-db", "/usr/bin/mariadb-install-db"])?;
+        let client = find_binary(&["mariadb", "/usr/bin/mariadb"])?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // A starting server empties its tmpdir of `#sql*` files: each
+        // server gets its own, so parallel tests do not break each other.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let common = [
+            "--innodb-log-file-size=32M".to_string(),
+            "--innodb-buffer-pool-size=64M".to_string(),
+            format!("--tmpdir={}", tmp.display()),
+            // Root may run the server when it says so.
+            "--user=root".to_string(),
+        ];
+        let out = Command::new(&install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .args(&common)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let socket = dir.path().join("sock");
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", socket.display()),
+            format!("--pid-file={}", dir.path().join("pid").display()),
+            "--skip-name-resolve".into(),
+            // Commits reach the OS at once, so killing the server loses
+            // none, but are not synced to disk: the tests kill processes,
+            // not machines.
+            "--innodb-flush-log-at-trx-commit=2".into(),
+        ];
+        args.extend(common);
+        let mut db = MariaDb {
+            process: ServerProcess::new(server, args, dir.path().join("server.log")),
+            port,
+            socket,
+            client,
+            _dir: dir,
+        };
+        db.process.spawn();
+        db.wait_ready();
+        Some(db)
     }
+
+    fn wait_ready(&self) {
+        wait_for(WAIT, "MariaDB to accept queries", || {
+            self.try_sql("SELECT 1").ok()
+        });
+    }
+
+    /// SIGKILL: a crash, no shutdown.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again on the same data and port.
+    pub fn restart(&mut self) {
+        self.process.spawn();
+        self.wait_ready();
+    }
+
+    /// Runs `sql` as root over the socket; the output in `--batch` form
+    /// with a header line.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(&self.client)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-uroot", "--batch", "-e", sql])
+            .output()
+            .map_err(|e| format!("run mariadb (Debian package mariadb-client): {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The rows of `select`: column name to value (`None` for NULL),
+    /// unescaped from `--batch` output.
+    pub fn rows(&self, select: &str) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
+        let out = self.sql(select);
+        let mut lines = out.lines();
+        let Some(header) = lines.next() else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = header.split('\t').collect();
+        lines
+            .map(|line| {
+                names
+                    .iter()
+                    .zip(line.split('\t'))
+                    .map(|(n, v)| (n.to_string(), unescape_batch(v)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Rows in `table`, 0 while it does not exist.
+    pub fn count(&self, table: &str) -> u64 {
+        self.try_sql(&format!("SELECT count(*) FROM {table}"))
+            .ok()
+            .and_then(|out| out.lines().nth(1)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `mysql://user:password@127.0.0.1:port/db` plus `params`.
+    pub fn url(&self, user: &str, password: &str, db: &str, params: &str) -> String {
+        format!(
+            "mysql://{user}:{password}@127.0.0.1:{}/{db}{params}",
+            self.port
+        )
+    }
+}
+
+/// A `--batch` value: `NULL` is NULL, and `\t`, `\n`, `\\`, `\0` are
+/// escapes.
+fn unescape_batch(v: &str) -> Option<String> {
+    if v == "NULL" {
+        return None;
+    }
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    Some(out)
 }

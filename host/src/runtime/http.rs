@@ -403,6 +403,7 @@ mod tests {
             allow_private,
             timeout: Duration::from_secs(30),
             max_connections: 1,
+            ..OutboundPolicy::default()
         }
     }
 

@@ -9,9 +9,12 @@
 //!   columns and turns records into rows; `outcome` is what a database
 //!   error means for the batch. All pure.
 //! - `store` is what the batch logic below needs of a database; `pg`
-//!   implements it for PostgreSQL (COPY).
+//!   implements it for PostgreSQL (COPY), `my` for MySQL and MariaDB
+//!   (multi-row INSERT) over the `mysql` protocol client.
 
 mod layout;
+mod my;
+pub mod mysql;
 mod outcome;
 mod pg;
 mod store;
@@ -129,7 +132,11 @@ impl Sink for SqlSink {
                 pg.connect().map_err(to_error)?;
                 Box::new(pg)
             }
-            Dialect::Mysql => return Err(invalid("connection: mysql is not available yet")),
+            Dialect::Mysql => {
+                let mut my = my::Mysql::new(url.clone(), timeout);
+                my.connect().map_err(to_error)?;
+                Box::new(my)
+            }
         };
         pumphouse_sdk::info!("writing to {url}");
         Ok(SqlSink {

@@ -42,8 +42,8 @@ pub trait Store {
     /// a table tyk-pump created.
     fn ensure_table(&mut self, layout: Layout, table: &str) -> Result<(), Failure>;
 
-    /// Inserts `rows` into `table` in one transaction; rows whose id is
-    /// there already are skipped. A refused row fails the whole statement
+    /// Inserts `rows` into `table`; rows whose id is there already are
+    /// skipped, so after a failure the same rows can be sent again. A refused row fails the whole statement
     /// with [`Class::BadRow`] naming its 1-based position when the
     /// database says which.
     fn insert(&mut self, layout: Layout, table: &str, rows: &[&Row<'_>]) -> Result<(), Failure>;

@@ -1,0 +1,357 @@
+//! MySQL and MariaDB: the [`Store`] over the `mysql` protocol client.
+//!
+//! A batch goes in as multi-row `INSERT ... ON DUPLICATE KEY UPDATE`
+//! statements of up to [`MAX_STATEMENT`] bytes: the duplicate clause makes
+//! a redelivered row a no-op, and unlike `INSERT IGNORE` it still refuses
+//! a bad value (the session runs in strict mode), so that row can be
+//! dead-lettered instead of stored truncated.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io;
+use std::time::Duration;
+
+use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
+use pumphouse_sdk::Timestamp;
+
+use crate::layout::{quote, Layout, SqlType, Value, ID_COLUMN};
+use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
+use crate::outcome::Class;
+use crate::store::{Failure, Row, Store};
+use crate::url::{ConnUrl, Dialect, TlsMode};
+
+/// The largest INSERT sent, well under MariaDB's and MySQL's default
+/// `max_allowed_packet` (16 MiB and 64 MiB).
+const MAX_STATEMENT: usize = 4 * 1024 * 1024;
+
+/// Strict: a value a column cannot hold is an error, not a warning and a
+/// silently changed value. Times are written and read as UTC.
+const SESSION: &str =
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'";
+
+impl Transport for Stream {
+    fn upgrade_tls(&mut self, server_name: &str) -> io::Result<()> {
+        self.start_tls(server_name).map_err(io::Error::from)
+    }
+}
+
+pub struct Mysql {
+    url: ConnUrl,
+    timeout: Duration,
+    client: Option<Client<Stream>>,
+    sql: String,
+}
+
+/// A TLS failure inside an I/O error from the SDK's stream.
+fn tls_failure(e: &MysqlError) -> bool {
+    match e {
+        MysqlError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<NetError>())
+            .is_some_and(|n| matches!(n.kind(), NetErrorKind::Tls | NetErrorKind::Denied)),
+        _ => false,
+    }
+}
+
+impl Mysql {
+    pub fn new(url: ConnUrl, timeout: Duration) -> Self {
+        Mysql {
+            url,
+            timeout,
+            client: None,
+            sql: String::new(),
+        }
+    }
+
+    /// Connects now, so a wrong password is reported when the pump starts.
+    pub fn connect(&mut self) -> Result<(), Failure> {
+        self.client().map(|_| ())
+    }
+
+    fn open(&self, tls: bool) -> Result<Client<Stream>, MysqlError> {
+        let stream = Stream::connect(&self.url.address(), self.timeout)
+            .map_err(|e| MysqlError::Io(e.into()))?;
+        let options = Options {
+            user: self.url.user.clone(),
+            password: self.url.password.clone().unwrap_or_default(),
+            database: Some(self.url.database.clone()),
+            tls,
+            server_name: self.url.host.clone(),
+            ..Options::default()
+        };
+        let mut client = Client::connect(stream, &options)?;
+        client.query(SESSION)?;
+        Ok(client)
+    }
+
+    fn client(&mut self) -> Result<&mut Client<Stream>, Failure> {
+        if self.client.is_none() {
+            let opened = match self.url.tls {
+                TlsMode::Disable => self.open(false),
+                TlsMode::Require => self.open(true),
+                // As the mysql client's PREFERRED: TLS when the server
+                // offers it and the host can verify it, else in the clear.
+                TlsMode::Prefer => match self.open(true) {
+                    // The server offers no TLS: the clear, as asked.
+                    Err(MysqlError::Unsupported(_)) => self.open(false),
+                    Err(e) if tls_failure(&e) => {
+                        pumphouse_sdk::warn!(
+                            "{}: no TLS ({e}); ssl-mode=PREFERRED connects without it. Set ssl-mode=REQUIRED (and sandbox.tls_ca_files) to insist on TLS, or DISABLED to skip it",
+                            self.url.address()
+                        );
+                        self.open(false)
+                    }
+                    other => other,
+                },
+            };
+            let client = opened.map_err(|e| self.fail(e))?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    fn fail(&mut self, e: MysqlError) -> Failure {
+        let class = if tls_failure(&e) {
+            Class::Fatal
+        } else {
+            e.class()
+        };
+        if !matches!(e, MysqlError::Server { .. }) {
+            self.client = None;
+        }
+        Failure::new(class, format!("{}: {e}", self.url))
+    }
+
+    fn query(&mut self, sql: &str) -> Result<QueryResult, Failure> {
+        let result = self.client()?.query(sql);
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+/// Appends `value` as a MySQL literal.
+fn literal(out: &mut String, value: &Value<'_>) {
+    match value {
+        Value::Null => out.push_str("NULL"),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::UInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        // NaN and infinities are not numbers to MySQL: written as words
+        // they fail that row, which is then dead-lettered.
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Float(f) => {
+            let _ = write!(out, "'{f}'");
+        }
+        Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+        Value::Text(s) => quoted(out, s),
+        Value::Time(t) => {
+            // `YYYY-MM-DD hh:mm:ss.fff`, UTC, DATETIME taking no zone
+            // suffix; rounded to the column's milliseconds here, since
+            // MariaDB would truncate and MySQL round.
+            let millis = (t.unix_nanos() + 500_000).div_euclid(1_000_000);
+            let rounded = Timestamp::from_unix_nanos(millis * 1_000_000);
+            let text = rounded.to_rfc3339();
+            let text = text.trim_end_matches('Z').replacen('T', " ", 1);
+            quoted(out, &text);
+        }
+    }
+}
+
+/// A string literal, escaped as the server reads it without
+/// `NO_BACKSLASH_ESCAPES` (which the session's sql_mode leaves out).
+fn quoted(out: &mut String, s: &str) {
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\0' => out.push_str("\\0"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{1a}' => out.push_str("\\Z"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+/// `CREATE TABLE` with its keys inline: MySQL has no `CREATE INDEX IF
+/// NOT EXISTS`, and one statement creates the table and its indexes at
+/// once.
+fn create_table(layout: Layout, table: &str) -> String {
+    let q = |n: &str| quote(Dialect::Mysql, n);
+    let mut parts = vec![format!("{} bigint", q(ID_COLUMN))];
+    parts.extend(
+        layout
+            .columns()
+            .iter()
+            .map(|(n, t)| format!("{} {}", q(n), t.spell(Dialect::Mysql))),
+    );
+    parts.push(format!(
+        "UNIQUE KEY {} ({})",
+        q(&format!("{table}_{ID_COLUMN}")),
+        q(ID_COLUMN)
+    ));
+    for column in layout.indexed() {
+        let prefix = match layout.columns().iter().find(|(n, _)| n == column) {
+            Some((_, SqlType::Text)) => "(191)",
+            _ => "",
+        };
+        parts.push(format!(
+            "KEY {} ({}{prefix})",
+            q(&format!("{table}_idx_{column}")),
+            q(column)
+        ));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}) DEFAULT CHARSET = utf8mb4",
+        q(table),
+        parts.join(", ")
+    )
+}
+
+impl Store for Mysql {
+    fn ensure_table(&mut self, layout: Layout, table: &str) -> Result<(), Failure> {
+        let mut select = String::from(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ",
+        );
+        quoted(&mut select, table);
+        let existing: BTreeSet<String> = match self.query(&select)? {
+            QueryResult::Rows { rows, .. } => rows
+                .into_iter()
+                .filter_map(|mut r| r.pop().flatten())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .collect(),
+            QueryResult::Ok { .. } => BTreeSet::new(),
+        };
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let statements: Vec<String> = if existing.is_empty() {
+            vec![create_table(layout, table)]
+        } else {
+            let mut alter: Vec<String> = layout
+                .columns()
+                .iter()
+                .filter(|(name, _)| !existing.contains(*name))
+                .map(|(name, ty)| format!("ADD COLUMN {} {}", q(name), ty.spell(Dialect::Mysql)))
+                .collect();
+            if !existing.contains(ID_COLUMN) {
+                // A table tyk-pump created: old rows keep NULL ids.
+                alter.push(format!("ADD COLUMN {} bigint", q(ID_COLUMN)));
+                alter.push(format!(
+                    "ADD UNIQUE KEY {} ({})",
+                    q(&format!("{table}_{ID_COLUMN}")),
+                    q(ID_COLUMN)
+                ));
+            }
+            if alter.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("ALTER TABLE {} {}", q(table), alter.join(", "))]
+            }
+        };
+        for statement in statements {
+            pumphouse_sdk::info!("{}: preparing table {table}", self.url.address());
+            self.query(&statement)?;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, layout: Layout, table: &str, rows: &[&Row<'_>]) -> Result<(), Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let columns: Vec<String> = std::iter::once(ID_COLUMN)
+            .chain(layout.columns().iter().map(|(n, _)| *n))
+            .map(q)
+            .collect();
+        let head = format!("INSERT INTO {} ({}) VALUES ", q(table), columns.join(", "));
+        let tail = format!(" ON DUPLICATE KEY UPDATE {0} = {0}", q(ID_COLUMN));
+        let mut start = 0;
+        while start < rows.len() {
+            let mut sql = std::mem::take(&mut self.sql);
+            sql.clear();
+            sql.push_str(&head);
+            let mut end = start;
+            while end < rows.len() && (end == start || sql.len() < MAX_STATEMENT) {
+                if end > start {
+                    sql.push(',');
+                }
+                let row = rows[end];
+                sql.push('(');
+                let _ = write!(sql, "{}", row.id as i64);
+                for value in &row.values {
+                    sql.push(',');
+                    literal(&mut sql, value);
+                }
+                sql.push(')');
+                end += 1;
+            }
+            sql.push_str(&tail);
+            let result = self.query(&sql);
+            self.sql = sql;
+            match result {
+                Ok(_) => {}
+                // "at row N" counts within this statement; the caller
+                // counts within the batch. Earlier statements stay
+                // committed: a retry inserts them again as no-ops.
+                Err(Failure {
+                    class: Class::BadRow { row: Some(n) },
+                    message,
+                }) => {
+                    return Err(Failure::new(
+                        Class::BadRow {
+                            row: Some(n + start as u64),
+                        },
+                        message,
+                    ))
+                }
+                Err(f) => return Err(f),
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn literals() {
+        let mut out = String::new();
+        for v in [
+            Value::Null,
+            Value::Int(-1),
+            Value::Bool(false),
+            Value::Float(0.5),
+            Value::Text(Cow::Borrowed("it's a \\ \0 \n")),
+            Value::Time(Timestamp::new(1_715_342_400, 5_600_000)),
+        ] {
+            literal(&mut out, &v);
+            out.push('|');
+        }
+        assert_eq!(
+            out,
+            "NULL|-1|FALSE|0.5|'it\\'s a \\\\ \\0 \\n'|'2024-05-10 12:00:00.006'|"
+        );
+    }
+
+    #[test]
+    fn the_table_has_its_keys_inline() {
+        let sql = create_table(Layout::Tyk, "tyk_analytics");
+        assert!(sql.contains("`geo_city_geoname_id` bigint unsigned"));
+        assert!(sql.contains("UNIQUE KEY `tyk_analytics_pumphouse_id` (`pumphouse_id`)"));
+        assert!(sql.contains("KEY `tyk_analytics_idx_apikey` (`apikey`(191))"));
+        assert!(sql.contains("KEY `tyk_analytics_idx_responsecode` (`responsecode`)"));
+    }
+}
