@@ -211,7 +211,7 @@ impl Sink for SqlSink {
             if !self.ready.contains(table) {
                 self.store
                     .ensure_table(layout, table)
-                    .map_err(|f| self.to_write_error(f))?;
+                    .map_err(|f| self.write_error(f))?;
                 self.ready.insert(table.to_string());
             }
             let mut pending: Vec<&(u32, String, Row<'_>)> =
@@ -235,7 +235,7 @@ impl Sink for SqlSink {
                         });
                         dropped += 1;
                     }
-                    Err(f) => return Err(self.to_write_error(f)),
+                    Err(f) => return Err(self.write_error(f)),
                 }
             }
         }
@@ -264,7 +264,7 @@ impl SqlSink {
         }
     }
 
-    fn to_write_error(&mut self, f: Failure) -> WriteError {
+    fn write_error(&mut self, f: Failure) -> WriteError {
         match f.class {
             Class::Retry => {
                 self.store.reset();

@@ -126,6 +126,84 @@ impl Mysql {
         let result = self.client()?.query(sql);
         result.map_err(|e| self.fail(e))
     }
+
+    /// The rows in statements of up to [`MAX_STATEMENT`] bytes inside one
+    /// transaction; `upsert` adds the clause that skips ids there already.
+    fn insert_rows(
+        &mut self,
+        layout: Layout,
+        table: &str,
+        rows: &[&Row<'_>],
+        upsert: bool,
+    ) -> Result<(), Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let columns: Vec<String> = std::iter::once(ID_COLUMN)
+            .chain(layout.columns().iter().map(|(n, _)| *n))
+            .map(q)
+            .collect();
+        let head = format!("INSERT INTO {} ({}) VALUES ", q(table), columns.join(", "));
+        let tail = if upsert {
+            format!(" ON DUPLICATE KEY UPDATE {0} = {0}", q(ID_COLUMN))
+        } else {
+            String::new()
+        };
+        self.query("START TRANSACTION")?;
+        let mut start = 0;
+        while start < rows.len() {
+            let mut sql = std::mem::take(&mut self.sql);
+            sql.clear();
+            sql.push_str(&head);
+            let mut end = start;
+            while end < rows.len() && (end == start || sql.len() < MAX_STATEMENT) {
+                if end > start {
+                    sql.push(',');
+                }
+                let row = rows[end];
+                sql.push('(');
+                let _ = write!(sql, "{}", row.id as i64);
+                for value in &row.values {
+                    sql.push(',');
+                    literal(&mut sql, value);
+                }
+                sql.push(')');
+                end += 1;
+            }
+            sql.push_str(&tail);
+            let result = self.query(&sql);
+            self.sql = sql;
+            if let Err(f) = result {
+                self.rollback();
+                return Err(match f.class {
+                    // "at row N" counts within this statement; the
+                    // caller counts within the batch.
+                    Class::BadRow { row: Some(n) } => Failure::new(
+                        Class::BadRow {
+                            row: Some(n + start as u64),
+                        },
+                        f.message,
+                    ),
+                    // A duplicate of the id: the batch was here before.
+                    Class::BadRow { row: None } | Class::Invalid
+                        if f.message.contains(&format!("{table}_{ID_COLUMN}")) =>
+                    {
+                        Failure::new(Class::Duplicate, f.message)
+                    }
+                    _ => f,
+                });
+            }
+            start = end;
+        }
+        self.query("COMMIT").map(|_| ())
+    }
+
+    /// Ends a failed transaction; a connection that cannot is dropped.
+    fn rollback(&mut self) {
+        if let Some(client) = self.client.as_mut() {
+            if client.query("ROLLBACK").is_err() {
+                self.client = None;
+            }
+        }
+    }
 }
 
 /// Appends `value` as a MySQL literal.
@@ -261,57 +339,14 @@ impl Store for Mysql {
     }
 
     fn insert(&mut self, layout: Layout, table: &str, rows: &[&Row<'_>]) -> Result<(), Failure> {
-        let q = |n: &str| quote(Dialect::Mysql, n);
-        let columns: Vec<String> = std::iter::once(ID_COLUMN)
-            .chain(layout.columns().iter().map(|(n, _)| *n))
-            .map(q)
-            .collect();
-        let head = format!("INSERT INTO {} ({}) VALUES ", q(table), columns.join(", "));
-        let tail = format!(" ON DUPLICATE KEY UPDATE {0} = {0}", q(ID_COLUMN));
-        let mut start = 0;
-        while start < rows.len() {
-            let mut sql = std::mem::take(&mut self.sql);
-            sql.clear();
-            sql.push_str(&head);
-            let mut end = start;
-            while end < rows.len() && (end == start || sql.len() < MAX_STATEMENT) {
-                if end > start {
-                    sql.push(',');
-                }
-                let row = rows[end];
-                sql.push('(');
-                let _ = write!(sql, "{}", row.id as i64);
-                for value in &row.values {
-                    sql.push(',');
-                    literal(&mut sql, value);
-                }
-                sql.push(')');
-                end += 1;
-            }
-            sql.push_str(&tail);
-            let result = self.query(&sql);
-            self.sql = sql;
-            match result {
-                Ok(_) => {}
-                // "at row N" counts within this statement; the caller
-                // counts within the batch. Earlier statements stay
-                // committed: a retry inserts them again as no-ops.
-                Err(Failure {
-                    class: Class::BadRow { row: Some(n) },
-                    message,
-                }) => {
-                    return Err(Failure::new(
-                        Class::BadRow {
-                            row: Some(n + start as u64),
-                        },
-                        message,
-                    ))
-                }
-                Err(f) => return Err(f),
-            }
-            start = end;
+        // Plain INSERTs first, all in one transaction (one commit per
+        // batch): the common case, and MySQL's fastest multi-row form. A
+        // redelivered row fails it on the unique id; then the batch goes
+        // again with the duplicate clause.
+        match self.insert_rows(layout, table, rows, false) {
+            Err(f) if f.class == Class::Duplicate => self.insert_rows(layout, table, rows, true),
+            other => other,
         }
-        Ok(())
     }
 
     fn reset(&mut self) {

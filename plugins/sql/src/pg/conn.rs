@@ -20,8 +20,8 @@ use crate::url::{ConnUrl, TlsMode};
 /// The largest server message read; a longer one is a broken or hostile
 /// peer, refused before its bytes are buffered.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// COPY data goes out in messages of this size.
-const COPY_CHUNK: usize = 256 * 1024;
+/// COPY data goes out in messages of about this size.
+pub const COPY_CHUNK: usize = 256 * 1024;
 
 /// Why a connection or a statement failed.
 #[derive(Debug)]
@@ -263,9 +263,16 @@ impl Connection {
         }
     }
 
-    /// Runs `copy` (a `COPY ... FROM STDIN` statement) and sends `data`
-    /// (rows in COPY's text format) as its input. Returns the rows copied.
-    pub fn copy_in(&mut self, copy: &str, data: &[u8]) -> Result<u64, PgError> {
+    /// Runs `copy` (a `COPY ... FROM STDIN` statement) and streams its
+    /// input: `fill` appends the next rows in COPY's text format to the
+    /// buffer it is given and returns false once there are no more. Each
+    /// chunk goes out as soon as it is made, so the server parses one
+    /// while the next is encoded. Returns the rows copied.
+    pub fn copy_in(
+        &mut self,
+        copy: &str,
+        mut fill: impl FnMut(&mut Vec<u8>) -> bool,
+    ) -> Result<u64, PgError> {
         frontend::query(copy, &mut self.out)?;
         self.send()?;
         loop {
@@ -282,11 +289,16 @@ impl Connection {
                 _ => {}
             }
         }
-        for chunk in data.chunks(COPY_CHUNK) {
-            frontend::CopyData::new(chunk)?.write(&mut self.out);
-            // Send as we go: the whole batch is never framed twice in memory.
-            if self.out.len() >= COPY_CHUNK {
+        let mut chunk = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+        loop {
+            chunk.clear();
+            let more = fill(&mut chunk);
+            if !chunk.is_empty() {
+                frontend::CopyData::new(chunk.as_slice())?.write(&mut self.out);
                 self.send_unflushed()?;
+            }
+            if !more {
+                break;
             }
         }
         frontend::copy_done(&mut self.out);

@@ -25,8 +25,6 @@ pub struct Postgres {
     url: ConnUrl,
     timeout: Duration,
     conn: Option<Connection>,
-    /// Reused for every batch's COPY data.
-    data: Vec<u8>,
 }
 
 impl Postgres {
@@ -35,7 +33,6 @@ impl Postgres {
             url,
             timeout,
             conn: None,
-            data: Vec::new(),
         }
     }
 
@@ -77,11 +74,18 @@ impl Postgres {
         result.map_err(|e| self.fail(e))
     }
 
-    fn copy(&mut self, statement: &str) -> Result<u64, Failure> {
-        let data = std::mem::take(&mut self.data);
-        let result = self.conn().map(|c| c.copy_in(statement, &data));
-        self.data = data;
-        result?.map_err(|e| self.fail(e))
+    /// COPYs `rows`, encoding them chunk by chunk as they are sent.
+    fn copy(&mut self, statement: &str, rows: &[&Row<'_>]) -> Result<u64, Failure> {
+        let mut next = 0;
+        let fill = |out: &mut Vec<u8>| {
+            while next < rows.len() && out.len() < conn::COPY_CHUNK {
+                copy::encode_row(out, rows[next].id, &rows[next].values);
+                next += 1;
+            }
+            next < rows.len()
+        };
+        let result = self.conn()?.copy_in(statement, fill);
+        result.map_err(|e| self.fail(e))
     }
 
     /// Leaves a failed transaction so the connection is usable again.
@@ -160,14 +164,10 @@ impl Store for Postgres {
     }
 
     fn insert(&mut self, layout: Layout, table: &str, rows: &[&Row<'_>]) -> Result<(), Failure> {
-        self.data.clear();
-        for row in rows {
-            copy::encode_row(&mut self.data, row.id, &row.values);
-        }
         let q_table = quote(Dialect::Postgres, table);
         let columns = column_list(layout);
         let fast = format!("COPY {q_table} ({columns}) FROM STDIN");
-        match self.copy(&fast) {
+        match self.copy(&fast, rows) {
             Ok(_) => return Ok(()),
             Err(f) if f.class == Class::Duplicate => {}
             Err(f) => return Err(f),
@@ -179,7 +179,7 @@ impl Store for Postgres {
         );
         let result = self
             .query(&begin)
-            .and_then(|_| self.copy(&format!("COPY {stage} ({columns}) FROM STDIN")))
+            .and_then(|_| self.copy(&format!("COPY {stage} ({columns}) FROM STDIN"), rows))
             .and_then(|_| {
                 self.query(&format!(
                     "INSERT INTO {q_table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({}) DO NOTHING; COMMIT",
