@@ -9,6 +9,7 @@
 //!   and maps.
 
 pub mod resp;
+pub mod sql_url;
 
 use std::collections::BTreeMap;
 

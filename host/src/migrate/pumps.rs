@@ -37,9 +37,11 @@ fn missing(kind: &str) -> Option<&'static str> {
         "mongo-pump-aggregate" | "mongo-mcp-aggregate" => {
             "pumphouse has no MongoDB sink yet (the aggregate plugin writes per-window counts to ClickHouse or HTTP instead)"
         }
-        "sql" | "sql-graph" | "sql-mcp" => "pumphouse has no SQL (PostgreSQL/MySQL/SQLite) sink yet",
+        "sql-graph" | "sql-mcp" => {
+            "the sql plugin writes tyk_analytics; the GraphQL and MCP tables are not written yet"
+        }
         "sql_aggregate" | "sql-graph-aggregate" | "sql-mcp-aggregate" => {
-            "pumphouse has no SQL sink yet (the aggregate plugin writes per-window counts to ClickHouse or HTTP instead)"
+            "the sql plugin does not write tyk_aggregated yet (the aggregate plugin writes per-window counts to ClickHouse or HTTP instead)"
         }
         "kafka" => "pumphouse has no Kafka sink yet",
         "syslog" => "pumphouse has no syslog sink yet",
@@ -65,6 +67,7 @@ pub(super) fn plan(dialect: Dialect, pump: &OldPump) -> Plan {
     let m = &pump.meta;
     let out = match pump.kind.as_str() {
         "csv" => csv(dialect, pump),
+        "sql" => sql(m),
         "elasticsearch" => elasticsearch(dialect, m),
         "influx" => influx(dialect, m),
         "prometheus" => prometheus(m),
@@ -106,6 +109,74 @@ fn csv(dialect: Dialect, pump: &OldPump) -> PumpOut {
         )],
         ..PumpOut::default()
     }
+}
+
+/// tyk-pump's `sql` pump: the connection string as it is (the plugin reads
+/// tyk-pump's DSNs), the database's address in `sandbox.sockets`.
+fn sql(m: &Meta) -> PumpOut {
+    use pumphouse_wire::sql_url::{ConnUrl, Dialect};
+    let mut out = PumpOut {
+        plugin: "sql.wasm",
+        ..PumpOut::default()
+    };
+    let kind = m.text("type", "Type");
+    let dialect = match kind.as_ref().and_then(Text::lit) {
+        Some("postgres") => Some(Dialect::Postgres),
+        Some("mysql") => Some(Dialect::Mysql),
+        Some(other) => {
+            out.lost.push((
+                "type".into(),
+                format!("{other:?} is not postgres or mysql (sqlite has no sink)"),
+            ));
+            None
+        }
+        None => None,
+    };
+    if let Some(k) = &kind {
+        out.config.push(("type".into(), string(k)));
+    }
+    let mut env = Vec::new();
+    match m.text("connection_string", "ConnectionString") {
+        Some(conn) => {
+            match conn.lit().map(|c| ConnUrl::parse_any(c, dialect)) {
+                Some(Ok(url)) => {
+                    out.sandbox.push((
+                        "sockets".into(),
+                        format!("[{}]", string(&Text::Lit(url.address()))),
+                    ));
+                    if url.password.is_some() {
+                        out.notes.push(
+                            "connection holds the database password: consider ${NAME} and sandbox.env".into(),
+                        );
+                    }
+                }
+                Some(Err(e)) => out.lost.push(("connection_string".into(), e)),
+                None => out.notes.push(
+                    "add the database's host:port to sandbox.sockets: it is known only when the variable is set".into(),
+                ),
+            }
+            out.config
+                .push(("connection".into(), secret(&conn, &mut env)));
+        }
+        None => out.lost.push((
+            "connection_string".into(),
+            "missing: the sql plugin needs one".into(),
+        )),
+    }
+    if m.flag("table_sharding", "TableSharding") {
+        out.config.push(("table_sharding".into(), "true".into()));
+    }
+    for (key, go) in [
+        ("batch_size", "BatchSize"),
+        ("log_level", "LogLevel"),
+        ("migrate_sharded_tables", "MigrateShardedTables"),
+    ] {
+        if m.value(key).is_some() || m.text(key, go).is_some() {
+            out.notes.push(format!("{key}: not needed; the sql plugin writes each batch in one COPY or a few INSERTs and creates tables as it needs them"));
+        }
+    }
+    push_env(&mut out, env);
+    out
 }
 
 /// `scheme://host:port` of a literal URL, and whether its host is a name

@@ -298,3 +298,34 @@ fn bad_input_names_the_dialect_or_field() {
     .unwrap_err();
     assert_eq!(e.to_string(), "pumps.a.filters.org_ids: must be a list");
 }
+
+#[test]
+fn sql_pumps_keep_their_connection_string_and_reach_the_database() {
+    let m = tyk(r#"{"pumps": {
+            "pg": {"type": "sql", "meta": {"type": "postgres", "table_sharding": true, "batch_size": 2000,
+                   "connection_string": "host=db.internal port=5433 user=tyk password=pw dbname=analytics sslmode=disable"}},
+            "my": {"type": "sql", "meta": {"type": "mysql",
+                   "connection_string": "tyk:pw@tcp(mysql.internal:3306)/tyk?charset=utf8&parseTime=True&loc=Local"}},
+            "agg": {"type": "sql_aggregate", "meta": {"type": "postgres", "connection_string": "host=db user=u dbname=d"}}}}"#);
+    let c = load(&m, &[]);
+    let pg = c.pumps.iter().find(|p| p.name == "pg").unwrap();
+    assert_eq!(pg.plugin, "sql.wasm");
+    assert_eq!(
+        pg.config["connection"].as_str(),
+        Some("host=db.internal port=5433 user=tyk password=pw dbname=analytics sslmode=disable")
+    );
+    assert_eq!(pg.config["type"].as_str(), Some("postgres"));
+    assert_eq!(pg.config["table_sharding"].as_bool(), Some(true));
+    assert_eq!(
+        pg.sandbox.sockets,
+        [crate::sandbox::SocketRule::parse("db.internal:5433").unwrap()]
+    );
+    let my = c.pumps.iter().find(|p| p.name == "my").unwrap();
+    assert_eq!(
+        my.sandbox.sockets,
+        [crate::sandbox::SocketRule::parse("mysql.internal:3306").unwrap()]
+    );
+    assert!(m.toml.contains("batch_size: not needed"), "{}", m.toml);
+    let what: Vec<_> = m.unmapped.iter().map(|u| u.what.as_str()).collect();
+    assert_eq!(what, ["pump agg (type sql_aggregate)"]);
+}

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use pumphouse_sdk::{rmpv, IamRecord, Timestamp, TykRecord};
 
-use crate::url::Dialect;
+use pumphouse_wire::sql_url::Dialect;
 
 /// A column's SQL type, spelled per dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,6 @@ pub mod mysql;
 mod outcome;
 mod pg;
 mod store;
-mod url;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,8 +31,8 @@ use serde::Deserialize;
 
 use layout::{iam_row, shard_table, tyk_row, Layout};
 use outcome::Class;
+use pumphouse_wire::sql_url::{ConnUrl, Dialect};
 use store::{Failure, Row, Store};
-use url::{ConnUrl, Dialect};
 
 /// How many refused rows one batch may shed one by one (the database
 /// names each) before the plugin lets the host bisect instead.
@@ -43,11 +42,13 @@ const MAX_DROPPED_ROWS: usize = 64;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SqlConfig {
-    /// `postgres://user:pass@host:port/db?sslmode=...` or `mysql://...`;
+    /// `postgres://user:pass@host:port/db?sslmode=...` or `mysql://...`,
+    /// or tyk-pump's DSNs (`host=... dbname=...`, `user:pass@tcp(h:p)/db`);
     /// `${NAME}` is replaced by the environment variable `NAME`.
     #[serde(alias = "connection_string")]
     connection: String,
-    /// tyk-pump's `type`: must agree with the URL when given.
+    /// tyk-pump's `type`, `postgres` or `mysql`: says which a DSN is, and
+    /// must agree with a URL.
     #[serde(default, rename = "type")]
     kind: Option<String>,
     /// The table; by default `tyk_analytics` or `iam_analytics`.
@@ -106,19 +107,18 @@ impl Sink for SqlSink {
         let c: SqlConfig = config.parse()?;
         let connection =
             expand_env("connection", &c.connection).map_err(|e| e.context("invalid config"))?;
-        let url = ConnUrl::parse(&connection).map_err(|e| invalid(format!("connection: {e}")))?;
-        if let Some(kind) = &c.kind {
-            let agrees = matches!(
-                (kind.as_str(), url.dialect),
-                ("postgres", Dialect::Postgres) | ("mysql", Dialect::Mysql)
-            );
-            if !agrees {
+        let kind = match c.kind.as_deref() {
+            None => None,
+            Some("postgres") => Some(Dialect::Postgres),
+            Some("mysql") => Some(Dialect::Mysql),
+            Some(other) => {
                 return Err(invalid(format!(
-                    "type: {kind:?} does not match the connection URL, which is {}",
-                    url.dialect
-                )));
+                    "type: {other:?} is not \"postgres\" or \"mysql\""
+                )))
             }
-        }
+        };
+        let url = ConnUrl::parse_any(&connection, kind)
+            .map_err(|e| invalid(format!("connection: {e}")))?;
         if let Some(table) = &c.table {
             check_table(table).map_err(invalid)?;
         }

@@ -18,7 +18,7 @@ use crate::layout::{quote, Layout, SqlType, Value, ID_COLUMN};
 use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
-use crate::url::{ConnUrl, Dialect, TlsMode};
+use pumphouse_wire::sql_url::{ConnUrl, Dialect, TlsMode};
 
 /// The largest INSERT sent, well under MariaDB's and MySQL's default
 /// `max_allowed_packet` (16 MiB and 64 MiB).

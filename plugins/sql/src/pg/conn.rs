@@ -15,7 +15,7 @@ use postgres_protocol::message::frontend;
 use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
 
 use super::error::DbError;
-use crate::url::{ConnUrl, TlsMode};
+use pumphouse_wire::sql_url::{ConnUrl, TlsMode};
 
 /// The largest server message read; a longer one is a broken or hostile
 /// peer, refused before its bytes are buffered.

@@ -19,7 +19,7 @@ use conn::{Connection, PgError};
 use crate::layout::{create_statements, quote, Layout, ID_COLUMN};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
-use crate::url::{ConnUrl, Dialect};
+use pumphouse_wire::sql_url::{ConnUrl, Dialect};
 
 pub struct Postgres {
     url: ConnUrl,
