@@ -380,7 +380,7 @@ pub struct Plugin {
     pub size: usize,
     /// The language it was written in, when its metadata tells
     /// ([`producers::source_language`]).
-    pub language: Option<String>,
+    pub language: Option<producers::SourceLanguage>,
     pub loaded_at: SystemTime,
     pub info: PluginInfo,
     pub exports: Vec<String>,
