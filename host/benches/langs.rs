@@ -3,20 +3,20 @@
 //! 200 000 Tyk records (`BENCH_LANG_RECORDS`) in batches of 1000.
 //!
 //! Each language runs in a child process of its own, so its peak RSS is
-//! its own, with a private wasmtime cache directory (`XDG_CACHE_HOME`):
+//! its own, with a private compilation cache directory (`XDG_CACHE_HOME`):
 //!
 //! * first compile: `Runtime::load` with the cache empty (compile, link,
-//!   `describe`);
-//! * cached compile: the same load by a fresh runtime once the cache holds
-//!   the machine code, which is what a restart or a reload of an unchanged
-//!   plugin costs;
+//!   `describe`), in a process of its own;
+//! * cached compile: the same load in a second process, once the cache
+//!   holds the machine code, which is what a restart or a reload of an
+//!   unchanged plugin costs;
 //! * instance start: a new instance plus `init` (median of 10), what the
 //!   host pays after a trap and per pump;
 //! * records/s and ns/record over the `process` calls (each batch is made
 //!   and encoded outside the clock, in the encoding the plugin `accepts`,
 //!   as the lane does once per batch);
-//! * peak RSS (`VmHWM`) of the child: the runtime, the plugin and one
-//!   batch;
+//! * peak RSS (`VmHWM`) of the second child: the runtime, the plugin
+//!   from the cache and one batch (a first compile takes more, once);
 //! * restarts: calls that failed (a trap, the memory limit) and were
 //!   retried on a fresh instance, as the host does, with the default
 //!   sandbox (128 MiB).
@@ -109,64 +109,37 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Where a cached load's time goes, printed to stderr: reading and hashing
-/// the file (the host's sha256), wasmtime's cached `Component::new` (its
-/// own hash of the bytes, reading and decompressing the cache entry), and
-/// for comparison `Component::deserialize` of the same machine code kept
-/// serialized by the host itself.
-fn breakdown(file: &str, wasm: &Path) {
-    let t = Instant::now();
-    let bytes = std::fs::read(wasm).unwrap();
-    let read = t.elapsed();
-    let t = Instant::now();
-    let _ = pumphouse::runtime::sha256_hex(&bytes);
-    let hash = t.elapsed();
-    let mut cfg = wasmtime::Config::new();
-    cfg.epoch_interruption(true);
-    cfg.wasm_component_model(true);
-    cfg.cache(Some(
-        wasmtime::Cache::new(wasmtime::CacheConfig::new()).unwrap(),
-    ));
-    let engine = wasmtime::Engine::new(&cfg).unwrap();
-    let t = Instant::now();
-    let component = wasmtime::component::Component::new(&engine, &bytes).unwrap();
-    let new = t.elapsed();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.cwasm");
-    std::fs::write(&path, component.serialize().unwrap()).unwrap();
-    let t = Instant::now();
-    // SAFETY: the file was serialized just now by this engine's config.
-    let _ = unsafe { wasmtime::component::Component::deserialize_file(&engine, &path) }.unwrap();
-    let deserialize = t.elapsed();
-    eprintln!(
-        "{file}: cached load: read {:.1} ms, sha256 {:.1} ms, wasmtime cached Component::new {:.1} ms; \
-         Component::deserialize_file of serialized code instead: {:.1} ms",
-        ms(read),
-        ms(hash),
-        ms(new),
-        ms(deserialize)
-    );
-}
-
-/// One language, in this (child) process: prints one line of figures.
-fn one(file: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let wasm = root().join(format!("target/test-plugins/{file}.wasm"));
+        .unwrap()
+}
+
+fn wasm_of(file: &str) -> PathBuf {
+    root().join(format!("target/test-plugins/{file}.wasm"))
+}
+
+/// The first compile, in a child process of its own (compiling takes far
+/// more memory than running): prints its time.
+fn compile(file: &str) {
+    let wasm = wasm_of(file);
     let t = Instant::now();
-    let plugin = rt
+    current_thread()
         .block_on(Runtime::new(true).unwrap().load(&wasm))
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build)", wasm.display()));
-    let first = t.elapsed();
-    drop(plugin);
-    // A fresh runtime: what a restart finds is the cache on disk.
+    println!("COMPILED {:.3}", ms(t.elapsed()));
+}
+
+/// One language, in this (child) process, once [`compile`] filled the
+/// cache: what a restart costs, then the run. Prints one line of figures.
+fn one(file: &str) {
+    let rt = current_thread();
+    let wasm = wasm_of(file);
     let runtime = Runtime::new(true).unwrap();
     let t = Instant::now();
     let plugin = rt.block_on(runtime.load(&wasm)).unwrap();
     let cached = t.elapsed();
-    breakdown(file, &wasm);
     let mut starts: Vec<Duration> = (0..10)
         .map(|_| {
             let t = Instant::now();
@@ -217,10 +190,9 @@ fn one(file: &str) {
         "{file} kept {kept} records, {want} have ResponseCode >= 500"
     );
     println!(
-        "RESULT {} {} {:.3} {:.3} {:.3} {} {} {}",
+        "RESULT {} {} {:.3} {:.3} {} {} {}",
         n,
         took.as_nanos(),
-        ms(first),
         ms(cached),
         ms(starts[starts.len() / 2]),
         vm_hwm_kib(),
@@ -233,6 +205,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one") {
         one(&args[i + 1]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--compile") {
+        compile(&args[i + 1]);
         return;
     }
     let exe = std::env::current_exe().unwrap();
@@ -256,24 +232,32 @@ fn main() {
     let mut rust_ns = None;
     for (lang, file) in LANGS {
         let cache = tempfile::tempdir().unwrap();
-        let out = Command::new(&exe)
-            .args(["--one", file])
-            .env("XDG_CACHE_HOME", cache.path())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let child = |mode: &str| {
+            let out = Command::new(&exe)
+                .args([mode, file])
+                .env("XDG_CACHE_HOME", cache.path())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let compiled = child("--compile");
+        let Some(first) = compiled
+            .lines()
+            .find_map(|l| l.strip_prefix("COMPILED "))
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            println!("{lang:<11} failed to compile: {compiled}");
+            continue;
+        };
+        let text = child("--one");
         let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-            println!(
-                "{lang:<11} failed: {}{}",
-                text,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            println!("{lang:<11} failed: {text}");
             continue;
         };
         let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
-        let (n, nanos, first, cached, start, hwm, size, restarts) =
-            (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]);
+        let (n, nanos, cached, start, hwm, size, restarts) =
+            (f[0], f[1], f[2], f[3], f[4], f[5], f[6]);
         let ns = nanos / n;
         let rust = *rust_ns.get_or_insert(ns);
         println!(

@@ -280,7 +280,7 @@ fn the_host_serves_http_while_it_compiles_an_uncached_python_plugin() {
         "HTTP is up before the compile: {log:.3000}"
     );
     // The compile was a real one: it filled the empty cache.
-    let cached = walk_files(&cache.path().join("wasmtime"));
+    let cached = walk_files(&cache.path().join("pumphouse/compiled"));
     assert!(cached > 0, "nothing in the compilation cache");
 }
 

@@ -182,7 +182,7 @@ pub async fn start(
     tracing::info!(%http, "serving the status page, /healthz, /readyz, /metrics and /admin");
     // Compile before Redis: a broken plugin still fails the start. The
     // first compile of an interpreted plugin takes seconds of CPU (later
-    // starts read wasmtime's cache), so HTTP is up first: `/healthz`
+    // starts read the compilation cache), so HTTP is up first: `/healthz`
     // answers and `/readyz` says what the daemon waits for.
     status.set_starting(Some("compiling the pumps' plugins".into()));
     let built = tokio::select! {
