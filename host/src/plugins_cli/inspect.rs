@@ -28,7 +28,7 @@ fn never(_: Family) -> Option<&'static str> {
 fn env_importer(family: Family) -> Option<&'static str> {
     match family {
         Family::Rust => Some("every Rust plugin: std looks up RUST_BACKTRACE on a panic"),
-        Family::Python => Some("every Python plugin: CPython fills os.environ from it"),
+        Family::Python => Some("every Python plugin: CPython's C library links it"),
         // ComponentizeJS components do not import it.
         Family::JavaScript | Family::Other => None,
     }
