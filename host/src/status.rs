@@ -228,6 +228,9 @@ pub struct Status {
     /// command (`NOPERM`) fails claims while `PING` and `LLEN` still work.
     claim_error: Mutex<Option<String>>,
     started: AtomicBool,
+    /// What the daemon does before its pumps can start (compiling their
+    /// plugins), shown on `/readyz` meanwhile.
+    starting: Mutex<Option<String>>,
     pumps: RwLock<Vec<Arc<PumpStatus>>>,
     reload: Mutex<Option<ReloadInfo>>,
 }
@@ -253,6 +256,14 @@ impl Status {
 
     pub fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    pub fn set_starting(&self, what: Option<String>) {
+        *self.starting.lock().expect("status lock") = what;
+    }
+
+    pub fn starting(&self) -> Option<String> {
+        self.starting.lock().expect("status lock").clone()
     }
 
     pub fn set_reload(&self, info: ReloadInfo) {

@@ -1,8 +1,10 @@
 //! JavaScript plugins (`sdk/js`): the bundled `webhook-sink` example next
 //! to a Rust pump, posting signed batches to a receiver written here (iam
 //! and Tyk records read back field by field), a scaffolded JS sink and
-//! filter built and tested from a clean directory, and `plugins inspect`
-//! naming the language.
+//! filter built and tested from a clean directory, `plugins inspect`
+//! naming the language, and the hostile JavaScript fixture
+//! (`tests/js-plugins/hostile_js`) held by the same limits as the Rust one,
+//! next to a healthy `file` pump that delivers everything.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,11 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pumphouse::record::TYK_KEY;
+use nix::sys::signal::Signal;
+use pumphouse::record::{IAM_KEY, TYK_KEY};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;
+use crate::sandbox::{
+    assert_healthy_delivered, assert_held_not_dropped, assert_reported, dead_of, readyz_pump,
+    setup, wait_errors, wait_metric, N,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const SECRET: &str = "webhook-secret";
@@ -252,9 +259,149 @@ fn plugins_inspect_names_javascript_and_python_components() {
     assert_eq!(code, 0, "{err}");
     // Built without --http: no wasi:http import.
     assert!(out.contains("http        unused"), "{out}");
+    // The engine, not the plugin, imports the filesystem; no environment.
+    assert!(
+        out.contains("filesystem  imported   (by every JavaScript plugin"),
+        "{out}"
+    );
+    assert!(out.contains("env         unused"), "{out}");
+    assert!(!out.contains("Rust plugin"), "{out}");
 }
 
 #[test]
 fn a_scaffolded_js_sink_and_filter_build_and_pass_their_tests_from_a_clean_dir() {
     scaffolds_build_and_pass("js", "js", "# pass 2", &[]);
+}
+
+/// The hostile JavaScript sink as pump `name` in `mode`, retrying fast.
+fn hostile_js(name: &str, mode: &str) -> Pump {
+    Pump::new(name, fixture("hostile-js"))
+        .retry("50ms", "200ms")
+        .config("mode", mode)
+}
+
+#[test]
+fn a_js_plugin_that_loops_forever_is_timed_out_alone() {
+    let (_redis, mut conn, base) = setup();
+    let mut host = Host::start(base.pump(hostile_js("spin", "spin").set("timeout", "300ms")));
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "spin", "timeout", 2.0);
+    assert_reported(&host, "spin", "retrying", "timed out");
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
+}
+
+#[test]
+fn a_js_plugin_that_allocates_without_bound_hits_its_memory_limit_alone() {
+    let (_redis, mut conn, base) = setup();
+    let mut host = Host::start(base.pump(hostile_js("hog", "hog").sandbox("max_memory", "96MiB")));
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "hog", "memory", 2.0);
+    let p = readyz_pump(&host, "hog");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("over sandbox.max_memory"),
+        "{p}"
+    );
+    assert!(host.is_running());
+    // It never delivered a record, so none is its record's fault: held.
+    assert_held_not_dropped(&mut conn);
+}
+
+#[test]
+fn a_js_plugin_that_throws_traps_and_is_retried_on_fresh_instances() {
+    let (_redis, mut conn, base) = setup();
+    let mut host = Host::start(base.pump(hostile_js("thrower", "throw")));
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "thrower", "trap", 3.0);
+    assert_reported(&host, "thrower", "retrying", "trapped");
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
+    // The engine prints the uncaught exception to stderr, which the host
+    // logs as the pump's.
+    let log = host.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("hostile-js: throwing on purpose") && l.contains("thrower")),
+        "{log:.2000}"
+    );
+}
+
+#[test]
+fn a_js_plugin_rejecting_one_record_dead_letters_only_it() {
+    let (_redis, mut conn, base) = setup();
+    let host = Host::start(base.pump(hostile_js("picky", "bad-record")));
+    assert_healthy_delivered(&host);
+    let written = "pumphouse_pump_records_written_total{pump=\"picky\"}";
+    let dead = wait_for(WAIT, "every record delivered or dead-lettered", || {
+        let dead = dead_of(&mut conn, "picky");
+        (host.metric(written) + dead.len() as f64 == N as f64).then_some(dead)
+    });
+    // One record per batch, the first, and only it.
+    assert!(
+        !dead.is_empty() && dead.len() < N as usize / 2,
+        "{}",
+        dead.len()
+    );
+    for d in &dead {
+        assert!(
+            d.reason.contains("hostile-js: rejecting the first record"),
+            "{}",
+            d.reason
+        );
+    }
+    wait_for(WAIT, "everything acked", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+}
+
+#[test]
+fn a_js_log_flood_is_cut_and_rate_limited() {
+    let (_redis, mut conn, base) = setup();
+    const LINES: u64 = 300;
+    let mut host = Host::start(
+        base.pump(
+            hostile_js("flood", "log-flood")
+                .config("lines", LINES as i64)
+                .config("size", 100_000)
+                .sandbox("log_lines_per_second", 10)
+                .sandbox("log_burst", 20),
+        ),
+    );
+    assert_healthy_delivered(&host);
+    wait_metric(
+        &host,
+        "pumphouse_pump_records_written_total{pump=\"flood\"}",
+        N as f64,
+    );
+    wait_for(WAIT, "everything acked", || {
+        (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
+    });
+    let suppressed = host.metric("pumphouse_sandbox_log_suppressed_total{pump=\"flood\"}");
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    let log = host.log_text();
+    let logged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("flood ") && l.contains("xxxx"))
+        .collect();
+    for l in &logged {
+        assert!(
+            l.len() < 4096 + 400,
+            "a line is cut to 4 KiB: {} bytes",
+            l.len()
+        );
+        assert!(l.contains("bytes cut]"), "{}", &l[l.len() - 100..]);
+    }
+    // Each batch logs LINES lines through `log` and as many to stderr, all
+    // through the pump's one budget: logged or counted, never lost.
+    let writes = (N / 50) * LINES * 2;
+    assert_eq!(logged.len() as f64 + suppressed, writes as f64);
+    assert!(
+        (logged.len() as u64) < writes / 2,
+        "{} of {writes} lines logged",
+        logged.len()
+    );
 }

@@ -225,6 +225,14 @@ fn plugins_test_and_inspect_run_on_a_python_filter() {
     );
     assert!(out.contains("language: Python 3."), "{out}");
     assert!(out.contains("(componentize-py)"), "{out}");
+    // CPython, not the plugin, imports these; never the Rust note.
+    for cap in ["env        ", "filesystem ", "sockets    "] {
+        assert!(
+            out.contains(&format!("{cap} imported   (by every Python plugin")),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("Rust plugin"), "{out}");
     let (_, out, _) = pumphouse(&["plugins", "inspect", &plugin("blackhole")]);
     // Rust components also carry the C of wasi-libc in their producers.
     assert!(out.contains("language: Rust"), "{out}");
@@ -238,4 +246,58 @@ fn python_tools() -> std::path::PathBuf {
 #[test]
 fn a_scaffolded_python_sink_and_filter_build_and_pass_their_tests_from_a_clean_dir() {
     scaffolds_build_and_pass("python", "py", "2 passed", &[("PYTHON", &python_tools())]);
+}
+
+#[test]
+fn the_host_serves_http_while_it_compiles_an_uncached_python_plugin() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let records = push_iam(&mut conn, 100, 37);
+    // An empty wasmtime cache: the host compiles the 18 MB component anew.
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::start_in_env(
+        tempfile::tempdir().unwrap(),
+        HostConfig::new(&redis).source("batch_size", 50).pump(
+            Pump::file("filtered", "filtered.jsonl")
+                .filter_plugin(plugin("health-filter"), [("keep_last", 2)]),
+        ),
+        &[("XDG_CACHE_HOME", cache.path().to_str().unwrap())],
+    );
+    // A cold compile on a loaded 2-core machine can take a minute.
+    let lines = wait_lines(
+        &host.out().join("filtered.jsonl"),
+        100,
+        Duration::from_secs(300),
+    );
+    assert_iam_lines(&lines, &records);
+    let log = host.log_text();
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the log: {log:.3000}"))
+    };
+    assert!(
+        at("serving the status page") < at("loading plugin"),
+        "HTTP is up before the compile: {log:.3000}"
+    );
+    // The compile was a real one: it filled the empty cache.
+    let cached = walk_files(&cache.path().join("pumphouse/compiled"));
+    assert!(cached > 0, "nothing in the compilation cache");
+}
+
+/// How many files are under `dir`, recursively.
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

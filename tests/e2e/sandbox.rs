@@ -19,7 +19,7 @@ use crate::config::{strings, HostConfig, Pump};
 use crate::harness::*;
 
 use pumphouse::record::IAM_KEY;
-const N: u64 = 200;
+pub(crate) const N: u64 = 200;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A hostile sink pump `name` in `mode`, retrying fast.
@@ -31,7 +31,7 @@ fn hostile(name: &str, mode: &str) -> Pump {
 
 /// Redis with `N` iam records, and the config start: source plus a
 /// healthy file pump.
-fn setup() -> (RedisServer, redis::Connection, HostConfig) {
+pub(crate) fn setup() -> (RedisServer, redis::Connection, HostConfig) {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     push_iam(&mut conn, N, 11);
@@ -42,7 +42,7 @@ fn setup() -> (RedisServer, redis::Connection, HostConfig) {
 }
 
 /// The healthy pump delivered every record exactly once.
-fn assert_healthy_delivered(host: &Host) {
+pub(crate) fn assert_healthy_delivered(host: &Host) {
     let lines = wait_lines(&host.out().join("healthy.jsonl"), N as usize, WAIT);
     let seqs: HashSet<u64> = lines.iter().map(iam_seq).collect();
     assert_eq!(
@@ -53,7 +53,7 @@ fn assert_healthy_delivered(host: &Host) {
 }
 
 /// Waits until `pumphouse_pump_errors_total{pump,kind}` reaches `at_least`.
-fn wait_errors(host: &Host, pump: &str, kind: &str, at_least: f64) {
+pub(crate) fn wait_errors(host: &Host, pump: &str, kind: &str, at_least: f64) {
     let name = format!("pumphouse_pump_errors_total{{pump=\"{pump}\",kind=\"{kind}\"}}");
     wait_for(WAIT, &name, || {
         (host.metric(&name) >= at_least).then_some(())
@@ -61,12 +61,12 @@ fn wait_errors(host: &Host, pump: &str, kind: &str, at_least: f64) {
 }
 
 /// Waits until the metric (exact name and labels) reaches `at_least`.
-fn wait_metric(host: &Host, name: &str, at_least: f64) {
+pub(crate) fn wait_metric(host: &Host, name: &str, at_least: f64) {
     wait_for(WAIT, name, || (host.metric(name) >= at_least).then_some(()));
 }
 
 /// `pump`'s entry in `/readyz` (which must be 503).
-fn readyz_pump(host: &Host, pump: &str) -> serde_json::Value {
+pub(crate) fn readyz_pump(host: &Host, pump: &str) -> serde_json::Value {
     let (code, body) = http_get(&host.http, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     let v: serde_json::Value =
@@ -83,7 +83,7 @@ fn readyz_pump(host: &Host, pump: &str) -> serde_json::Value {
 
 /// `/readyz` is 503 and its JSON shows `pump` in `state` with `needle` in
 /// its error.
-fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
+pub(crate) fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
     let p = readyz_pump(host, pump);
     assert_eq!(p["state"], state, "{p}");
     assert!(
@@ -94,7 +94,7 @@ fn assert_reported(host: &Host, pump: &str, state: &str, needle: &str) {
 
 /// The failing pump's batches stay claimed: nothing is acked, nothing is
 /// dead-lettered.
-fn assert_held_not_dropped(conn: &mut redis::Connection) {
+pub(crate) fn assert_held_not_dropped(conn: &mut redis::Connection) {
     let (waiting, claimed) = left_in_redis(conn, IAM_KEY);
     assert_eq!(
         waiting + claimed,
@@ -579,7 +579,7 @@ fn readyz_error(host: &Host, pump: &str) -> String {
 }
 
 /// Dead-letter entries of `pump`.
-fn dead_of(conn: &mut redis::Connection, pump: &str) -> Vec<pumphouse::dlq::Entry> {
+pub(crate) fn dead_of(conn: &mut redis::Connection, pump: &str) -> Vec<pumphouse::dlq::Entry> {
     dead_letters(conn, IAM_KEY)
         .into_iter()
         .filter(|e| e.pump.as_deref() == Some(pump))

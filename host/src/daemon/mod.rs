@@ -166,8 +166,6 @@ pub async fn start(
     );
     let runtime = Runtime::new(true)?.with_kv_store(kv);
     let mut cache = PluginCache::default();
-    // Compile before anything else: a broken plugin fails the start fast.
-    PumpSpec::build_all(&config, &runtime, &mut cache).await?;
     let status = Arc::new(Status::default());
     status.set_source(crate::status::SourceInfo::of(&config.source));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
@@ -182,6 +180,17 @@ pub async fn start(
     .await
     .map_err(StartError::Listen)?;
     tracing::info!(%http, "serving the status page, /healthz, /readyz, /metrics and /admin");
+    // Compile before Redis: a broken plugin still fails the start. The
+    // first compile of an interpreted plugin takes seconds of CPU (later
+    // starts read the compilation cache), so HTTP is up first: `/healthz`
+    // answers and `/readyz` says what the daemon waits for.
+    status.set_starting(Some("compiling the pumps' plugins".into()));
+    let built = tokio::select! {
+        b = PumpSpec::build_all(&config, &runtime, &mut cache) => b,
+        _ = shutdown.cancelled() => return Err(StartError::Interrupted),
+    };
+    built?;
+    status.set_starting(None);
     tracing::info!(redis = %redacted(&config.source.redis_url), keys = ?config.source.keys(), "connecting to redis");
     // `/readyz` names why the daemon is still waiting.
     let waiting = |cause: &str| status.set_redis_error(Some(cause.to_string()));

@@ -20,6 +20,7 @@ impl PluginCache {
         if let Some(p) = self.plugins.get(path).filter(|p| p.sha256 == sha) {
             return Ok(p.clone());
         }
+        tracing::info!(path = %path.display(), bytes = bytes.len(), "loading plugin");
         let p = Arc::new(runtime.load_bytes(path, bytes, sha).await?);
         tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, kind = %p.kind, sha256 = %p.sha256, "plugin loaded");
         self.plugins.insert(path.to_path_buf(), p.clone());

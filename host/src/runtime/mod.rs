@@ -11,6 +11,7 @@
 //! pump lists (see [`Sandbox`]).
 
 pub mod bindings;
+pub mod compiled;
 mod error;
 pub mod files;
 mod host;
@@ -37,6 +38,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxView, WasiTlsView};
 
+use self::compiled::CompiledCache;
 use self::files::{FilePolicy, OpenFiles};
 use self::host::SeriesBudget;
 use self::http::{HttpHooks, OutboundPolicy};
@@ -203,24 +205,34 @@ pub struct Runtime {
     ticker: Arc<Ticker>,
     linker: Arc<Linker<PluginState>>,
     kv: Arc<KvStore>,
+    compiled: Option<Arc<CompiledCache>>,
 }
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker. `cache` keeps compiled
-    /// plugins on disk (wasmtime's cache) so restarts skip recompiling.
+    /// plugins on disk ([`CompiledCache`] in its default directory) so
+    /// restarts and reloads skip recompiling.
     pub fn new(cache: bool) -> Result<Runtime, SetupError> {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true);
         cfg.wasm_component_model(true);
-        if cache {
-            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
-                Ok(c) => {
-                    cfg.cache(Some(c));
-                }
-                Err(e) => tracing::warn!("compilation cache disabled: {e:#}"),
-            }
-        }
         let engine = Engine::new(&cfg).map_err(|e| SetupError(format!("{e:#}")))?;
+        let compiled = match (cache, CompiledCache::default_dir()) {
+            (false, _) => None,
+            (true, None) => {
+                tracing::warn!(
+                    "compilation cache disabled: neither XDG_CACHE_HOME nor HOME is set"
+                );
+                None
+            }
+            (true, Some(dir)) => match CompiledCache::open(dir.clone(), &engine) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "compilation cache disabled: {e}");
+                    None
+                }
+            },
+        };
         // The ticker holds only a weak handle so dropping the runtime ends it.
         let weak = engine.weak();
         let ticker = Arc::new(Ticker::default());
@@ -252,6 +264,7 @@ impl Runtime {
             ticker,
             linker: Arc::new(linker),
             kv: KvStore::memory(),
+            compiled,
         })
     }
 
@@ -306,7 +319,11 @@ impl Runtime {
                 path: path.to_path_buf(),
             });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+        let component = match &self.compiled {
+            Some(c) => c.component(&self.engine, bytes, &sha256),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
@@ -408,7 +425,7 @@ pub struct Plugin {
     pub size: usize,
     /// The language it was written in, when its metadata tells
     /// ([`producers::source_language`]).
-    pub language: Option<String>,
+    pub language: Option<producers::SourceLanguage>,
     pub loaded_at: SystemTime,
     pub info: PluginInfo,
     pub exports: Vec<String>,

@@ -19,16 +19,37 @@ struct Metadata {
     needed: Vec<String>,
 }
 
-/// The source language of the component in `bytes`, with the toolchain
-/// where it can tell (`Python 3.14 (componentize-py)`, `Rust (rustc
-/// 1.95.0)`); `None` when the binary says nothing about it.
-pub fn source_language(bytes: &[u8]) -> Option<String> {
+/// The languages the host tells apart, because what a component imports
+/// without the plugin asking for it depends on its language's runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Rust,
+    Python,
+    JavaScript,
+    /// Any other language the metadata names, or several.
+    Other,
+}
+
+/// A component's source language as its metadata tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLanguage {
+    pub family: Family,
+    /// The language with the toolchain where it can tell (`Python 3.14
+    /// (componentize-py)`, `Rust (rustc 1.95.0)`), as `plugins inspect`
+    /// prints it.
+    pub name: String,
+}
+
+/// The source language of the component in `bytes`; `None` when the
+/// binary says nothing about it.
+pub fn source_language(bytes: &[u8]) -> Option<SourceLanguage> {
     let mut m = Metadata::default();
     walk(bytes, 0, &mut m)?;
     describe(&m)
 }
 
-fn describe(m: &Metadata) -> Option<String> {
+fn describe(m: &Metadata) -> Option<SourceLanguage> {
+    let lang = |family, name| Some(SourceLanguage { family, name });
     // An interpreter linked in says more than the glue around it: a Python
     // component also holds a small module rustc built.
     if let Some(py) = m.needed.iter().find_map(|n| {
@@ -40,7 +61,7 @@ fn describe(m: &Metadata) -> Option<String> {
         } else {
             ""
         };
-        return Some(format!("Python {py}{tool}"));
+        return lang(Family::Python, format!("Python {py}{tool}"));
     }
     let tool = |name: &str| {
         m.processed_by
@@ -58,7 +79,7 @@ fn describe(m: &Metadata) -> Option<String> {
             .or_else(|| tool("ComponentizeJS"))
             .map(|t| format!(" ({t})"))
             .unwrap_or_default();
-        return Some(format!("JavaScript{by}"));
+        return lang(Family::JavaScript, format!("JavaScript{by}"));
     }
     let mut langs: Vec<&str> = Vec::new();
     for l in &m.languages {
@@ -68,11 +89,20 @@ fn describe(m: &Metadata) -> Option<String> {
     }
     match langs.as_slice() {
         [] => None,
-        ["Rust"] => Some(match tool("rustc") {
-            Some(t) => format!("Rust ({t})"),
-            None => "Rust".to_string(),
-        }),
-        many => Some(many.join(", ")),
+        ["Rust"] => lang(
+            Family::Rust,
+            match tool("rustc") {
+                Some(t) => format!("Rust ({t})"),
+                None => "Rust".to_string(),
+            },
+        ),
+        // wasi-libc, which every Rust component links, is C.
+        many if many.contains(&"Rust")
+            && many.iter().all(|l| *l == "Rust" || l.starts_with('C')) =>
+        {
+            lang(Family::Rust, many.join(", "))
+        }
+        many => lang(Family::Other, many.join(", ")),
     }
 }
 
@@ -279,6 +309,12 @@ mod tests {
         b
     }
 
+    fn name(bytes: &[u8], family: Family) -> Option<String> {
+        let l = source_language(bytes)?;
+        assert_eq!(l.family, family, "{}", l.name);
+        Some(l.name)
+    }
+
     #[test]
     fn rust_components_name_rustc() {
         let rust = module(&[producers_section(&[
@@ -286,7 +322,7 @@ mod tests {
             ("processed-by", &[("rustc", "1.95.0 (abc 2026-01-01)")]),
         ])]);
         assert_eq!(
-            source_language(&component(&[rust])).as_deref(),
+            name(&component(&[rust]), Family::Rust).as_deref(),
             Some("Rust (rustc 1.95.0 (abc 2026-01-01))")
         );
     }
@@ -300,7 +336,7 @@ mod tests {
             "libcomponentize_py_runtime.so",
         ])]);
         assert_eq!(
-            source_language(&component(&[glue, py])).as_deref(),
+            name(&component(&[glue, py]), Family::Python).as_deref(),
             Some("Python 3.14 (componentize-py)")
         );
     }
@@ -312,8 +348,24 @@ mod tests {
             ("processed-by", &[("ComponentizeJS", "0.19.3")]),
         ])]);
         assert_eq!(
-            source_language(&component(&[js])).as_deref(),
+            name(&component(&[js]), Family::JavaScript).as_deref(),
             Some("JavaScript (ComponentizeJS 0.19.3)")
+        );
+        let mixed = module(&[producers_section(&[(
+            "language",
+            &[("Rust", ""), ("C11", "")],
+        )])]);
+        assert_eq!(
+            name(&component(&[mixed]), Family::Rust).as_deref(),
+            Some("Rust, C11")
+        );
+        let other = module(&[producers_section(&[(
+            "language",
+            &[("Go", ""), ("Rust", "")],
+        )])]);
+        assert_eq!(
+            name(&component(&[other]), Family::Other).as_deref(),
+            Some("Go, Rust")
         );
         assert_eq!(source_language(&component(&[module(&[])])), None);
     }

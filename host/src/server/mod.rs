@@ -94,6 +94,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let body = json!({
         "ready": ready,
         "started": s.status.started(),
+        "starting": s.status.starting(),
         "redis": if s.status.redis_ok() { "ok" } else { "unreachable" },
         "redis_error": s.status.redis_error(),
         "pumps": pumps,
