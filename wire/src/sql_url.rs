@@ -283,15 +283,16 @@ fn parse_libpq(text: &str) -> Result<ConnUrl, String> {
             .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
         None => 5432,
     };
-    let tls =
-        match get("sslmode").as_deref() {
-            None | Some("allow" | "prefer") => TlsMode::Prefer,
-            Some("disable") => TlsMode::Disable,
-            Some("require" | "verify-ca" | "verify-full") => TlsMode::Require,
-            Some(other) => return Err(format!(
+    let tls = match get("sslmode").as_deref() {
+        None | Some("allow" | "prefer") => TlsMode::Prefer,
+        Some("disable") => TlsMode::Disable,
+        Some("require" | "verify-ca" | "verify-full") => TlsMode::Require,
+        Some(other) => {
+            return Err(format!(
                 "sslmode={other} is not disable, allow, prefer, require, verify-ca or verify-full"
-            )),
-        };
+            ))
+        }
+    };
     for (key, _) in &pairs {
         if !matches!(
             key.as_str(),
