@@ -486,21 +486,8 @@ fn gigantic_log_floods_are_cut_and_rate_limited() {
     });
     let suppressed = host.metric("pumphouse_sandbox_log_suppressed_total{pump=\"flood\"}");
     assert!(suppressed >= 1.0, "lines were suppressed");
-    host.signal(Signal::SIGTERM);
-    assert_eq!(host.wait_exit(WAIT), Some(0));
-    let log = host.log_text();
-    let logged: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("flood ") && l.contains("xxxx"))
-        .collect();
-    for l in &logged {
-        assert!(
-            l.len() < 4096 + 400,
-            "a line is cut to 4 KiB: {} bytes",
-            l.len()
-        );
-        assert!(l.contains("bytes cut]"), "{}", &l[l.len() - 100..]);
-    }
+    let (log, logged) = stop_and_read_flood(&mut host);
+    let logged: Vec<&str> = logged.iter().map(String::as_str).collect();
     // Every line the plugin wrote was either logged or counted, and the
     // counted ones are summarised (at the latest when the pump stops).
     let writes = (N / 50) * LINES;
@@ -1204,4 +1191,26 @@ fn shutdown_is_bounded_by_drain_timeout_while_a_plugin_computes() {
         "{}",
         host.log_text()
     );
+}
+
+/// Stops `host` and returns its log and the flood pump's lines in it,
+/// each checked to be cut to 4 KiB with the cut marked.
+pub(crate) fn stop_and_read_flood(host: &mut Host) -> (String, Vec<String>) {
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT), Some(0));
+    let log = host.log_text();
+    let logged: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("flood ") && l.contains("xxxx"))
+        .map(String::from)
+        .collect();
+    for l in &logged {
+        assert!(
+            l.len() < 4096 + 400,
+            "a line is cut to 4 KiB: {} bytes",
+            l.len()
+        );
+        assert!(l.contains("bytes cut]"), "{}", &l[l.len() - 100..]);
+    }
+    (log, logged)
 }
