@@ -6,7 +6,7 @@
 //! a bad value (the session runs in strict mode), so that row can be
 //! dead-lettered instead of stored truncated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
 use pumphouse_sdk::Timestamp;
 
+use crate::aggregate::{self, IDS_TABLE};
 use crate::layout::{quote, Layout, SqlType, Value, ID_COLUMN};
 use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
 use crate::outcome::Class;
@@ -125,6 +126,102 @@ impl Mysql {
     fn query(&mut self, sql: &str) -> Result<QueryResult, Failure> {
         let result = self.client()?.query(sql);
         result.map_err(|e| self.fail(e))
+    }
+
+    /// Runs `head` + rows + `tail` in statements of up to
+    /// [`MAX_STATEMENT`] bytes; `row` appends one row's `(...)`.
+    fn run_chunked<T>(
+        &mut self,
+        head: &str,
+        tail: &str,
+        items: &[T],
+        mut row: impl FnMut(&mut String, &T),
+    ) -> Result<(), Failure> {
+        let mut start = 0;
+        while start < items.len() {
+            let mut sql = std::mem::take(&mut self.sql);
+            sql.clear();
+            sql.push_str(head);
+            let mut end = start;
+            while end < items.len() && (end == start || sql.len() < MAX_STATEMENT) {
+                if end > start {
+                    sql.push(',');
+                }
+                row(&mut sql, &items[end]);
+                end += 1;
+            }
+            sql.push_str(tail);
+            let result = self.query(&sql);
+            self.sql = sql;
+            result?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// The body of [`Store::upsert_aggregates`], inside its transaction.
+    fn count_once(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let mut target = String::new();
+        quoted(&mut target, table);
+        // FOR UPDATE locks the ids found and the gaps of those missing:
+        // a second writer of the same batch waits for this one, then
+        // finds them.
+        let mut counted: HashSet<u64> = HashSet::new();
+        for chunk in ids.chunks(10_000) {
+            let list: Vec<String> = chunk.iter().map(|id| (*id as i64).to_string()).collect();
+            let select = format!(
+                "SELECT {} FROM {} WHERE {} = {target} AND {0} IN ({}) FOR UPDATE",
+                q("id"),
+                q(IDS_TABLE),
+                q("target"),
+                list.join(",")
+            );
+            if let QueryResult::Rows { rows, .. } = self.query(&select)? {
+                counted.extend(
+                    rows.iter()
+                        .filter_map(|r| r.first()?.as_deref())
+                        .filter_map(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                        .map(|id| id as u64),
+                );
+            }
+        }
+        let new: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !counted.contains(id))
+            .collect();
+        let head = format!(
+            "INSERT INTO {} ({}, {}, {}) VALUES ",
+            q(IDS_TABLE),
+            q("target"),
+            q("id"),
+            q("counted_at")
+        );
+        self.run_chunked(&head, "", &new, |sql, id| {
+            let _ = write!(sql, "({target},{},NOW())", *id as i64);
+        })?;
+        let new: HashSet<u64> = new.into_iter().collect();
+        let aggregates = rows(&new);
+        let head = aggregate::insert_head(Dialect::Mysql, table);
+        let tail = aggregate::conflict_clause(Dialect::Mysql, table);
+        self.run_chunked(&head, &tail, &aggregates, |sql, row| {
+            sql.push('(');
+            for (j, value) in row.iter().enumerate() {
+                if j > 0 {
+                    sql.push(',');
+                }
+                literal(sql, value);
+            }
+            sql.push(')');
+        })?;
+        self.query("COMMIT")?;
+        Ok(new.len())
     }
 }
 
@@ -312,6 +409,74 @@ impl Store for Mysql {
             start = end;
         }
         Ok(())
+    }
+
+    fn ensure_aggregate_table(&mut self, table: &str, index: bool) -> Result<(), Failure> {
+        let mut select = String::from(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN (",
+        );
+        quoted(&mut select, table);
+        select.push(',');
+        quoted(&mut select, IDS_TABLE);
+        select.push(')');
+        let existing: BTreeSet<String> = match self.query(&select)? {
+            QueryResult::Rows { rows, .. } => rows
+                .into_iter()
+                .filter_map(|mut r| r.pop().flatten())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .collect(),
+            QueryResult::Ok { .. } => BTreeSet::new(),
+        };
+        let mut statements = Vec::new();
+        if !existing.contains(table) {
+            statements.extend(aggregate::create_statements(Dialect::Mysql, table, index));
+        }
+        if !existing.contains(IDS_TABLE) {
+            statements.extend(aggregate::ids_statements(Dialect::Mysql));
+        }
+        for statement in statements {
+            pumphouse_sdk::info!("{}: preparing table {table}", self.url.address());
+            self.query(&statement)?;
+        }
+        Ok(())
+    }
+
+    fn upsert_aggregates(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.query("START TRANSACTION")?;
+        self.count_once(table, ids, rows).map_err(|f| {
+            if let Some(client) = self.client.as_mut() {
+                if client.query("ROLLBACK").is_err() {
+                    self.client = None;
+                }
+            }
+            match f.class {
+                // Another writer counted an id between our SELECT and
+                // INSERT: next time this one finds it.
+                Class::Duplicate => Failure::new(Class::Retry, f.message),
+                _ => f,
+            }
+        })
+    }
+
+    fn forget_counted(&mut self, ttl: Duration, limit: u64) -> Result<u64, Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        match self.query(&format!(
+            "DELETE FROM {} WHERE {} < NOW() - INTERVAL {} SECOND LIMIT {limit}",
+            q(IDS_TABLE),
+            q("counted_at"),
+            ttl.as_secs()
+        ))? {
+            QueryResult::Ok { affected_rows, .. } => Ok(affected_rows),
+            QueryResult::Rows { .. } => Ok(0),
+        }
     }
 
     fn reset(&mut self) {
