@@ -143,8 +143,12 @@ fn value_literal(out: &mut String, value: &Value<'_>) {
             out.push('\'');
         }
         Value::Text(s) => out.push_str(&literal(s)),
+        // Rounded to the column's microseconds here: the server reads
+        // the fraction as a double, and a half microsecond rounds either way.
         Value::Time(t) => {
-            let _ = write!(out, "'{}'", t.to_rfc3339());
+            let micros = (t.unix_nanos() + 500).div_euclid(1_000);
+            let rounded = pumphouse_sdk::Timestamp::from_unix_nanos(micros * 1_000);
+            let _ = write!(out, "'{}'", rounded.to_rfc3339());
         }
     }
 }
@@ -356,5 +360,32 @@ impl Store for Postgres {
         if let Some(conn) = self.conn.take() {
             conn.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pumphouse_sdk::Timestamp;
+    use std::borrow::Cow;
+
+    #[test]
+    fn literals() {
+        let mut out = String::new();
+        for v in [
+            Value::Null,
+            Value::Int(-1),
+            Value::Float(0.5),
+            Value::Text(Cow::Borrowed("it's \\ here")),
+            Value::Text(Cow::Borrowed("a\0'b\\")),
+            Value::Time(Timestamp::new(1_715_342_400, 963_026_500)),
+        ] {
+            value_literal(&mut out, &v);
+            out.push('|');
+        }
+        assert_eq!(
+            out,
+            "NULL|-1|0.5|'it''s \\ here'|E'a\\x00\\'b\\\\'|'2024-05-10T12:00:00.963027Z'|"
+        );
     }
 }
