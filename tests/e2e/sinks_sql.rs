@@ -104,6 +104,9 @@ trait Db {
     /// The one value `select` returns (as column `n`), `None` on an
     /// error such as a missing table.
     fn try_scalar(&self, select: &str) -> Option<String>;
+    /// Runs `sql` in `analytics`, creating what the pump's login owns
+    /// or may use.
+    fn exec(&self, sql: &str);
     fn kill(&mut self);
     fn restart(&mut self);
 }
@@ -184,6 +187,9 @@ impl Db for Postgres {
     fn try_scalar(&self, select: &str) -> Option<String> {
         self.try_psql("analytics", select).ok()
     }
+    fn exec(&self, sql: &str) {
+        self.psql("analytics", &format!("SET ROLE pump; {sql}"));
+    }
     fn kill(&mut self) {
         Postgres::kill(self)
     }
@@ -254,6 +260,9 @@ impl Db for MariaDb {
     fn try_scalar(&self, select: &str) -> Option<String> {
         let out = self.try_sql(&format!("USE analytics; {select}")).ok()?;
         Some(out.lines().nth(1)?.trim().to_string())
+    }
+    fn exec(&self, sql: &str) {
+        self.sql(&format!("USE analytics; {sql}"));
     }
     fn kill(&mut self) {
         MariaDb::kill(self)
@@ -1303,11 +1312,46 @@ fn tyk_aggregates_reach_mariadb_counter_by_counter() {
     }
 }
 
-/// Half the records counted, the server killed, the other half produced
-/// while it is down, the server back, then 300 records delivered again:
-/// the counters are those of one pass.
+/// `tyk_aggregated` as tyk-pump creates it (its `varchar(191)` id on
+/// MySQL), without the index.
+fn tyk_pumps_aggregate_table(db: &dyn Db) -> String {
+    let columns: Vec<String> = TYK_AGGREGATED_COLUMNS
+        .iter()
+        .map(|(n, t)| match (db.name(), *n) {
+            ("postgres", _) => format!("{n} {t}"),
+            (_, "id") => "id varchar(191)".to_string(),
+            _ => format!("{n} {}", mysql_type(n, t)),
+        })
+        .collect();
+    format!(
+        "CREATE TABLE tyk_aggregated ({}, PRIMARY KEY (id))",
+        columns.join(", ")
+    )
+}
+
+/// Into the table tyk-pump made: half the records counted, the server
+/// killed, the other half produced while it is down, the server back,
+/// then 300 records delivered again: the counters are those of one pass.
+/// Counted ids older than `dedup_ttl` are deleted, younger ones kept.
 fn tyk_aggregates_once_across_a_crash_and_a_redelivery(db: &mut dyn Db) {
     db.prepare();
+    db.exec(&tyk_pumps_aggregate_table(db));
+    let (time, old, young) = match db.name() {
+        "postgres" => (
+            "timestamptz",
+            "now() - interval '8 days'",
+            "now() - interval '6 days'",
+        ),
+        _ => (
+            "datetime",
+            "NOW() - INTERVAL 8 DAY",
+            "NOW() - INTERVAL 6 DAY",
+        ),
+    };
+    db.exec(&format!(
+        "CREATE TABLE pumphouse_aggregated_ids (target varchar(64) NOT NULL, id bigint NOT NULL, counted_at {time} NOT NULL, PRIMARY KEY (target, id)); \
+         INSERT INTO pumphouse_aggregated_ids VALUES ('elsewhere', 1, {old}), ('elsewhere', 2, {young})"
+    ));
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
     let records = aggregate_records();
@@ -1338,11 +1382,41 @@ fn tyk_aggregates_once_across_a_crash_and_a_redelivery(db: &mut dyn Db) {
         (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
     });
     assert_aggregates(db, "tyk_aggregated", &expected_aggregates(&records, 3600));
-    let ids = db
-        .try_scalar("SELECT count(*) AS n FROM pumphouse_aggregated_ids")
-        .unwrap();
-    assert_eq!(ids, "1000", "each record id once");
+    let ids = |target: &str| {
+        db.try_scalar(&format!(
+            "SELECT count(*) AS n FROM pumphouse_aggregated_ids WHERE target = '{target}'"
+        ))
+        .unwrap()
+    };
+    assert_eq!(ids("tyk_aggregated"), "1000", "each record id once");
+    let kept = db.try_scalar(
+        "SELECT coalesce(sum(id), 0) AS n FROM pumphouse_aggregated_ids WHERE target = 'elsewhere'",
+    );
+    assert_eq!(
+        kept.as_deref(),
+        Some("2"),
+        "the 8-day-old id is gone, the 6-day-old kept"
+    );
     assert!(dead_letters(&mut conn, TYK_KEY).is_empty());
+}
+
+#[test]
+fn aggregates_of_iam_records_are_a_fatal_config_error() {
+    let Some(pg) = Postgres::start(None) else {
+        return;
+    };
+    pg.prepare();
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    push_iam(&mut conn, 20, 3);
+    let host = start_host(&redis, "iam", vec![aggregate_pump(&pg, "sql")]);
+    wait_readyz_error(
+        &host,
+        "sql",
+        &["invalid config", "aggregate = true counts Tyk records"],
+    );
+    assert_eq!(Db::count(&pg, "tyk_aggregated"), 0);
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
 }
 
 #[test]
