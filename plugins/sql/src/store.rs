@@ -1,5 +1,6 @@
 //! What the sink needs of a database, whichever it is: make sure a table
-//! is there, and insert rows idempotently. Each dialect implements
+//! is there, insert rows idempotently, and count records into aggregate
+//! rows exactly once. Each dialect implements
 //! [`Store`]; the sink's batch logic (sharding, isolating bad rows) is
 //! written once, against it.
 
