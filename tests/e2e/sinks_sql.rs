@@ -101,6 +101,12 @@ trait Db {
     fn indexes(&self, table: &str) -> Vec<String>;
     /// `SELECT` of the JSON text column `column` as text.
     fn json_text(&self, column: &str) -> String;
+    /// The one value `select` returns (as column `n`), `None` on an
+    /// error such as a missing table.
+    fn try_scalar(&self, select: &str) -> Option<String>;
+    /// Runs `sql` in `analytics`, creating what the pump's login owns
+    /// or may use.
+    fn exec(&self, sql: &str);
     fn kill(&mut self);
     fn restart(&mut self);
 }
@@ -178,6 +184,12 @@ impl Db for Postgres {
     fn json_text(&self, column: &str) -> String {
         format!("{column}::text")
     }
+    fn try_scalar(&self, select: &str) -> Option<String> {
+        self.try_psql("analytics", select).ok()
+    }
+    fn exec(&self, sql: &str) {
+        self.psql("analytics", &format!("SET ROLE pump; {sql}"));
+    }
     fn kill(&mut self) {
         Postgres::kill(self)
     }
@@ -244,6 +256,13 @@ impl Db for MariaDb {
     }
     fn json_text(&self, column: &str) -> String {
         column.to_string()
+    }
+    fn try_scalar(&self, select: &str) -> Option<String> {
+        let out = self.try_sql(&format!("USE analytics; {select}")).ok()?;
+        Some(out.lines().nth(1)?.trim().to_string())
+    }
+    fn exec(&self, sql: &str) {
+        self.sql(&format!("USE analytics; {sql}"));
     }
     fn kill(&mut self) {
         MariaDb::kill(self)
@@ -796,4 +815,620 @@ fn tls_to_postgres_is_verified_against_the_pumps_ca() {
         (n != "0").then_some(())
     });
     assert_eq!(Db::count(&pg, "untrusted"), 0);
+}
+
+/// tyk-pump's `tyk_aggregated` as its gorm fork creates it on
+/// PostgreSQL (`CREATE TABLE` logged by tyk-pump's `sql_aggregate` pump).
+const TYK_AGGREGATED_COLUMNS: &[(&str, &str)] = &[
+    ("id", "text"),
+    ("counter_hits", "bigint"),
+    ("counter_success", "bigint"),
+    ("counter_error", "bigint"),
+    ("counter_request_time", "numeric"),
+    ("counter_total_request_time", "numeric"),
+    ("counter_identifier", "text"),
+    ("counter_human_identifier", "text"),
+    ("counter_last_time", "timestamp with time zone"),
+    ("counter_open_connections", "bigint"),
+    ("counter_closed_connections", "bigint"),
+    ("counter_bytes_in", "bigint"),
+    ("counter_bytes_out", "bigint"),
+    ("counter_max_upstream_latency", "bigint"),
+    ("counter_min_upstream_latency", "bigint"),
+    ("counter_total_upstream_latency", "bigint"),
+    ("counter_upstream_latency", "numeric"),
+    ("counter_max_latency", "bigint"),
+    ("counter_min_latency", "bigint"),
+    ("counter_total_latency", "bigint"),
+    ("counter_latency", "numeric"),
+    ("counter_error_map", "text"),
+    ("counter_error_list", "text"),
+    ("timestamp", "bigint"),
+    ("org_id", "text"),
+    ("dimension", "text"),
+    ("dimension_value", "text"),
+    ("code_1x", "bigint"),
+    ("code_200", "bigint"),
+    ("code_201", "bigint"),
+    ("code_2x", "bigint"),
+    ("code_301", "bigint"),
+    ("code_302", "bigint"),
+    ("code_303", "bigint"),
+    ("code_304", "bigint"),
+    ("code_3x", "bigint"),
+    ("code_400", "bigint"),
+    ("code_401", "bigint"),
+    ("code_403", "bigint"),
+    ("code_404", "bigint"),
+    ("code_429", "bigint"),
+    ("code_4x", "bigint"),
+    ("code_500", "bigint"),
+    ("code_501", "bigint"),
+    ("code_502", "bigint"),
+    ("code_503", "bigint"),
+    ("code_504", "bigint"),
+    ("code_5x", "bigint"),
+];
+
+/// Codes with a column of their own in `tyk_aggregated`.
+const OWN_CODE_COLUMNS: &[i64] = &[400, 401, 403, 404, 429, 500, 501, 502, 503, 504];
+
+/// 1000 Tyk records over two hours: three orgs, four APIs, ten keys,
+/// successes, redirects, errors with and without a column, connection
+/// records (code -1), versions, OAuth ids, countries, tags to count and
+/// to ignore, paths with dots, tracked and not.
+fn aggregate_records() -> Vec<pumphouse::produce::TykRecord> {
+    const N: i64 = 1000;
+    let hour0 = T0 - T0.rem_euclid(3600);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    const CODES: &[i64] = &[
+        200, 200, 200, 201, 204, 301, 304, 400, 401, 403, 404, 404, 418, 429, 500, 502, 503, 504,
+        -1,
+    ];
+    const TAGS: &[&str] = &["key-abc", "t.1", " plain ", "ignored-x", "..", "beta"];
+    let mut records = tyk_records(77, 0..N as u64);
+    for (i, r) in records.iter_mut().enumerate() {
+        r.timestamp = (hour0 + i as i64 * 7200 / N, next(1_000_000_000) as u32);
+        r.org_id = format!("org-{}", next(3));
+        let api = next(4);
+        r.api_id = format!("api-{api}");
+        r.api_name = format!("API {api}");
+        r.api_version = ["v1", "v2", ""][next(3) as usize].into();
+        r.api_key = match next(5) {
+            0 => String::new(),
+            _ => format!("key{}", next(10)),
+        };
+        // One alias per key, so the name a row keeps is the same
+        // whichever of its records came first.
+        r.alias = if r.api_key.is_empty() {
+            String::new()
+        } else {
+            format!("alias of {}", r.api_key)
+        };
+        r.oauth_id = match next(4) {
+            0 => format!("oauth-{}", next(3)),
+            _ => String::new(),
+        };
+        r.response_code = CODES[next(CODES.len() as u64) as usize];
+        r.geo_country = ["GB", "US", ""][next(3) as usize].into();
+        r.tags = (0..next(3))
+            .map(|_| TAGS[next(TAGS.len() as u64) as usize].to_string())
+            .collect();
+        r.track_path = next(2) == 0;
+        r.path = format!("/{}/items/{}.json", r.api_id, next(5));
+        r.request_time = next(300) as i64 + 1;
+        let total = next(400) as i64 + 1;
+        r.latency = [total, total - next(total as u64) as i64, 0];
+        r.network = [
+            next(3) as i64,
+            next(3) as i64,
+            next(5000) as i64,
+            next(5000) as i64,
+        ];
+    }
+    records
+}
+
+/// One `tyk_aggregated` row as this test expects it.
+#[derive(Debug, Default, Clone)]
+struct Expected {
+    hits: i64,
+    success: i64,
+    error: i64,
+    total_request_time: i64,
+    total_latency: i64,
+    total_upstream: i64,
+    max_latency: i64,
+    min_latency: Option<i64>,
+    max_upstream: i64,
+    min_upstream: Option<i64>,
+    open: i64,
+    closed: i64,
+    bytes_in: i64,
+    bytes_out: i64,
+    codes: BTreeMap<String, i64>,
+    last: Option<(i64, u32)>,
+    identifier: String,
+    human: String,
+}
+
+/// The rows `records` make, keyed by (bucket, org, dimension, value),
+/// from tyk-pump's rules (each record in its own `bucket`-second bucket).
+fn expected_aggregates(
+    records: &[pumphouse::produce::TykRecord],
+    bucket: i64,
+) -> BTreeMap<(i64, String, String, String), Expected> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD_NO_PAD.encode(s);
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut out: BTreeMap<(i64, String, String, String), Expected> = BTreeMap::new();
+    for r in records {
+        let ts = r.timestamp.0 - r.timestamp.0.rem_euclid(bucket);
+        let key =
+            |dimension: &str, value: String| (ts, r.org_id.clone(), dimension.to_string(), value);
+        if r.response_code == -1 {
+            let t = out.entry(key("", "total".into())).or_default();
+            t.open += r.network[0];
+            t.closed += r.network[1];
+            t.bytes_in += r.network[2];
+            t.bytes_out += r.network[3];
+            t.last = t.last.max(Some(r.timestamp));
+            let a = out.entry(key("apiid", r.api_id.clone())).or_default();
+            a.bytes_in += r.network[2];
+            a.bytes_out += r.network[3];
+            a.identifier = r.api_id.clone();
+            a.human = r.api_name.clone();
+            continue;
+        }
+        let mut dims: Vec<(&str, String, String, String)> = vec![
+            ("", "total".into(), String::new(), String::new()),
+            (
+                "apiid",
+                r.api_id.clone(),
+                r.api_id.clone(),
+                r.api_name.clone(),
+            ),
+        ];
+        let code = r.response_code;
+        if code >= 400 {
+            dims.push(("errors", code.to_string(), code.to_string(), String::new()));
+        }
+        if !r.api_version.is_empty() {
+            let v = r.api_version.clone();
+            dims.push(("versions", b64(&format!("{}:{v}", r.api_id)), v.clone(), v));
+        }
+        let hash = b64(&format!("{}:{}", r.api_id, r.path));
+        if !r.api_key.is_empty() {
+            dims.push((
+                "apikeys",
+                r.api_key.clone(),
+                r.api_key.clone(),
+                r.alias.clone(),
+            ));
+            if r.track_path {
+                let v = format!("{}.{hash}", r.api_key);
+                dims.push(("keyendpoints", v, hash.clone(), hash.clone()));
+            }
+        }
+        if !r.oauth_id.is_empty() {
+            dims.push((
+                "oauthids",
+                r.oauth_id.clone(),
+                r.oauth_id.clone(),
+                String::new(),
+            ));
+            if r.track_path {
+                let v = format!("{}.{hash}", r.oauth_id);
+                dims.push(("oauthendpoints", v, hash.clone(), hash.clone()));
+            }
+        }
+        if !r.geo_country.is_empty() {
+            let g = r.geo_country.clone();
+            dims.push(("geo", g.clone(), g.clone(), g));
+        }
+        for tag in &r.tags {
+            let t = tag.trim().replace('.', "");
+            if !t.is_empty() && !tag.starts_with("key-") && !tag.starts_with("ignored") {
+                dims.push(("tags", t.clone(), t.clone(), t));
+            }
+        }
+        if r.track_path {
+            let p = r.path.clone();
+            dims.push(("endpoints", p.replace('.', "\\u2e"), p.clone(), p.clone()));
+            let k = hex(&format!("{}:{}:{}", r.api_id, r.api_version, r.path));
+            dims.push(("apiendpoints", k.clone(), k, p));
+        }
+        for (dimension, value, identifier, human) in dims {
+            let e = out.entry(key(dimension, value)).or_default();
+            e.hits += 1;
+            if (200..300).contains(&code) {
+                e.success += 1;
+            }
+            if code >= 400 {
+                e.error += 1;
+                let column = if OWN_CODE_COLUMNS.contains(&code) {
+                    format!("code_{code}")
+                } else {
+                    format!("code_{}x", code / 100)
+                };
+                *e.codes.entry(column).or_default() += 1;
+            }
+            e.total_request_time += r.request_time;
+            e.total_latency += r.latency[0];
+            e.total_upstream += r.latency[1];
+            e.max_latency = e.max_latency.max(r.latency[0]);
+            e.max_upstream = e.max_upstream.max(r.latency[1]);
+            e.min_latency = Some(e.min_latency.map_or(r.latency[0], |m| m.min(r.latency[0])));
+            e.min_upstream = Some(e.min_upstream.map_or(r.latency[1], |m| m.min(r.latency[1])));
+            e.last = e.last.max(Some(r.timestamp));
+            e.identifier = identifier;
+            e.human = human;
+        }
+    }
+    out
+}
+
+/// Compares every column of every row of `table` with `expected`; the
+/// table holds no other rows.
+fn assert_aggregates(
+    db: &dyn Db,
+    table: &str,
+    expected: &BTreeMap<(i64, String, String, String), Expected>,
+) {
+    let rows = db.rows(&format!("SELECT * FROM {table}"));
+    let by_id: BTreeMap<String, &BTreeMap<String, Option<String>>> =
+        rows.iter().map(|r| (r["id"].clone().unwrap(), r)).collect();
+    assert_eq!(by_id.len(), rows.len(), "ids are unique");
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut dimensions: BTreeMap<&str, usize> = BTreeMap::new();
+    for ((ts, org, dimension, value), e) in expected {
+        *dimensions.entry(dimension.as_str()).or_default() += 1;
+        let id = hex(&format!("{ts}{org}{dimension}{value}"));
+        let row = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("{table}: no row {ts} {org} {dimension:?} {value:?}"));
+        let what = format!("{table} {ts} {org} {dimension:?} {value:?}");
+        let s = |c: &str| {
+            row[c]
+                .clone()
+                .unwrap_or_else(|| panic!("{c} NULL in {what}"))
+        };
+        let i = |c: &str| {
+            s(c).parse::<i64>()
+                .unwrap_or_else(|_| panic!("{c}: {row:?}"))
+        };
+        let f = |c: &str| {
+            s(c).parse::<f64>()
+                .unwrap_or_else(|_| panic!("{c}: {row:?}"))
+        };
+        let close = |c: &str, want: f64| {
+            let got = f(c);
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{c} of {what}: {got} != {want}"
+            );
+        };
+        assert_eq!(i("timestamp"), *ts, "{what}");
+        assert_eq!(s("org_id"), *org);
+        assert_eq!(s("dimension"), *dimension);
+        assert_eq!(s("dimension_value"), *value);
+        assert_eq!(
+            [i("counter_hits"), i("counter_success"), i("counter_error")],
+            [e.hits, e.success, e.error],
+            "hits, success, error of {what}"
+        );
+        close("counter_total_request_time", e.total_request_time as f64);
+        let avg = |total: i64| {
+            if e.hits == 0 {
+                0.0
+            } else {
+                total as f64 / e.hits as f64
+            }
+        };
+        close("counter_request_time", avg(e.total_request_time));
+        assert_eq!(i("counter_total_latency"), e.total_latency, "{what}");
+        close("counter_latency", avg(e.total_latency));
+        assert_eq!(
+            i("counter_total_upstream_latency"),
+            e.total_upstream,
+            "{what}"
+        );
+        close("counter_upstream_latency", avg(e.total_upstream));
+        assert_eq!(
+            [
+                i("counter_max_latency"),
+                i("counter_min_latency"),
+                i("counter_max_upstream_latency"),
+                i("counter_min_upstream_latency")
+            ],
+            [
+                e.max_latency,
+                e.min_latency.unwrap_or(0),
+                e.max_upstream,
+                e.min_upstream.unwrap_or(0)
+            ],
+            "max, min latency, max, min upstream of {what}"
+        );
+        assert_eq!(
+            [
+                i("counter_open_connections"),
+                i("counter_closed_connections"),
+                i("counter_bytes_in"),
+                i("counter_bytes_out")
+            ],
+            [e.open, e.closed, e.bytes_in, e.bytes_out],
+            "connections and bytes of {what}"
+        );
+        for (column, _) in TYK_AGGREGATED_COLUMNS
+            .iter()
+            .filter(|(c, _)| c.starts_with("code_"))
+        {
+            assert_eq!(
+                i(column),
+                e.codes.get(*column).copied().unwrap_or(0),
+                "{column} of {what}"
+            );
+        }
+        // Go's zero time for a row only connection records touched.
+        let (secs, nanos) = e.last.unwrap_or((-62_135_596_800, 0));
+        assert_eq!(s("counter_last_time"), db.time(secs, nanos), "{what}");
+        assert_eq!(s("counter_identifier"), e.identifier, "{what}");
+        assert_eq!(s("counter_human_identifier"), e.human, "{what}");
+        assert_eq!(s("counter_error_map"), "{}");
+        assert_eq!(s("counter_error_list"), "[]");
+    }
+    assert_eq!(rows.len(), expected.len(), "{table} has other rows");
+    // The records exercise every dimension.
+    for d in [
+        "",
+        "apiid",
+        "errors",
+        "versions",
+        "apikeys",
+        "oauthids",
+        "geo",
+        "tags",
+        "endpoints",
+        "apiendpoints",
+        "keyendpoints",
+        "oauthendpoints",
+    ] {
+        assert!(dimensions.get(d).copied().unwrap_or(0) > 0, "no {d:?} rows");
+    }
+}
+
+/// The hits in the total rows of `table`; 0 while it does not exist.
+fn total_hits(db: &dyn Db, table: &str) -> i64 {
+    db.try_scalar(&format!(
+        "SELECT coalesce(sum(counter_hits), 0) AS n FROM {table} WHERE dimension = ''"
+    ))
+    .and_then(|n| n.parse::<f64>().ok())
+    .map_or(0, |n| n as i64)
+}
+
+fn hits_of(records: &[pumphouse::produce::TykRecord]) -> i64 {
+    records.iter().filter(|r| r.response_code != -1).count() as i64
+}
+
+fn aggregate_pump(db: &dyn Db, name: &str) -> Pump {
+    pump(name, db, db.url_of("pump", ""))
+        .config("aggregate", true)
+        .config("ignore_tag_prefix_list", strings(["ignored"]))
+}
+
+fn push_tyk_records(conn: &mut redis::Connection, records: &[pumphouse::produce::TykRecord]) {
+    let bytes: Vec<Vec<u8>> = records.iter().map(pumphouse::produce::encode_tyk).collect();
+    push(conn, TYK_KEY, &bytes);
+}
+
+/// 1000 Tyk records into `tyk_aggregated` (hours) and a sharded
+/// per-minute table: every counter of every row is what the records
+/// make, and the tables are tyk-pump's.
+fn tyk_aggregates_counter_by_counter(db: &dyn Db) {
+    db.prepare();
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let records = aggregate_records();
+    push_tyk_records(&mut conn, &records);
+    let host = start_host(
+        &redis,
+        "tyk",
+        vec![
+            aggregate_pump(db, "sql"),
+            aggregate_pump(db, "minutes")
+                .config("table", "tyk_minutes")
+                .config("table_sharding", true)
+                .config("store_analytics_per_minute", true),
+        ],
+    );
+    let day = time::OffsetDateTime::from_unix_timestamp(T0)
+        .unwrap()
+        .format(time::macros::format_description!("[year][month][day]"))
+        .unwrap();
+    let minutes = format!("tyk_minutes_{day}");
+    let hits = hits_of(&records);
+    wait_for(WAIT, "every hit counted", || {
+        (total_hits(db, "tyk_aggregated") == hits && total_hits(db, &minutes) == hits).then_some(())
+    });
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
+
+    let expected: Vec<String> = TYK_AGGREGATED_COLUMNS
+        .iter()
+        .map(|(n, t)| match (db.name(), *n) {
+            ("postgres", _) => format!("{n} {t}"),
+            // Longer than tyk-pump's varchar(191), which its own
+            // keyendpoints ids overflow.
+            (_, "id") => "id varchar(3072)".to_string(),
+            _ => format!("{n} {}", mysql_type(n, t)),
+        })
+        .collect();
+    assert_eq!(db.columns("tyk_aggregated"), expected);
+    assert_eq!(db.columns(&minutes), expected);
+    let primary = match db.name() {
+        "postgres" => "tyk_aggregated_pkey",
+        _ => "PRIMARY",
+    };
+    let mut indexes = vec![primary, "tyk_aggregated_idx_dimension"];
+    indexes.sort();
+    assert_eq!(db.indexes("tyk_aggregated"), indexes);
+    assert!(db
+        .indexes(&minutes)
+        .contains(&format!("{minutes}_idx_dimension")));
+
+    let by_hour = expected_aggregates(&records, 3600);
+    assert_eq!(
+        by_hour.keys().map(|k| k.0).collect::<HashSet<_>>().len(),
+        2,
+        "two hours"
+    );
+    assert_aggregates(db, "tyk_aggregated", &by_hour);
+    assert_aggregates(db, &minutes, &expected_aggregates(&records, 60));
+    assert!(dead_letters(&mut conn, TYK_KEY).is_empty());
+    assert_eq!(
+        host.metric("pumphouse_pump_errors_total{pump=\"sql\",kind=\"fatal\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn tyk_aggregates_reach_postgres_counter_by_counter() {
+    if let Some(pg) = Postgres::start(None) {
+        tyk_aggregates_counter_by_counter(&pg);
+    }
+}
+
+#[test]
+fn tyk_aggregates_reach_mariadb_counter_by_counter() {
+    if let Some(db) = MariaDb::start() {
+        tyk_aggregates_counter_by_counter(&db);
+    }
+}
+
+/// `tyk_aggregated` as tyk-pump creates it (its `varchar(191)` id on
+/// MySQL), without the index.
+fn tyk_pumps_aggregate_table(db: &dyn Db) -> String {
+    let columns: Vec<String> = TYK_AGGREGATED_COLUMNS
+        .iter()
+        .map(|(n, t)| match (db.name(), *n) {
+            ("postgres", _) => format!("{n} {t}"),
+            (_, "id") => "id varchar(191)".to_string(),
+            _ => format!("{n} {}", mysql_type(n, t)),
+        })
+        .collect();
+    format!(
+        "CREATE TABLE tyk_aggregated ({}, PRIMARY KEY (id))",
+        columns.join(", ")
+    )
+}
+
+/// Into the table tyk-pump made: half the records counted, the server
+/// killed, the other half produced while it is down, the server back,
+/// then 300 records delivered again: the counters are those of one pass.
+/// Counted ids older than `dedup_ttl` are deleted, younger ones kept.
+fn tyk_aggregates_once_across_a_crash_and_a_redelivery(db: &mut dyn Db) {
+    db.prepare();
+    db.exec(&tyk_pumps_aggregate_table(db));
+    let (time, old, young) = match db.name() {
+        "postgres" => (
+            "timestamptz",
+            "now() - interval '8 days'",
+            "now() - interval '6 days'",
+        ),
+        _ => (
+            "datetime",
+            "NOW() - INTERVAL 8 DAY",
+            "NOW() - INTERVAL 6 DAY",
+        ),
+    };
+    db.exec(&format!(
+        "CREATE TABLE pumphouse_aggregated_ids (target varchar(64) NOT NULL, id bigint NOT NULL, counted_at {time} NOT NULL, PRIMARY KEY (target, id)); \
+         INSERT INTO pumphouse_aggregated_ids VALUES ('elsewhere', 1, {old}), ('elsewhere', 2, {young})"
+    ));
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let records = aggregate_records();
+    let (first, second) = records.split_at(500);
+    push_tyk_records(&mut conn, first);
+    let host = start_host(&redis, "tyk", vec![aggregate_pump(db, "sql")]);
+    wait_for(WAIT, "the first half counted", || {
+        (total_hits(db, "tyk_aggregated") == hits_of(first)).then_some(())
+    });
+
+    db.kill();
+    push_tyk_records(&mut conn, second);
+    wait_for(WAIT, "writes failing while the server is down", || {
+        (host.metric("pumphouse_pump_errors_total{pump=\"sql\",kind=\"retry\"}") >= 1.0)
+            .then_some(())
+    });
+    db.restart();
+    wait_for(WAIT, "every hit counted", || {
+        (total_hits(db, "tyk_aggregated") == hits_of(&records)).then_some(())
+    });
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
+
+    // The same bytes again, as after a lost ack, across both halves.
+    push_tyk_records(&mut conn, &records[350..650]);
+    wait_for(WAIT, "the redelivery acked", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
+    assert_aggregates(db, "tyk_aggregated", &expected_aggregates(&records, 3600));
+    let ids = |target: &str| {
+        db.try_scalar(&format!(
+            "SELECT count(*) AS n FROM pumphouse_aggregated_ids WHERE target = '{target}'"
+        ))
+        .unwrap()
+    };
+    assert_eq!(ids("tyk_aggregated"), "1000", "each record id once");
+    let kept = db.try_scalar(
+        "SELECT coalesce(sum(id), 0) AS n FROM pumphouse_aggregated_ids WHERE target = 'elsewhere'",
+    );
+    assert_eq!(
+        kept.as_deref(),
+        Some("2"),
+        "the 8-day-old id is gone, the 6-day-old kept"
+    );
+    assert!(dead_letters(&mut conn, TYK_KEY).is_empty());
+}
+
+#[test]
+fn aggregates_of_iam_records_are_a_fatal_config_error() {
+    let Some(pg) = Postgres::start(None) else {
+        return;
+    };
+    pg.prepare();
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    push_iam(&mut conn, 20, 3);
+    let host = start_host(&redis, "iam", vec![aggregate_pump(&pg, "sql")]);
+    wait_readyz_error(
+        &host,
+        "sql",
+        &["invalid config", "aggregate = true counts Tyk records"],
+    );
+    assert_eq!(Db::count(&pg, "tyk_aggregated"), 0);
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
+}
+
+#[test]
+fn tyk_aggregates_on_postgres_count_each_record_once_across_a_crash_and_a_redelivery() {
+    if let Some(mut pg) = Postgres::start(None) {
+        tyk_aggregates_once_across_a_crash_and_a_redelivery(&mut pg);
+    }
+}
+
+#[test]
+fn tyk_aggregates_on_mariadb_count_each_record_once_across_a_crash_and_a_redelivery() {
+    if let Some(mut db) = MariaDb::start() {
+        tyk_aggregates_once_across_a_crash_and_a_redelivery(&mut db);
+    }
 }

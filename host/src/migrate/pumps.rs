@@ -40,8 +40,8 @@ fn missing(kind: &str) -> Option<&'static str> {
         "sql-graph" | "sql-mcp" => {
             "the sql plugin writes tyk_analytics; the GraphQL and MCP tables are not written yet"
         }
-        "sql_aggregate" | "sql-graph-aggregate" | "sql-mcp-aggregate" => {
-            "the sql plugin does not write tyk_aggregated yet (the aggregate plugin writes per-window counts to ClickHouse or HTTP instead)"
+        "sql-graph-aggregate" | "sql-mcp-aggregate" => {
+            "the sql plugin writes tyk_aggregated; the GraphQL and MCP aggregate tables are not written yet"
         }
         "kafka" => "pumphouse has no Kafka sink yet",
         "syslog" => "pumphouse has no syslog sink yet",
@@ -68,6 +68,7 @@ pub(super) fn plan(dialect: Dialect, pump: &OldPump) -> Plan {
     let out = match pump.kind.as_str() {
         "csv" => csv(dialect, pump),
         "sql" => sql(m),
+        "sql_aggregate" => sql_aggregate(m),
         "elasticsearch" => elasticsearch(dialect, m),
         "influx" => influx(dialect, m),
         "prometheus" => prometheus(m),
@@ -176,6 +177,33 @@ fn sql(m: &Meta) -> PumpOut {
         }
     }
     push_env(&mut out, env);
+    out
+}
+
+/// tyk-pump's `sql_aggregate` pump: the `sql` plugin with `aggregate`.
+fn sql_aggregate(m: &Meta) -> PumpOut {
+    let mut out = sql(m);
+    out.config.push(("aggregate".into(), "true".into()));
+    for (key, go) in [
+        ("store_analytics_per_minute", "StoreAnalyticsPerMinute"),
+        ("track_all_paths", "TrackAllPaths"),
+        ("omit_index_creation", "OmitIndexCreation"),
+    ] {
+        if m.flag(key, go) {
+            out.config.push((key.into(), "true".into()));
+        }
+    }
+    let prefixes: Vec<String> = m
+        .texts("ignore_tag_prefix_list")
+        .iter()
+        .map(string)
+        .collect();
+    if !prefixes.is_empty() {
+        out.config.push((
+            "ignore_tag_prefix_list".into(),
+            format!("[{}]", prefixes.join(", ")),
+        ));
+    }
     out
 }
 

@@ -306,7 +306,9 @@ fn sql_pumps_keep_their_connection_string_and_reach_the_database() {
                    "connection_string": "host=db.internal port=5433 user=tyk password=pw dbname=analytics sslmode=disable"}},
             "my": {"type": "sql", "meta": {"type": "mysql",
                    "connection_string": "tyk:pw@tcp(mysql.internal:3306)/tyk?charset=utf8&parseTime=True&loc=Local"}},
-            "agg": {"type": "sql_aggregate", "meta": {"type": "postgres", "connection_string": "host=db user=u dbname=d"}}}}"#);
+            "agg": {"type": "sql_aggregate", "meta": {"type": "postgres", "connection_string": "host=db user=u dbname=d",
+                    "store_analytics_per_minute": true, "ignore_tag_prefix_list": ["key-"]}},
+            "graph": {"type": "sql-graph-aggregate", "meta": {"type": "postgres", "connection_string": "host=db user=u dbname=d"}}}}"#);
     let c = load(&m, &[]);
     let pg = c.pumps.iter().find(|p| p.name == "pg").unwrap();
     assert_eq!(pg.plugin, "sql.wasm");
@@ -326,6 +328,16 @@ fn sql_pumps_keep_their_connection_string_and_reach_the_database() {
         [crate::sandbox::SocketRule::parse("mysql.internal:3306").unwrap()]
     );
     assert!(m.toml.contains("batch_size: not needed"), "{}", m.toml);
+    let agg = c.pumps.iter().find(|p| p.name == "agg").unwrap();
+    assert_eq!(agg.config["aggregate"].as_bool(), Some(true));
+    assert_eq!(
+        agg.config["store_analytics_per_minute"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        agg.config["ignore_tag_prefix_list"].as_array().unwrap()[0].as_str(),
+        Some("key-")
+    );
     let what: Vec<_> = m.unmapped.iter().map(|u| u.what.as_str()).collect();
-    assert_eq!(what, ["pump agg (type sql_aggregate)"]);
+    assert_eq!(what, ["pump graph (type sql-graph-aggregate)"]);
 }

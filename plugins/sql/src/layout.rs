@@ -31,6 +31,10 @@ pub enum SqlType {
     Time,
     /// `jsonb` / `JSON`: validated by the database.
     Json,
+    /// A text primary key: `text` / `varchar(3072)` of ASCII, as long as
+    /// an InnoDB key may be (tyk-pump's `varchar(191)` is too short for
+    /// its own `keyendpoints` ids).
+    Key,
 }
 
 impl SqlType {
@@ -48,6 +52,8 @@ impl SqlType {
             (SqlType::Time, Dialect::Mysql) => "datetime(3) NULL",
             (SqlType::Json, Dialect::Postgres) => "jsonb",
             (SqlType::Json, Dialect::Mysql) => "JSON",
+            (SqlType::Key, Dialect::Postgres) => "text",
+            (SqlType::Key, Dialect::Mysql) => "varchar(3072) CHARACTER SET ascii",
         }
     }
 }

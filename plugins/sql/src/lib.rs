@@ -6,12 +6,14 @@
 //! (through the SDK's `net::Stream`, which also does TLS through the
 //! host's `wasi:tls`):
 //! - `url` parses the `connection` URL; `layout` holds the tables'
-//!   columns and turns records into rows; `outcome` is what a database
-//!   error means for the batch. All pure.
+//!   columns and turns records into rows; `aggregate` counts Tyk records
+//!   into tyk-pump's `tyk_aggregated` rows and spells its upsert;
+//!   `outcome` is what a database error means for the batch. All pure.
 //! - `store` is what the batch logic below needs of a database; `pg`
 //!   implements it for PostgreSQL (COPY), `my` for MySQL and MariaDB
 //!   (multi-row INSERT) over the `mysql` protocol client.
 
+mod aggregate;
 mod layout;
 mod my;
 pub mod mysql;
@@ -20,7 +22,7 @@ mod pg;
 mod store;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pumphouse_sdk::config::{expand_env, parse_duration};
 use pumphouse_sdk::{
@@ -37,6 +39,11 @@ use store::{Failure, Row, Store};
 /// How many refused rows one batch may shed one by one (the database
 /// names each) before the plugin lets the host bisect instead.
 const MAX_DROPPED_ROWS: usize = 64;
+
+/// How often old counted ids are deleted, and how many at most at once,
+/// so the cleanup never holds up a batch for long.
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+const CLEANUP_LIMIT: u64 = 100_000;
 
 /// The pump's `config` table.
 #[derive(Debug, Deserialize)]
@@ -60,10 +67,87 @@ struct SqlConfig {
     /// Connect, read and write timeout.
     #[serde(default = "default_timeout")]
     timeout: String,
+    /// Write tyk-pump's `tyk_aggregated` (its `sql_aggregate` pump)
+    /// instead of raw records; Tyk records only. `table` then names the
+    /// aggregate table (default `tyk_aggregated`).
+    #[serde(default)]
+    aggregate: bool,
+    /// Aggregates: minute buckets instead of hours.
+    #[serde(default)]
+    store_analytics_per_minute: bool,
+    /// Aggregates: count every record's path (`endpoints` and the other
+    /// path dimensions), not only those the gateway marks `TrackPath`.
+    #[serde(default)]
+    track_all_paths: bool,
+    /// Aggregates: tags starting with one of these are not counted.
+    #[serde(default)]
+    ignore_tag_prefix_list: Vec<String>,
+    /// Aggregates: do not create the `<table>_idx_dimension` index.
+    #[serde(default)]
+    omit_index_creation: bool,
+    /// Aggregates: how long a counted record id is remembered (default
+    /// 7d). A record redelivered later than this is counted again.
+    #[serde(default)]
+    dedup_ttl: Option<String>,
 }
 
 fn default_timeout() -> String {
     "10s".into()
+}
+
+const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// What `aggregate = true` needs.
+struct AggregateMode {
+    options: aggregate::Options,
+    index: bool,
+    dedup_ttl: Duration,
+    last_cleanup: Option<Instant>,
+}
+
+impl SqlConfig {
+    /// The aggregate settings, or `None` for raw records; aggregate
+    /// options without `aggregate = true` are a mistake.
+    fn aggregate_mode(&self) -> Result<Option<AggregateMode>, String> {
+        if !self.aggregate {
+            let stray = [
+                (
+                    "store_analytics_per_minute",
+                    self.store_analytics_per_minute,
+                ),
+                ("track_all_paths", self.track_all_paths),
+                (
+                    "ignore_tag_prefix_list",
+                    !self.ignore_tag_prefix_list.is_empty(),
+                ),
+                ("omit_index_creation", self.omit_index_creation),
+                ("dedup_ttl", self.dedup_ttl.is_some()),
+            ];
+            if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{name}: applies to aggregates only; set aggregate = true"
+                ));
+            }
+            return Ok(None);
+        }
+        let dedup_ttl = match &self.dedup_ttl {
+            Some(t) => parse_duration(t).map_err(|e| format!("dedup_ttl: {e}"))?,
+            None => DEFAULT_DEDUP_TTL,
+        };
+        if dedup_ttl < Duration::from_secs(60) {
+            return Err("dedup_ttl: must be at least 1m".into());
+        }
+        Ok(Some(AggregateMode {
+            options: aggregate::Options {
+                per_minute: self.store_analytics_per_minute,
+                track_all_paths: self.track_all_paths,
+                ignore_tag_prefixes: self.ignore_tag_prefix_list.clone(),
+            },
+            index: !self.omit_index_creation,
+            dedup_ttl,
+            last_cleanup: None,
+        }))
+    }
 }
 
 pub struct SqlSink {
@@ -72,6 +156,8 @@ pub struct SqlSink {
     sharding: bool,
     /// Tables known to exist with every column, so each is checked once.
     ready: HashSet<String>,
+    /// `Some` when writing aggregates.
+    aggregate: Option<AggregateMode>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> Error {
@@ -122,6 +208,7 @@ impl Sink for SqlSink {
         if let Some(table) = &c.table {
             check_table(table).map_err(invalid)?;
         }
+        let aggregate = c.aggregate_mode().map_err(invalid)?;
         let timeout = parse_duration(&c.timeout).map_err(|e| invalid(format!("timeout: {e}")))?;
         if timeout < Duration::from_millis(100) {
             return Err(invalid("timeout: must be at least 100ms"));
@@ -144,10 +231,20 @@ impl Sink for SqlSink {
             table: c.table,
             sharding: c.table_sharding,
             ready: HashSet::new(),
+            aggregate,
         })
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), WriteError> {
+        if self.aggregate.is_some() {
+            if batch.schema != Schema::Tyk {
+                return Err(WriteError::Fatal(format!(
+                    "invalid config: aggregate = true counts Tyk records; this source's records are {:?}",
+                    batch.schema
+                )));
+            }
+            return self.write_aggregates(batch);
+        }
         let layout = match batch.schema {
             Schema::Tyk => Layout::Tyk,
             Schema::Iam => Layout::Iam,
@@ -256,6 +353,84 @@ impl Sink for SqlSink {
 }
 
 impl SqlSink {
+    /// Counts the batch into the aggregate tables: per table, one
+    /// transaction that skips the records counted before.
+    fn write_aggregates(&mut self, batch: &Batch) -> Result<(), WriteError> {
+        let mut failed: Vec<FailedEvent> = Vec::new();
+        let records: Vec<(u32, u64, TykRecord)> = decode_all(batch, &mut failed);
+        let base = self
+            .table
+            .clone()
+            .unwrap_or_else(|| aggregate::DEFAULT_TABLE.to_string());
+        let mut tables: Vec<(String, Vec<&Decoded<TykRecord>>)> = Vec::new();
+        for record in &records {
+            let table = self.table_for(&base, record.2.timestamp);
+            match tables.iter_mut().find(|(t, _)| *t == table) {
+                Some((_, group)) => group.push(record),
+                None => tables.push((table, vec![record])),
+            }
+        }
+        let (options, index) = match &self.aggregate {
+            Some(mode) => (mode.options.clone(), mode.index),
+            None => unreachable!("called in aggregate mode only"),
+        };
+        let mut counted = 0usize;
+        for (table, group) in &tables {
+            if !self.ready.contains(table) {
+                self.store
+                    .ensure_aggregate_table(table, index)
+                    .map_err(|f| self.write_error(f))?;
+                self.ready.insert(table.clone());
+            }
+            let mut ids: Vec<u64> = group.iter().map(|(_, id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut rows = |new: &HashSet<u64>| {
+                // A record twice in one batch counts once, like one
+                // delivered twice.
+                let mut taken = HashSet::new();
+                let fresh = group
+                    .iter()
+                    .filter(|(_, id, _)| new.contains(id) && taken.insert(*id))
+                    .map(|(_, _, r)| r);
+                aggregate::aggregate(fresh, &options)
+                    .iter()
+                    .map(aggregate::Aggregate::values)
+                    .collect()
+            };
+            let result = self.store.upsert_aggregates(table, &ids, &mut rows);
+            counted += result.map_err(|f| self.write_error(f))?;
+        }
+        pumphouse_sdk::metrics::counter_add("records_aggregated", counted as u64, &[]);
+        self.cleanup();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        failed.sort_by_key(|f| f.index);
+        Err(WriteError::Partial(failed))
+    }
+
+    /// Deletes counted ids older than `dedup_ttl`, at most once per
+    /// [`CLEANUP_EVERY`]; a failure only waits for the next time.
+    fn cleanup(&mut self) {
+        let Some(mode) = self.aggregate.as_mut() else {
+            return;
+        };
+        if mode
+            .last_cleanup
+            .is_some_and(|at| at.elapsed() < CLEANUP_EVERY)
+        {
+            return;
+        }
+        mode.last_cleanup = Some(Instant::now());
+        let ttl = mode.dedup_ttl;
+        match self.store.forget_counted(ttl, CLEANUP_LIMIT) {
+            Ok(0) => {}
+            Ok(n) => pumphouse_sdk::info!("forgot {n} counted record ids older than {ttl:?}"),
+            Err(f) => pumphouse_sdk::warn!("cannot forget old counted record ids: {f}"),
+        }
+    }
+
     fn table_for(&self, base: &str, time: pumphouse_sdk::Timestamp) -> String {
         if self.sharding {
             shard_table(base, time)
@@ -288,6 +463,9 @@ fn to_error(f: Failure) -> Error {
         _ => Error::retry(f.message),
     }
 }
+
+/// A decoded record: its index in the batch, its id, and itself.
+type Decoded<T> = (u32, u64, T);
 
 /// Decodes every record as `T`; the ones that do not decode are failed.
 fn decode_all<T: serde::de::DeserializeOwned>(

@@ -6,7 +6,7 @@
 //! a bad value (the session runs in strict mode), so that row can be
 //! dead-lettered instead of stored truncated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
 use pumphouse_sdk::Timestamp;
 
+use crate::aggregate::{self, IDS_TABLE};
 use crate::layout::{quote, Layout, SqlType, Value, ID_COLUMN};
 use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
 use crate::outcome::Class;
@@ -148,50 +149,41 @@ impl Mysql {
             String::new()
         };
         self.query("START TRANSACTION")?;
-        let mut start = 0;
-        while start < rows.len() {
-            let mut sql = std::mem::take(&mut self.sql);
-            sql.clear();
-            sql.push_str(&head);
-            let mut end = start;
-            while end < rows.len() && (end == start || sql.len() < MAX_STATEMENT) {
-                if end > start {
-                    sql.push(',');
-                }
-                let row = rows[end];
+        let mut first = 0usize;
+        let result = self.run_chunked(
+            &head,
+            &tail,
+            rows,
+            |sql, row| {
                 sql.push('(');
                 let _ = write!(sql, "{}", row.id as i64);
                 for value in &row.values {
                     sql.push(',');
-                    literal(&mut sql, value);
+                    literal(sql, value);
                 }
                 sql.push(')');
-                end += 1;
-            }
-            sql.push_str(&tail);
-            let result = self.query(&sql);
-            self.sql = sql;
-            if let Err(f) = result {
-                self.rollback();
-                return Err(match f.class {
-                    // "at row N" counts within this statement; the
-                    // caller counts within the batch.
-                    Class::BadRow { row: Some(n) } => Failure::new(
-                        Class::BadRow {
-                            row: Some(n + start as u64),
-                        },
-                        f.message,
-                    ),
-                    // A duplicate of the id: the batch was here before.
-                    Class::BadRow { row: None } | Class::Invalid
-                        if f.message.contains(&format!("{table}_{ID_COLUMN}")) =>
-                    {
-                        Failure::new(Class::Duplicate, f.message)
-                    }
-                    _ => f,
-                });
-            }
-            start = end;
+            },
+            &mut first,
+        );
+        if let Err(f) = result {
+            self.rollback();
+            return Err(match f.class {
+                // "at row N" counts within the failed statement, which
+                // began at row `first` of the batch.
+                Class::BadRow { row: Some(n) } => Failure::new(
+                    Class::BadRow {
+                        row: Some(n + first as u64),
+                    },
+                    f.message,
+                ),
+                // A duplicate of the id: the batch was here before.
+                Class::BadRow { row: None } | Class::Invalid
+                    if f.message.contains(&format!("{table}_{ID_COLUMN}")) =>
+                {
+                    Failure::new(Class::Duplicate, f.message)
+                }
+                _ => f,
+            });
         }
         self.query("COMMIT").map(|_| ())
     }
@@ -203,6 +195,118 @@ impl Mysql {
                 self.client = None;
             }
         }
+    }
+
+    /// Runs `head` + rows + `tail` in statements of up to
+    /// [`MAX_STATEMENT`] bytes; `row` appends one row's `(...)`. On a
+    /// failure `failed_at` is the index of the failed statement's first
+    /// item.
+    fn run_chunked<T>(
+        &mut self,
+        head: &str,
+        tail: &str,
+        items: &[T],
+        mut row: impl FnMut(&mut String, &T),
+        failed_at: &mut usize,
+    ) -> Result<(), Failure> {
+        let mut start = 0;
+        while start < items.len() {
+            *failed_at = start;
+            let mut sql = std::mem::take(&mut self.sql);
+            sql.clear();
+            sql.push_str(head);
+            let mut end = start;
+            while end < items.len() && (end == start || sql.len() < MAX_STATEMENT) {
+                if end > start {
+                    sql.push(',');
+                }
+                row(&mut sql, &items[end]);
+                end += 1;
+            }
+            sql.push_str(tail);
+            let result = self.query(&sql);
+            self.sql = sql;
+            result?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// The body of [`Store::upsert_aggregates`], inside its transaction.
+    fn count_once(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let mut target = String::new();
+        quoted(&mut target, table);
+        // FOR UPDATE locks the ids found and the gaps of those missing:
+        // a second writer of the same batch waits for this one, then
+        // finds them.
+        let mut counted: HashSet<u64> = HashSet::new();
+        for chunk in ids.chunks(10_000) {
+            let list: Vec<String> = chunk.iter().map(|id| (*id as i64).to_string()).collect();
+            let select = format!(
+                "SELECT {} FROM {} WHERE {} = {target} AND {0} IN ({}) FOR UPDATE",
+                q("id"),
+                q(IDS_TABLE),
+                q("target"),
+                list.join(",")
+            );
+            if let QueryResult::Rows { rows, .. } = self.query(&select)? {
+                counted.extend(
+                    rows.iter()
+                        .filter_map(|r| r.first()?.as_deref())
+                        .filter_map(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                        .map(|id| id as u64),
+                );
+            }
+        }
+        let new: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !counted.contains(id))
+            .collect();
+        let head = format!(
+            "INSERT INTO {} ({}, {}, {}) VALUES ",
+            q(IDS_TABLE),
+            q("target"),
+            q("id"),
+            q("counted_at")
+        );
+        self.run_chunked(
+            &head,
+            "",
+            &new,
+            |sql, id| {
+                let _ = write!(sql, "({target},{},NOW())", *id as i64);
+            },
+            &mut 0,
+        )?;
+        let new: HashSet<u64> = new.into_iter().collect();
+        let aggregates = rows(&new);
+        let head = aggregate::insert_head(Dialect::Mysql, table);
+        let tail = aggregate::conflict_clause(Dialect::Mysql, table);
+        self.run_chunked(
+            &head,
+            &tail,
+            &aggregates,
+            |sql, row| {
+                sql.push('(');
+                for (j, value) in row.iter().enumerate() {
+                    if j > 0 {
+                        sql.push(',');
+                    }
+                    literal(sql, value);
+                }
+                sql.push(')');
+            },
+            &mut 0,
+        )?;
+        self.query("COMMIT")?;
+        Ok(new.len())
     }
 }
 
@@ -346,6 +450,73 @@ impl Store for Mysql {
         match self.insert_rows(layout, table, rows, false) {
             Err(f) if f.class == Class::Duplicate => self.insert_rows(layout, table, rows, true),
             other => other,
+        }
+    }
+
+    fn ensure_aggregate_table(&mut self, table: &str, index: bool) -> Result<(), Failure> {
+        let mut select = String::from(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN (",
+        );
+        quoted(&mut select, table);
+        select.push(',');
+        quoted(&mut select, IDS_TABLE);
+        select.push(')');
+        let existing: BTreeSet<String> = match self.query(&select)? {
+            QueryResult::Rows { rows, .. } => rows
+                .into_iter()
+                .filter_map(|mut r| r.pop().flatten())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .collect(),
+            QueryResult::Ok { .. } => BTreeSet::new(),
+        };
+        let mut statements = Vec::new();
+        if !existing.contains(table) {
+            statements.extend(aggregate::create_statements(Dialect::Mysql, table, index));
+        }
+        if !existing.contains(IDS_TABLE) {
+            statements.extend(aggregate::ids_statements(Dialect::Mysql));
+        }
+        for statement in statements {
+            pumphouse_sdk::info!("{}: preparing table {table}", self.url.address());
+            self.query(&statement)?;
+        }
+        Ok(())
+    }
+
+    fn upsert_aggregates(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.query("START TRANSACTION")?;
+        self.count_once(table, ids, rows).map_err(|f| {
+            self.rollback();
+            match f.class {
+                // Another writer counted an id between our SELECT and
+                // INSERT: next time this one finds it.
+                Class::Duplicate => Failure::new(Class::Retry, f.message),
+                Class::BadRow { row: None } if f.message.contains("Duplicate entry") => {
+                    Failure::new(Class::Retry, f.message)
+                }
+                _ => f,
+            }
+        })
+    }
+
+    fn forget_counted(&mut self, ttl: Duration, limit: u64) -> Result<u64, Failure> {
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        match self.query(&format!(
+            "DELETE FROM {} WHERE {} < NOW() - INTERVAL {} SECOND LIMIT {limit}",
+            q(IDS_TABLE),
+            q("counted_at"),
+            ttl.as_secs()
+        ))? {
+            QueryResult::Ok { affected_rows, .. } => Ok(affected_rows),
+            QueryResult::Rows { .. } => Ok(0),
         }
     }
 

@@ -11,12 +11,14 @@ pub mod conn;
 pub mod copy;
 pub mod error;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use conn::{Connection, PgError};
 
-use crate::layout::{create_statements, quote, Layout, ID_COLUMN};
+use crate::aggregate::{self, IDS_TABLE};
+use crate::layout::{create_statements, quote, Layout, Value, ID_COLUMN};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
 use pumphouse_wire::sql_url::{ConnUrl, Dialect};
@@ -112,6 +114,106 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Appends `value` as a literal (`standard_conforming_strings`, on
+/// since PostgreSQL 9.1, so only quotes are doubled).
+fn value_literal(out: &mut String, value: &Value<'_>) {
+    match value {
+        Value::Null => out.push_str("NULL"),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::UInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        Value::Float(f) => {
+            let _ = write!(out, "'{f}'");
+        }
+        Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+        // A NUL would end the query message early; as an escape the
+        // server refuses it (22021) like any value text cannot hold.
+        Value::Text(s) if s.contains('\0') => {
+            out.push_str("E'");
+            for c in s.chars() {
+                match c {
+                    '\0' => out.push_str("\\x00"),
+                    '\\' => out.push_str("\\\\"),
+                    '\'' => out.push_str("\\'"),
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+        }
+        Value::Text(s) => out.push_str(&literal(s)),
+        // Rounded to the column's microseconds here: the server reads
+        // the fraction as a double, and a half microsecond rounds either way.
+        Value::Time(t) => {
+            let micros = (t.unix_nanos() + 500).div_euclid(1_000);
+            let rounded = pumphouse_sdk::Timestamp::from_unix_nanos(micros * 1_000);
+            let _ = write!(out, "'{}'", rounded.to_rfc3339());
+        }
+    }
+}
+
+impl Postgres {
+    /// The body of [`Store::upsert_aggregates`], inside its transaction.
+    fn count_once(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        let q = |n: &str| quote(Dialect::Postgres, n);
+        let target = literal(table);
+        let mut sql = format!(
+            "BEGIN; INSERT INTO {} ({}, {}, {}) VALUES ",
+            q(IDS_TABLE),
+            q("target"),
+            q("id"),
+            q("counted_at")
+        );
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "({target},{},now())", *id as i64);
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING ");
+        sql.push_str(&q("id"));
+        // Rows another transaction is inserting wait for it to end, so
+        // two writers of one batch cannot both count it.
+        let new: HashSet<u64> = self
+            .query(&sql)?
+            .rows
+            .iter()
+            .filter_map(|r| r.first()?.as_deref()?.parse::<i64>().ok())
+            .map(|id| id as u64)
+            .collect();
+        let aggregates = rows(&new);
+        let mut sql = String::new();
+        if !aggregates.is_empty() {
+            sql.push_str(&aggregate::insert_head(Dialect::Postgres, table));
+            for (i, row) in aggregates.iter().enumerate() {
+                sql.push_str(if i > 0 { ",(" } else { "(" });
+                for (j, value) in row.iter().enumerate() {
+                    if j > 0 {
+                        sql.push(',');
+                    }
+                    value_literal(&mut sql, value);
+                }
+                sql.push(')');
+            }
+            sql.push_str(&aggregate::conflict_clause(Dialect::Postgres, table));
+            sql.push_str("; ");
+        }
+        sql.push_str("COMMIT");
+        self.query(&sql)?;
+        Ok(new.len())
+    }
+}
+
 impl Store for Postgres {
     fn ensure_table(&mut self, layout: Layout, table: &str) -> Result<(), Failure> {
         // Ask first: CREATE ... IF NOT EXISTS needs privileges on the
@@ -195,9 +297,95 @@ impl Store for Postgres {
         }
     }
 
+    fn ensure_aggregate_table(&mut self, table: &str, index: bool) -> Result<(), Failure> {
+        let existing: BTreeSet<String> = self
+            .query(&format!(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ({}, {})",
+                literal(table),
+                literal(IDS_TABLE)
+            ))?
+            .rows
+            .into_iter()
+            .filter_map(|mut r| r.pop().flatten())
+            .collect();
+        let mut statements = Vec::new();
+        if !existing.contains(table) {
+            statements.extend(aggregate::create_statements(
+                Dialect::Postgres,
+                table,
+                index,
+            ));
+        }
+        if !existing.contains(IDS_TABLE) {
+            statements.extend(aggregate::ids_statements(Dialect::Postgres));
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        pumphouse_sdk::info!("{}: preparing table {table}", self.url.address());
+        self.query(&statements.join(";\n")).map(|_| ())
+    }
+
+    fn upsert_aggregates(
+        &mut self,
+        table: &str,
+        ids: &[u64],
+        rows: &mut dyn FnMut(&HashSet<u64>) -> Vec<Vec<Value<'static>>>,
+    ) -> Result<usize, Failure> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.count_once(table, ids, rows)
+            .inspect_err(|_| self.rollback())
+    }
+
+    fn forget_counted(&mut self, ttl: Duration, limit: u64) -> Result<u64, Failure> {
+        let q = |n: &str| quote(Dialect::Postgres, n);
+        let result = self.query(&format!(
+            "DELETE FROM {0} WHERE ({1}, {2}) IN (SELECT {1}, {2} FROM {0} WHERE {3} < now() - interval '{4} seconds' LIMIT {limit})",
+            q(IDS_TABLE),
+            q("target"),
+            q("id"),
+            q("counted_at"),
+            ttl.as_secs()
+        ))?;
+        Ok(result
+            .tag
+            .strip_prefix("DELETE ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
     fn reset(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pumphouse_sdk::Timestamp;
+    use std::borrow::Cow;
+
+    #[test]
+    fn literals() {
+        let mut out = String::new();
+        for v in [
+            Value::Null,
+            Value::Int(-1),
+            Value::Float(0.5),
+            Value::Text(Cow::Borrowed("it's \\ here")),
+            Value::Text(Cow::Borrowed("a\0'b\\")),
+            Value::Time(Timestamp::new(1_715_342_400, 963_026_500)),
+        ] {
+            value_literal(&mut out, &v);
+            out.push('|');
+        }
+        assert_eq!(
+            out,
+            "NULL|-1|0.5|'it''s \\ here'|E'a\\x00\\'b\\\\'|'2024-05-10T12:00:00.963027Z'|"
+        );
     }
 }
