@@ -238,6 +238,14 @@ mod imp {
         _socket: TcpSocket,
     }
 
+    /// The host's error text without the backtrace it may carry.
+    fn first_line(text: String) -> String {
+        match text.split_once('\n') {
+            Some((first, _)) => first.to_string(),
+            None => text,
+        }
+    }
+
     fn nanos(d: Duration) -> u64 {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
@@ -407,7 +415,7 @@ mod imp {
                 inner.output = Some(output);
                 Ok(())
             }
-            Some(Ok(Err(e))) => Err(fail(NetErrorKind::Tls, e.to_debug_string())),
+            Some(Ok(Err(e))) => Err(fail(NetErrorKind::Tls, first_line(e.to_debug_string()))),
             Some(Err(())) | None => Err(fail(NetErrorKind::Tls, "handshake lost".into())),
         }
     }
@@ -421,7 +429,9 @@ mod imp {
     fn stream_error(e: StreamError) -> Failure {
         match e {
             StreamError::Closed => Failure(NetErrorKind::Io, "connection closed".into()),
-            StreamError::LastOperationFailed(e) => Failure(NetErrorKind::Io, e.to_debug_string()),
+            StreamError::LastOperationFailed(e) => {
+                Failure(NetErrorKind::Io, first_line(e.to_debug_string()))
+            }
         }
     }
 

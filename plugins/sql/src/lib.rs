@@ -164,18 +164,23 @@ fn invalid(e: impl std::fmt::Display) -> Error {
     Error::fatal(format!("invalid config: {e}"))
 }
 
+/// The longest `table`: with a day suffix (`_YYYYMMDD`) and the longest
+/// index suffix (`_idx_responsecode`) a name stays within PostgreSQL's 63
+/// bytes, past which it would cut names and two indexes could collide.
+const MAX_TABLE_NAME: usize = 63 - 9 - 17;
+
 /// Table names are quoted in SQL, but a name that needs quoting is a
 /// mistake more often than not.
 fn check_table(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
-        && name.len() <= 54
+        && name.len() <= MAX_TABLE_NAME
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "table: {name:?} must be 1 to 54 letters, digits or _, not starting with a digit"
+            "table: {name:?} must be 1 to {MAX_TABLE_NAME} letters, digits or _, not starting with a digit"
         ))
     }
 }
@@ -216,12 +221,12 @@ impl Sink for SqlSink {
         let store: Box<dyn Store> = match url.dialect {
             Dialect::Postgres => {
                 let mut pg = pg::Postgres::new(url.clone(), timeout);
-                pg.connect().map_err(to_error)?;
+                connect_now(pg.connect(), &url)?;
                 Box::new(pg)
             }
             Dialect::Mysql => {
                 let mut my = my::Mysql::new(url.clone(), timeout);
-                my.connect().map_err(to_error)?;
+                connect_now(my.connect(), &url)?;
                 Box::new(my)
             }
         };
@@ -457,10 +462,19 @@ impl SqlSink {
     }
 }
 
-fn to_error(f: Failure) -> Error {
-    match f.class {
-        Class::Fatal => Error::fatal(f.message),
-        _ => Error::retry(f.message),
+/// The first connection, at `init`: what only the operator can fix (a
+/// password, a grant, a certificate, the sandbox) fails the pump's start
+/// with the database's message; a database that is down or unreachable
+/// does not, as the source's Redis does not: the first batch connects,
+/// retrying until it is back.
+fn connect_now(result: Result<(), Failure>, url: &ConnUrl) -> Result<(), Error> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(f) if f.class == Class::Fatal => Err(Error::fatal(f.message)),
+        Err(f) => {
+            pumphouse_sdk::warn!("{url} is not reachable now ({f}); batches retry until it is");
+            Ok(())
+        }
     }
 }
 
@@ -487,3 +501,21 @@ fn decode_all<T: serde::de::DeserializeOwned>(
 }
 
 pumphouse_sdk::export_sink!(SqlSink);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_fit_with_their_day_and_index_suffixes() {
+        assert!(check_table("tyk_analytics").is_ok());
+        assert!(check_table(&"t".repeat(MAX_TABLE_NAME)).is_ok());
+        let longest = format!("{}_20240510_idx_responsecode", "t".repeat(MAX_TABLE_NAME));
+        assert_eq!(longest.len(), 63);
+        for bad in ["", "1tyk", "tyk-analytics", "tyk analytics", "t\"x"] {
+            assert!(check_table(bad).is_err(), "{bad:?}");
+        }
+        let e = check_table(&"t".repeat(MAX_TABLE_NAME + 1)).unwrap_err();
+        assert!(e.contains("1 to 37"), "{e}");
+    }
+}

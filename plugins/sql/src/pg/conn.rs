@@ -141,6 +141,9 @@ impl Connection {
             // Times are written and read back as UTC ISO text.
             ("DateStyle", "ISO"),
             ("TimeZone", "UTC"),
+            // Literals double their quotes and nothing else; a server set
+            // to the old backslash escapes would read them otherwise.
+            ("standard_conforming_strings", "on"),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.out)?;
         self.send()?;
