@@ -375,6 +375,44 @@ impl<'a> Stats<'a> {
     }
 }
 
+/// Appends `value` as an SQL literal. NULL, numbers and booleans are
+/// spelled alike in both dialects; `text` writes a string and `time` a
+/// timestamp as the dialect reads them. NaN and infinities go as quoted
+/// words, which a numeric column refuses for that row alone.
+pub fn write_literal(
+    out: &mut String,
+    value: &Value<'_>,
+    text: fn(&mut String, &str),
+    time: fn(&mut String, Timestamp),
+) {
+    use std::fmt::Write as _;
+    match value {
+        Value::Null => out.push_str("NULL"),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::UInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Float(f) => {
+            let _ = write!(out, "'{f}'");
+        }
+        Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+        Value::Text(s) => text(out, s),
+        Value::Time(t) => time(out, *t),
+    }
+}
+
+/// `t` rounded to a multiple of `unit_nanos`: the column's precision,
+/// so the stored value does not depend on how the server rounds.
+pub fn round_time(t: Timestamp, unit_nanos: i128) -> Timestamp {
+    let units = (t.unix_nanos() + unit_nanos / 2).div_euclid(unit_nanos);
+    Timestamp::from_unix_nanos(units * unit_nanos)
+}
+
 /// The day table of a record's time, `<table>_YYYYMMDD` (UTC).
 pub fn shard_table(table: &str, time: Timestamp) -> String {
     let date = time.to_rfc3339();

@@ -12,10 +12,9 @@ use std::io;
 use std::time::Duration;
 
 use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
-use pumphouse_sdk::Timestamp;
 
 use crate::aggregate::{self, IDS_TABLE};
-use crate::layout::{quote, Layout, SqlType, Value, ID_COLUMN};
+use crate::layout::{quote, round_time, write_literal, Layout, SqlType, Value, ID_COLUMN};
 use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
@@ -312,35 +311,13 @@ impl Mysql {
 
 /// Appends `value` as a MySQL literal.
 fn literal(out: &mut String, value: &Value<'_>) {
-    match value {
-        Value::Null => out.push_str("NULL"),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::UInt(n) => {
-            let _ = write!(out, "{n}");
-        }
-        // NaN and infinities are not numbers to MySQL: written as words
-        // they fail that row, which is then dead-lettered.
-        Value::Float(f) if f.is_finite() => {
-            let _ = write!(out, "{f:?}");
-        }
-        Value::Float(f) => {
-            let _ = write!(out, "'{f}'");
-        }
-        Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
-        Value::Text(s) => quoted(out, s),
-        Value::Time(t) => {
-            // `YYYY-MM-DD hh:mm:ss.fff`, UTC, DATETIME taking no zone
-            // suffix; rounded to the column's milliseconds here, since
-            // MariaDB would truncate and MySQL round.
-            let millis = (t.unix_nanos() + 500_000).div_euclid(1_000_000);
-            let rounded = Timestamp::from_unix_nanos(millis * 1_000_000);
-            let text = rounded.to_rfc3339();
-            let text = text.trim_end_matches('Z').replacen('T', " ", 1);
-            quoted(out, &text);
-        }
-    }
+    write_literal(out, value, quoted, |out, t| {
+        // `YYYY-MM-DD hh:mm:ss.fff`, UTC, DATETIME taking no zone
+        // suffix; rounded to the column's milliseconds here, since
+        // MariaDB would truncate and MySQL round.
+        let text = round_time(t, 1_000_000).to_rfc3339();
+        quoted(out, &text.trim_end_matches('Z').replacen('T', " ", 1));
+    });
 }
 
 /// A string literal, escaped as the server reads it without
@@ -530,6 +507,7 @@ impl Store for Mysql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pumphouse_sdk::Timestamp;
     use std::borrow::Cow;
 
     #[test]

@@ -18,7 +18,9 @@ use std::time::Duration;
 use conn::{Connection, PgError};
 
 use crate::aggregate::{self, IDS_TABLE};
-use crate::layout::{create_statements, quote, Layout, Value, ID_COLUMN};
+use crate::layout::{
+    create_statements, quote, round_time, write_literal, Layout, Value, ID_COLUMN,
+};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
 use pumphouse_wire::sql_url::{ConnUrl, Dialect};
@@ -114,47 +116,33 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Appends `value` as a literal (`standard_conforming_strings`, on
-/// since PostgreSQL 9.1, so only quotes are doubled).
+/// Appends `value` as a literal (`standard_conforming_strings`, which
+/// every session sets on, so only quotes are doubled).
 fn value_literal(out: &mut String, value: &Value<'_>) {
-    match value {
-        Value::Null => out.push_str("NULL"),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::UInt(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Float(f) if f.is_finite() => {
-            let _ = write!(out, "{f}");
-        }
-        Value::Float(f) => {
-            let _ = write!(out, "'{f}'");
-        }
-        Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
-        // A NUL would end the query message early; as an escape the
-        // server refuses it (22021) like any value text cannot hold.
-        Value::Text(s) if s.contains('\0') => {
-            out.push_str("E'");
-            for c in s.chars() {
-                match c {
-                    '\0' => out.push_str("\\x00"),
-                    '\\' => out.push_str("\\\\"),
-                    '\'' => out.push_str("\\'"),
-                    c => out.push(c),
-                }
-            }
-            out.push('\'');
-        }
-        Value::Text(s) => out.push_str(&literal(s)),
+    write_literal(out, value, text_literal, |out, t| {
         // Rounded to the column's microseconds here: the server reads
         // the fraction as a double, and a half microsecond rounds either way.
-        Value::Time(t) => {
-            let micros = (t.unix_nanos() + 500).div_euclid(1_000);
-            let rounded = pumphouse_sdk::Timestamp::from_unix_nanos(micros * 1_000);
-            let _ = write!(out, "'{}'", rounded.to_rfc3339());
+        let _ = write!(out, "'{}'", round_time(t, 1_000).to_rfc3339());
+    });
+}
+
+/// A NUL would end the query message early; as an escape the server
+/// refuses it (22021) like any value text cannot hold.
+fn text_literal(out: &mut String, s: &str) {
+    if !s.contains('\0') {
+        out.push_str(&literal(s));
+        return;
+    }
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\0' => out.push_str("\\x00"),
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
         }
     }
+    out.push('\'');
 }
 
 impl Postgres {
