@@ -944,8 +944,11 @@ fn a_pump_over_its_kv_quota_is_refused_before_redis_also_after_a_restart() {
     };
     // The same, with keys expiring after 1 s and a quota one batch fits
     // in: every batch after the first needs the expired keys forgotten.
+    // The refused batches retry until shutdown gives up on them; a short
+    // drain keeps the restart below well inside `wait_exit`.
     let config = base
         .source("lease", "2s")
+        .set("shutdown.drain_timeout", "2s")
         .pump(quota(hostile("kvq", "kv-quota")))
         .pump(quota(
             hostile("kvttl", "kv-quota")
