@@ -20,6 +20,9 @@ pub const RECORDS_LOST: &str = "pumphouse_reporter_records_lost_total";
 pub const BATCHES: &str = "pumphouse_reporter_batches_total";
 /// Failed attempts to connect or to send a pipeline (each is retried).
 pub const SEND_ERRORS: &str = "pumphouse_reporter_send_errors_total";
+/// Redis Cluster redirects followed, by `kind`: `moved` (the key's slot
+/// moved) or `ask` (it was migrating).
+pub const REDIRECTS: &str = "pumphouse_reporter_redirects_total";
 /// Seconds from sending a pipeline to its reply (successful sends).
 pub const SEND_SECONDS: &str = "pumphouse_reporter_send_seconds";
 /// Records held: queued, batched or being sent.
@@ -35,6 +38,8 @@ pub(crate) struct Metrics {
     pub lost_unencodable: Counter,
     pub batches: Counter,
     pub send_errors: Counter,
+    pub moved: Counter,
+    pub asked: Counter,
     pub send_seconds: Histogram,
     pub buffered: Gauge,
 }
@@ -52,6 +57,8 @@ impl Metrics {
             lost_unencodable: metrics::counter!(RECORDS_LOST, "key" => k.clone(), "reason" => "unencodable"),
             batches: metrics::counter!(BATCHES, "key" => k.clone()),
             send_errors: metrics::counter!(SEND_ERRORS, "key" => k.clone()),
+            moved: metrics::counter!(REDIRECTS, "key" => k.clone(), "kind" => "moved"),
+            asked: metrics::counter!(REDIRECTS, "key" => k.clone(), "kind" => "ask"),
             send_seconds: metrics::histogram!(SEND_SECONDS, "key" => k.clone()),
             buffered: metrics::gauge!(BUFFERED, "key" => k),
         }
@@ -78,6 +85,7 @@ fn describe() {
         SEND_ERRORS,
         "Failed attempts to write an analytics pipeline"
     );
+    describe_counter!(REDIRECTS, "Redis Cluster redirects followed (MOVED, ASK)");
     describe_histogram!(
         SEND_SECONDS,
         Unit::Seconds,

@@ -55,6 +55,12 @@ pub struct Stats {
     pub batches: u64,
     /// Failed attempts (each retried until `give_up_after`).
     pub send_errors: u64,
+    /// Redis Cluster `MOVED` redirects followed: the key's slot had moved,
+    /// so the batch went to the node named, as do later ones.
+    pub moved: u64,
+    /// Redis Cluster `ASK` redirects followed: the key's slot was
+    /// migrating and the key was on the target node already.
+    pub asked: u64,
 }
 
 impl Stats {
@@ -93,6 +99,8 @@ pub(crate) struct Counts {
     pub lost_unencodable: AtomicU64,
     pub batches: AtomicU64,
     pub send_errors: AtomicU64,
+    pub moved: AtomicU64,
+    pub asked: AtomicU64,
 }
 
 impl<R> Shared<R> {
@@ -259,6 +267,8 @@ impl<R: Send + 'static> Reporter<R> {
             buffered: held as u64,
             batches: c.batches.load(Relaxed),
             send_errors: c.send_errors.load(Relaxed),
+            moved: c.moved.load(Relaxed),
+            asked: c.asked.load(Relaxed),
         }
     }
 

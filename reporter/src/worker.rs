@@ -252,7 +252,7 @@ impl Link {
                 }
             }
             let started = Instant::now();
-            match self.attempt(request).await {
+            match self.attempt(request, shared).await {
                 Ok(()) => {
                     if let Some(o) = self.outage.take() {
                         shared.set_redis_error(None);
@@ -292,7 +292,11 @@ impl Link {
         }
     }
 
-    async fn attempt(&mut self, request: Request<'_>) -> Result<(), ConnError> {
+    async fn attempt<R>(
+        &mut self,
+        request: Request<'_>,
+        shared: &Shared<R>,
+    ) -> Result<(), ConnError> {
         let cluster = matches!(self.endpoint.topology, Topology::Cluster { .. });
         let announced = self.switches.load(Relaxed);
         if announced != self.switches_seen {
@@ -327,6 +331,8 @@ impl Link {
                 // (duplicates, as after a cut connection).
                 Some(Redirect::Moved(addr)) => {
                     tracing::debug!(to = %addr, "cluster: the key's slot moved (MOVED)");
+                    shared.counts.moved.fetch_add(1, Relaxed);
+                    shared.metrics.moved.increment(1);
                     self.node = Some(addr);
                     self.conn = None;
                 }
@@ -335,6 +341,8 @@ impl Link {
                 // A pipeline cannot be sent that way; it is retried until
                 // the move completes (then `MOVED`).
                 Some(Redirect::Ask(addr)) if request.one_command => {
+                    shared.counts.asked.fetch_add(1, Relaxed);
+                    shared.metrics.asked.increment(1);
                     let mut target =
                         conn::connect(&self.endpoint, Some(&addr), self.connect_timeout).await?;
                     let mut parts = vec![ASKING];

@@ -247,15 +247,40 @@ fn assert_all_there(stats: &Stats, recorded: u64, got: &[Vec<u8>], expected: &[V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_the_new_primary_across_a_sentinel_failover() {
     let setup = SentinelSetup::start();
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{}/{MASTER}/0",
+        setup.sentinel_port
+    );
+    across_a_failover(&setup, url, None).await;
+}
+
+/// The same over TLS: the sentinel and both nodes speak TLS (client
+/// certificates required) to the reporter, to each other and for
+/// replication, and the reporter follows the primary by its TLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_the_new_primary_across_a_sentinel_failover_over_tls() {
+    let pki = Pki::new();
+    let setup = SentinelSetup::start_with(Some(&pki));
+    let (sentinel_tls, _) = setup.tls.clone().unwrap();
+    let url = format!("rediss+sentinel://127.0.0.1:{sentinel_tls}/{MASTER}/0");
+    let tls = Tls::new()
+        .ca_file(pki.path("ca.crt"))
+        .client_cert(pki.path("client.crt"), pki.path("client.key"));
+    across_a_failover(&setup, url, Some(tls)).await;
+}
+
+/// Records 30 000 records through the sentinels at `url` while
+/// `SENTINEL FAILOVER` moves the primary: every record is on the new
+/// primary, the accounting exact.
+async fn across_a_failover(setup: &SentinelSetup, url: String, tls: Option<Tls>) {
     let old_primary = setup.primary_port().unwrap();
     const TOTAL: u64 = 30_000;
     let (records, expected) = records(TOTAL);
-    let reporter = Reporter::builder()
-        .format(Iam)
-        .redis_url(format!(
-            "redis+sentinel://127.0.0.1:{}/{MASTER}/0",
-            setup.sentinel_port
-        ))
+    let mut builder = Reporter::builder().format(Iam).redis_url(url);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    let reporter = builder
         .sentinel_password(SENTINEL_PASSWORD)
         .batch_size(200)
         .when_full(WhenFull::Block)
@@ -279,7 +304,7 @@ async fn records_reach_the_new_primary_across_a_sentinel_failover() {
     );
     let new_primary = wait_for(Duration::from_secs(60), "the sentinel to switch", || {
         let port = setup.primary_port()?;
-        (port != old_primary && role(port)? == "master").then_some(port)
+        (port != old_primary && role(setup.plain(port))? == "master").then_some(port)
     });
     let recorded = recorder.await.unwrap();
     assert_eq!(recorded, TOTAL);
@@ -287,17 +312,18 @@ async fn records_reach_the_new_primary_across_a_sentinel_failover() {
     wait_for(
         Duration::from_secs(60),
         "the old primary to become a replica",
-        || (role(old_primary)? == "slave").then_some(()),
+        || (role(setup.plain(old_primary))? == "slave").then_some(()),
     );
-    let got = lrange(new_primary, IAM_KEY);
+    let got = lrange(setup.plain(new_primary), IAM_KEY);
     let duplicates = assert_all_there(&stats, recorded, &got, &expected);
     assert!(
         stats.send_errors > 0,
         "the failover went unnoticed: {stats:?}"
     );
     eprintln!(
-        "sentinel failover: {sent_before} sent before, {} after; {} failed attempts; \
+        "sentinel failover{}: {sent_before} sent before, {} after; {} failed attempts; \
          {duplicates} duplicates of {TOTAL}",
+        if setup.tls.is_some() { " over TLS" } else { "" },
         stats.sent - sent_before,
         stats.send_errors
     );
@@ -360,4 +386,60 @@ async fn records_follow_the_key_across_a_cluster_reshard() {
         stats.sent - sent_before - sent_during,
         stats.send_errors
     );
+}
+
+/// Records `records` one after another and waits until Redis confirmed
+/// them all.
+async fn record_all_sent(reporter: &Reporter<IamRecord>, records: &[IamRecord]) {
+    let before = reporter.stats().sent;
+    for r in records {
+        reporter.record_wait(r.clone()).await.unwrap();
+    }
+    let r = reporter.clone();
+    let want = before + records.len() as u64;
+    wait_until(Duration::from_secs(60), "every record sent", move || {
+        let sent = r.stats().sent;
+        async move { sent >= want }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_to_the_old_owner_after_a_reshard_follows_its_moved() {
+    let cluster = Cluster::start();
+    let owner = cluster.owner(IAM_KEY);
+    let to = *cluster.ports.iter().find(|p| **p != owner).unwrap();
+    const HALF: u64 = 5_000;
+    let (records, expected) = records(2 * HALF);
+    // The seed is the owner: the first half goes there without a redirect.
+    let reporter = Reporter::builder()
+        .format(Iam)
+        .redis_url(format!("redis+cluster://127.0.0.1:{owner}"))
+        .batch_size(200)
+        .when_full(WhenFull::Block)
+        .retry(Duration::from_millis(20), Duration::from_millis(200))
+        .give_up_after(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    record_all_sent(&reporter, &records[..HALF as usize]).await;
+    let before = reporter.stats();
+    assert_eq!((before.moved, before.asked), (0, 0), "{before:?}");
+
+    // The reshard finishes while the reporter is idle, still connected to
+    // the old owner: its next batch is answered `MOVED`.
+    let reshard = tokio::task::block_in_place(|| cluster.reshard_all(owner, to));
+    assert!(
+        reshard.status.success(),
+        "redis-cli --cluster reshard: {}{}",
+        String::from_utf8_lossy(&reshard.stdout),
+        String::from_utf8_lossy(&reshard.stderr)
+    );
+    assert_eq!(cluster.owner(IAM_KEY), to, "the key's slot moved");
+    record_all_sent(&reporter, &records[HALF as usize..]).await;
+    let stats = reporter.shutdown().await;
+    assert!(stats.moved >= 1, "no MOVED was followed: {stats:?}");
+    assert_eq!(stats.asked, 0, "{stats:?}");
+    // A redirected batch was not written by the old owner: nothing twice.
+    let got = lrange(to, IAM_KEY);
+    assert_eq!(assert_all_there(&stats, 2 * HALF, &got, &expected), 0);
 }

@@ -253,7 +253,11 @@ pub struct SentinelSetup {
     _primary: Proc,
     _replica: Proc,
     _sentinel: Proc,
+    /// The sentinel's plain port, for the test's own looks.
     pub sentinel_port: u16,
+    /// With TLS: the sentinel's TLS port, and each node's plain port by
+    /// its TLS port (the one the sentinel names).
+    pub tls: Option<(u16, BTreeMap<u16, u16>)>,
     _dir: tempfile::TempDir,
 }
 
@@ -261,21 +265,41 @@ pub const SENTINEL_PASSWORD: &str = "sentinel-pw";
 
 impl SentinelSetup {
     pub fn start() -> SentinelSetup {
+        SentinelSetup::start_with(None)
+    }
+
+    /// With `pki`, every node and the sentinel also listen for TLS
+    /// (client certificates required), and replication and the
+    /// sentinel's own connections to the nodes are TLS: the sentinel names
+    /// the primary by its TLS port.
+    pub fn start_with(pki: Option<&Pki>) -> SentinelSetup {
         let dir = tempfile::tempdir().unwrap();
         let (p1, p2, ps) = (free_port(), free_port(), free_port());
-        let safe = strings(&[
+        let tls_ports = pki.map(|_| (free_port(), free_port(), free_port()));
+        // What the sentinel and the replica are told: the TLS ports.
+        let (m1, m2) = tls_ports.map_or((p1, p2), |(t1, t2, _)| (t1, t2));
+        let mut safe = strings(&[
             "--min-replicas-to-write",
             "1",
             "--min-replicas-max-lag",
             "10",
         ]);
+        if pki.is_some() {
+            safe.extend(strings(&["--tls-replication", "yes"]));
+        }
         let mut primary_args = node_args(dir.path(), "primary", p1);
         primary_args.extend(safe.clone());
+        if let Some(pki) = pki {
+            primary_args.extend(pki.server_args(m1));
+        }
         let primary = redis_server(dir.path(), "primary", &primary_args);
         wait_up(p1);
         let mut replica_args = node_args(dir.path(), "replica", p2);
         replica_args.extend(safe);
-        replica_args.extend(strings(&["--replicaof", "127.0.0.1", &p1.to_string()]));
+        if let Some(pki) = pki {
+            replica_args.extend(pki.server_args(m2));
+        }
+        replica_args.extend(strings(&["--replicaof", "127.0.0.1", &m1.to_string()]));
         let replica = redis_server(dir.path(), "replica", &replica_args);
         wait_for(Duration::from_secs(20), "the replica in sync", || {
             let info: String = query(p2, &["INFO", "replication"])?;
@@ -283,11 +307,21 @@ impl SentinelSetup {
         });
         // Sentinel rewrites its config file: it lives in the test's dir.
         let conf = dir.path().join("sentinel.conf");
+        let tls_conf = match (pki, tls_ports) {
+            (Some(pki), Some((_, _, ts))) => format!(
+                "tls-port {ts}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients yes\ntls-replication yes\n",
+                pki.path("server.crt").display(),
+                pki.path("server.key").display(),
+                pki.path("ca.crt").display(),
+            ),
+            _ => String::new(),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {ps}\nbind 127.0.0.1\ndir {}\nrequirepass {SENTINEL_PASSWORD}\n\
-                 sentinel monitor {MASTER} 127.0.0.1 {p1} 1\n\
+                "port {ps}\nbind 127.0.0.1\ndir {}\nrequirepass {SENTINEL_PASSWORD}\n{tls_conf}\
+                 sentinel monitor {MASTER} 127.0.0.1 {m1} 1\n\
                  sentinel down-after-milliseconds {MASTER} 1000\n\
                  sentinel failover-timeout {MASTER} 10000\n",
                 dir.path().display()
@@ -304,6 +338,7 @@ impl SentinelSetup {
             _replica: replica,
             _sentinel: sentinel,
             sentinel_port: ps,
+            tls: tls_ports.map(|(t1, t2, ts)| (ts, BTreeMap::from([(t1, p1), (t2, p2)]))),
             _dir: dir,
         };
         // A failover needs the sentinel to know the replica.
@@ -331,7 +366,16 @@ impl SentinelSetup {
         cmd.query(&mut c).ok()
     }
 
-    /// The port of the primary the sentinel names.
+    /// The plain port of the node the sentinel names by `port`.
+    pub fn plain(&self, port: u16) -> u16 {
+        match &self.tls {
+            Some((_, plain)) => plain[&port],
+            None => port,
+        }
+    }
+
+    /// The port of the primary the sentinel names (with TLS, its TLS
+    /// port: see [`SentinelSetup::plain`]).
     pub fn primary_port(&self) -> Option<u16> {
         let (_, port): (String, u16) =
             self.sentinel(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER])?;
