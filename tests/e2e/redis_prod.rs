@@ -18,7 +18,7 @@ use crate::harness::*;
 /// The least-privilege user the README documents: the producers' keys,
 /// the source's own `{K}:pumphouse:*` keys, dead letters and plugin state
 /// (`pumphouse:*`), every command but the dangerous ones.
-const PUMPHOUSE_USER: &str =
+pub(crate) const PUMPHOUSE_USER: &str =
     "pumphouse on >s3cret resetchannels ~analytics-* ~{analytics-*}:pumphouse:* ~pumphouse:* \
      +@all -@dangerous";
 const ADMIN_PASSWORD: &str = "admin-pw";
@@ -89,7 +89,7 @@ impl Pki {
     }
 
     /// A key and a certificate signed by the CA, with `extensions`.
-    fn leaf(&self, name: &str, extensions: &str) {
+    pub(crate) fn leaf(&self, name: &str, extensions: &str) {
         let d = self.dir.path();
         let ext = format!("{name}.ext");
         std::fs::write(d.join(&ext), extensions).unwrap();

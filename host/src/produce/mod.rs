@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::record::Schema;
-use crate::source::redis::conn::Endpoint;
+use crate::source::redis::conn::{cause, redacted, Endpoint};
 pub use encode::{encode_iam, encode_tyk, IamRecord, Sampler, TykRecord};
 
 /// Records per pipeline.
@@ -103,7 +103,16 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
             let us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
             writeln!(log, "{} {n} {us}", o.first_seq + sent)?;
         }
-        pipe.query_async::<()>(&mut conn).await?;
+        // A refusal names its cause and, on a cluster, the command refused.
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| {
+            anyhow::anyhow!(
+                "could not push records {}..{} to redis at {}: {}",
+                o.first_seq + sent,
+                o.first_seq + sent + n as u64,
+                redacted(&o.redis_url),
+                cause(&e)
+            )
+        })?;
         sent += n as u64;
         bar.set_position(sent);
         if let Some(rate) = o.rate {

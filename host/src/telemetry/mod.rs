@@ -32,6 +32,9 @@ pub const BATCHES_RECLAIMED: &str = "pumphouse_batches_reclaimed_total";
 pub const REDIS_ERRORS: &str = "pumphouse_redis_errors_total";
 /// Times a connection behind Sentinel moved to a new primary.
 pub const REDIS_PRIMARY_CHANGES: &str = "pumphouse_redis_primary_changes_total";
+/// Cluster transactions sent again because their slot moved, by `kind`
+/// (`moved`, `ask`, `tryagain`).
+pub const REDIS_REDIRECTS: &str = "pumphouse_redis_redirects_total";
 /// Milliseconds a pump waited for its rate limit.
 pub const PUMP_THROTTLED_MS: &str = "pumphouse_pump_throttled_milliseconds_total";
 /// Records a pump gave up on after `retry.max_attempts` (dead-lettered).
@@ -177,6 +180,10 @@ fn describe() {
     describe_counter!(
         REDIS_PRIMARY_CHANGES,
         "Times a connection behind Sentinel moved to the primary the sentinels name"
+    );
+    describe_counter!(
+        REDIS_REDIRECTS,
+        "Cluster transactions sent again because their slot moved (MOVED) or was migrating (ASK, TRYAGAIN), by kind"
     );
     describe_counter!(
         SANDBOX_DENIALS,

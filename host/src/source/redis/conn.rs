@@ -187,13 +187,29 @@ struct Cluster {
     seeds: Vec<(String, redis::Client)>,
 }
 
+/// How long the redis crate may take to read the slot map and connect to
+/// the nodes before each seed is asked why it did not.
+const DISCOVERY_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long each step of asking one seed (TCP connect; login and `CLUSTER
+/// SLOTS`) may take.
+const SEED_STEP_WITHIN: Duration = Duration::from_secs(2);
+
 impl Cluster {
     /// Connects to the seeds and reads the slot map (the redis crate does).
     async fn connect(&self) -> redis::RedisResult<ClusterConnection> {
-        match self.client.get_async_connection().await {
-            Ok(conn) => Ok(conn),
-            Err(e) => Err(self.discovery_failed(e).await),
-        }
+        let e = match tokio::time::timeout(DISCOVERY_WITHIN, self.client.get_async_connection())
+            .await
+        {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => e,
+            Err(_) => redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "cluster discovery timed out",
+                format!("no slot map within {DISCOVERY_WITHIN:?}"),
+            )),
+        };
+        Err(self.discovery_failed(e).await)
     }
 
     /// The crate says only that no seed gave a slot map: asks each seed
@@ -204,34 +220,35 @@ impl Cluster {
         let asked: Vec<_> = self
             .seeds
             .iter()
-            .map(|(host, client)| {
-                let client = client.clone();
-                let task = tokio::spawn(tokio::time::timeout(Duration::from_secs(2), async move {
-                    let mut c = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("CLUSTER")
-                        .arg("SLOTS")
-                        .query_async::<Vec<Value>>(&mut c)
-                        .await
-                }));
-                (host, task)
-            })
+            .map(|(host, client)| (host, tokio::spawn(ask_seed(client.clone()))))
             .collect();
         let mut causes = Vec::with_capacity(asked.len());
         for (host, task) in asked {
             let why = match task.await {
                 Err(panicked) => format!("could not be asked ({panicked})"),
-                Ok(Err(_)) => "no answer within 2s".to_string(),
-                Ok(Ok(Err(e)))
+                Ok(SeedAnswer::NoTcp(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused: nothing listens at that host and port".to_string()
+                }
+                Ok(SeedAnswer::NoTcp(io)) => format!("cannot connect ({io})"),
+                Ok(SeedAnswer::TcpTimeout) => format!(
+                    "no TCP connection within {SEED_STEP_WITHIN:?} (the host is unreachable, \
+                     or a firewall drops the packets)"
+                ),
+                Ok(SeedAnswer::Silent) => format!(
+                    "accepts TCP connections but gave no slot map within {SEED_STEP_WITHIN:?} \
+                     (the server is hung or overloaded, or not Redis)"
+                ),
+                Ok(SeedAnswer::Redis(Err(e)))
                     if e.detail()
                         .is_some_and(|d| d.contains("cluster support disabled")) =>
                 {
                     "not a cluster node (cluster support is disabled there)".to_string()
                 }
-                Ok(Ok(Err(e))) => cause(&e),
-                Ok(Ok(Ok(slots))) if slots.is_empty() => {
+                Ok(SeedAnswer::Redis(Err(e))) => cause(&e),
+                Ok(SeedAnswer::Redis(Ok(slots))) if slots.is_empty() => {
                     "serves no slots: the cluster is not set up yet".to_string()
                 }
-                Ok(Ok(Ok(_))) => {
+                Ok(SeedAnswer::Redis(Ok(_))) => {
                     format!("answers CLUSTER SLOTS, but the cluster client failed ({e})")
                 }
             };
@@ -245,6 +262,47 @@ impl Cluster {
                 causes.join("; ")
             ),
         ))
+    }
+}
+
+/// What one seed said when asked for the slot map alone.
+enum SeedAnswer {
+    /// The TCP connection failed.
+    NoTcp(std::io::Error),
+    /// The TCP connection did not complete in time.
+    TcpTimeout,
+    /// Connected, but the login or `CLUSTER SLOTS` got no answer in time.
+    Silent,
+    /// Redis's answer to the login and `CLUSTER SLOTS`.
+    Redis(redis::RedisResult<Vec<Value>>),
+}
+
+/// Asks one seed, step by step, so a hang is placed: at the TCP connect
+/// or after it.
+async fn ask_seed(client: redis::Client) -> SeedAnswer {
+    // Cluster URLs name TCP seeds only.
+    if let ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } =
+        client.get_connection_info().addr()
+    {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), *port));
+        match tokio::time::timeout(SEED_STEP_WITHIN, tcp).await {
+            Err(_) => return SeedAnswer::TcpTimeout,
+            Ok(Err(io)) => return SeedAnswer::NoTcp(io),
+            Ok(Ok(_closed_at_once)) => {}
+        }
+    }
+    let asked = tokio::time::timeout(SEED_STEP_WITHIN, async move {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Vec<Value>>(&mut c)
+            .await
+    });
+    match asked.await {
+        // The client's own timeouts count too: TCP is up, Redis is not.
+        Err(_) => SeedAnswer::Silent,
+        Ok(Err(e)) if e.is_timeout() => SeedAnswer::Silent,
+        Ok(r) => SeedAnswer::Redis(r),
     }
 }
 
@@ -718,18 +776,78 @@ async fn transaction(
         let Err(e) = &r else { return r };
         attempt += 1;
         if attempt >= SLOT_MIGRATION_ATTEMPTS {
-            return r;
+            return r.map_err(|e| name_refused(e, pipe));
         }
-        match slot_moving(e) {
+        let moving = slot_moving(e);
+        if let Some(m) = &moving {
+            metrics::counter!(crate::telemetry::REDIS_REDIRECTS, "kind" => m.kind()).increment(1);
+        }
+        match moving {
             Some(SlotMove::Moved { host, port }) => {
                 to = Some(SingleNodeRoutingInfo::ByAddress { host, port })
             }
-            Some(SlotMove::Migrating) => {
+            Some(SlotMove::Migrating(_)) => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(200));
             }
-            None => return r,
+            None => return r.map_err(|e| name_refused(e, pipe)),
         }
+    }
+}
+
+/// A transaction that Redis aborted (`EXECABORT`) because it refused a
+/// command when queued (an ACL's `NOPERM`, say) ran none of its commands,
+/// and Redis's own text does not say which one it refused (`No
+/// permissions to access a key`). Makes it the refusal itself, naming the
+/// command and its key, so `cause` and the callers (the `SORT` claim's
+/// fallback) see the refusal's code.
+fn name_refused(e: redis::RedisError, pipe: &redis::Pipeline) -> redis::RedisError {
+    if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
+        return e;
+    }
+    let Some(errors) = e.clone().into_server_errors() else {
+        return e;
+    };
+    let Some((at, refusal)) = errors.iter().find(|(_, s)| s.code() != "EXECABORT") else {
+        return e;
+    };
+    let named = pipe
+        .cmd_iter()
+        .nth(*at)
+        .map(command_name)
+        .unwrap_or_else(|| "?".into());
+    let more = match errors.len() {
+        1 => String::new(),
+        n => format!(", and {} more", n - 1),
+    };
+    let text = format!(
+        "-{} {} (refused when queued: command {} of {}, `{named}`{more}, of a transaction \
+         Redis then ran none of)",
+        refusal.code(),
+        refusal.details().unwrap_or_default(),
+        at + 1,
+        pipe.len(),
+    )
+    .replace(['\r', '\n'], " ");
+    // A RESP error line: parsed, it keeps Redis's code and kind.
+    let line = format!("{text}\r\n");
+    match redis::parse_redis_value(line.as_bytes()).map(|v| v.extract_error()) {
+        Ok(Err(named)) => named,
+        _ => e,
+    }
+}
+
+/// A command's name and key, for errors: `RPUSH analytics-tyk_3`.
+fn command_name(cmd: &Cmd) -> String {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    });
+    let name = args.next().unwrap_or_default().to_ascii_uppercase();
+    match args.next() {
+        Some(key) if key.len() > 120 => format!("{name} {}…", &key[..key.floor_char_boundary(120)]),
+        Some(key) => format!("{name} {key}"),
+        None => name,
     }
 }
 
@@ -744,13 +862,23 @@ fn is_cross_slot(e: &redis::RedisError) -> bool {
 enum SlotMove {
     /// `MOVED`: the slot is served by `host:port` now.
     Moved { host: String, port: u16 },
-    /// `ASK`, `TRYAGAIN`: the slot is migrating.
-    Migrating,
+    /// `ASK`, `TRYAGAIN` (the code, lower case): the slot is migrating.
+    Migrating(&'static str),
+}
+
+impl SlotMove {
+    /// The `kind` label of the redirect counter.
+    fn kind(&self) -> &'static str {
+        match self {
+            SlotMove::Moved { .. } => "moved",
+            SlotMove::Migrating(kind) => kind,
+        }
+    }
 }
 
 fn slot_moving(e: &redis::RedisError) -> Option<SlotMove> {
     let errors = e.clone().into_server_errors()?;
-    let mut migrating = false;
+    let mut migrating = None;
     for (_, s) in errors.iter() {
         match s.code() {
             "MOVED" => {
@@ -762,11 +890,12 @@ fn slot_moving(e: &redis::RedisError) -> Option<SlotMove> {
                     port: port.parse().ok()?,
                 });
             }
-            "ASK" | "TRYAGAIN" => migrating = true,
+            "ASK" => migrating = Some(SlotMove::Migrating("ask")),
+            "TRYAGAIN" => migrating = Some(SlotMove::Migrating("tryagain")),
             _ => {}
         }
     }
-    migrating.then_some(SlotMove::Migrating)
+    migrating
 }
 
 /// Sends a pipeline that spans slots in parts, one per slot of its
@@ -1149,13 +1278,13 @@ mod tests {
         );
         assert_eq!(
             slot_moving(&server_error(b"-ASK 3999 127.0.0.1:7002\r\n")),
-            Some(SlotMove::Migrating)
+            Some(SlotMove::Migrating("ask"))
         );
         assert_eq!(
             slot_moving(&server_error(
                 b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
             )),
-            Some(SlotMove::Migrating)
+            Some(SlotMove::Migrating("tryagain"))
         );
         assert_eq!(
             slot_moving(&server_error(b"-WRONGTYPE Operation against a key\r\n")),
@@ -1164,6 +1293,34 @@ mod tests {
         let lost =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(slot_moving(&lost), None);
+    }
+
+    #[test]
+    fn errors_other_than_an_aborted_transaction_are_left_alone() {
+        // (An aborted transaction comes only from a connection: the
+        // cluster end-to-end tests see it named.)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LLEN")
+            .arg("a")
+            .cmd("RPUSH")
+            .arg("forbidden")
+            .arg("x");
+        let aborted = redis::RedisError::from(std::io::Error::other("not aborted"));
+        assert_eq!(name_refused(aborted, &pipe).kind(), redis::ErrorKind::Io);
+        let refusal = server_error(b"-NOPERM No permissions to access a key\r\n");
+        assert_eq!(refusal.code(), Some("NOPERM"));
+        let named = name_refused(refusal.clone(), &pipe);
+        // Not an EXECABORT: left alone.
+        assert_eq!(named.to_string(), refusal.to_string());
+    }
+
+    #[test]
+    fn a_command_is_named_by_its_name_and_key() {
+        let mut c = redis::cmd("rpush");
+        c.arg("analytics_3").arg("record");
+        assert_eq!(command_name(&c), "RPUSH analytics_3");
+        assert_eq!(command_name(&redis::cmd("ping")), "PING");
     }
 
     #[tokio::test]

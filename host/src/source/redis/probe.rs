@@ -31,20 +31,35 @@ pub enum ProbeError {
     },
 }
 
-/// Connects and runs each command pumphouse needs on the source's keys in
-/// a form that changes nothing, within `within`.
+/// A bound on connecting, past the endpoint's own: each of its steps has a
+/// timeout, and a cluster whose seeds do not answer is asked seed by seed
+/// why (some seconds), so that the error names each seed's cause rather
+/// than this timeout's.
+const CONNECT_WITHIN: Duration = Duration::from_secs(15);
+
+/// Connects (within [`CONNECT_WITHIN`]) and runs each command pumphouse
+/// needs on the source's keys in a form that changes nothing, within
+/// `within`.
 pub async fn probe(cfg: &SourceConfig, within: Duration) -> Result<(), ProbeError> {
     let endpoint = Endpoint::for_source(cfg)?;
     let url = endpoint.redacted().to_string();
-    match tokio::time::timeout(within, run(&endpoint, cfg)).await {
+    let connect_within = CONNECT_WITHIN.max(within);
+    let mut conn = match tokio::time::timeout(connect_within, endpoint.manager()).await {
+        Ok(conn) => conn?,
+        Err(_) => {
+            return Err(ProbeError::Timeout {
+                url,
+                within: connect_within,
+            })
+        }
+    };
+    match tokio::time::timeout(within, run(&mut conn, &url, cfg)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout { url, within }),
     }
 }
 
-async fn run(endpoint: &Endpoint, cfg: &SourceConfig) -> Result<(), ProbeError> {
-    let mut conn = endpoint.manager().await?;
-    let url = endpoint.redacted();
+async fn run(conn: &mut Conn, url: &str, cfg: &SourceConfig) -> Result<(), ProbeError> {
     let mut probes: Vec<(String, redis::Cmd)> = vec![("PING".into(), redis::cmd("PING"))];
     for key in cfg.keys() {
         match &cfg.kind {
@@ -76,7 +91,7 @@ async fn run(endpoint: &Endpoint, cfg: &SourceConfig) -> Result<(), ProbeError> 
     let dead = cfg.dead_letter_key();
     probes.push((format!("EXISTS {dead}"), cmd(&["EXISTS", &dead])));
     for (what, c) in probes {
-        check(&mut conn, url, &what, c).await?;
+        check(conn, url, &what, c).await?;
     }
     Ok(())
 }
