@@ -198,6 +198,7 @@ fn the_example_config_parses_and_documents_every_field() {
         "filters_chain",
         "timeout",
         "max_in_flight_batches",
+        "workers",
         "initial",
         "max",
         "max_memory",

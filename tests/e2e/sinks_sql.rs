@@ -107,6 +107,8 @@ trait Db {
     /// Runs `sql` in `analytics`, creating what the pump's login owns
     /// or may use.
     fn exec(&self, sql: &str);
+    /// A `SELECT` of the number of sessions the login `pump` holds, as `n`.
+    fn sessions_of_pump(&self) -> &'static str;
     fn kill(&mut self);
     fn restart(&mut self);
 }
@@ -114,6 +116,9 @@ trait Db {
 impl Db for Postgres {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+    fn sessions_of_pump(&self) -> &'static str {
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE usename = 'pump'"
     }
     fn prepare(&self) {
         self.psql(
@@ -201,6 +206,9 @@ impl Db for Postgres {
 impl Db for MariaDb {
     fn name(&self) -> &'static str {
         "mysql"
+    }
+    fn sessions_of_pump(&self) -> &'static str {
+        "SELECT count(*) AS n FROM information_schema.processlist WHERE user = 'pump'"
     }
     fn prepare(&self) {
         self.sql(&format!(
@@ -469,6 +477,17 @@ fn tyk_records_reach_postgres_in_tyk_pumps_layout_field_by_field() {
 fn tyk_records_reach_mariadb_in_tyk_pumps_layout_field_by_field() {
     if let Some(db) = MariaDb::start() {
         tyk_records_field_by_field(&db);
+        // They went in through the bulk path and stayed: 300 records in
+        // batches of 50 are at least 6 loads, and no INSERT ran.
+        let status = |name: &str| -> u64 {
+            let out = db.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
+            out.split_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: {out:?}"))
+        };
+        assert!(status("Com_load") >= 6, "LOAD DATA statements");
+        assert_eq!(status("Com_insert"), 0, "INSERT statements");
     }
 }
 
@@ -500,13 +519,18 @@ impl Restartable for Restarts<'_> {
     }
 }
 
-/// iam records across a crash of `db`: each row once, every field, and
-/// the same records redelivered add nothing.
+/// Sink instances writing side by side in the crash test, each with its
+/// own session.
+const WORKERS: i64 = 3;
+
+/// iam records across a crash of `db`, written by [`WORKERS`] instances
+/// side by side: each row once, every field, one session per instance,
+/// and the same records redelivered add nothing.
 fn iam_records_across_a_crash(db: &mut dyn Db, params: &str) {
     db.prepare();
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);
-    let pump = pump("sql", db, db.url_of("pump", params));
+    let pump = pump("sql", db, db.url_of("pump", params)).set("workers", WORKERS);
     let (records, host) = deliver_across_a_restart(
         &mut Restarts(db),
         &mut conn,
@@ -561,12 +585,19 @@ fn iam_records_across_a_crash(db: &mut dyn Db, params: &str) {
         );
     }
 
-    // The same bytes again, as after a lost ack: nothing new is stored.
+    // The same bytes again, as after a lost ack: nothing new is stored,
+    // though the workers' sessions race to insert them.
     push_iam_records(&mut conn, IAM_KEY, &records[..120]);
     wait_for(WAIT, "the redelivery acked", || {
         (left_in_redis(&mut conn, IAM_KEY) == (0, 0)).then_some(())
     });
     assert_eq!(db.count("iam_analytics"), 600);
+    // Batches go to the waiting workers in turn, so each has written
+    // since the restart and holds its own session.
+    wait_for(WAIT, "one session per worker", || {
+        let n = db.try_scalar(db.sessions_of_pump())?;
+        (n.trim().parse::<i64>().ok()? == WORKERS).then_some(())
+    });
     assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
     assert_eq!(
         host.metric("pumphouse_pump_errors_total{pump=\"sql\",kind=\"fatal\"}"),

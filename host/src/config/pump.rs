@@ -10,6 +10,8 @@ use super::{FieldError, SandboxConfig, Schema};
 
 /// Batches each lane may hold before the source stops claiming.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Upper bound of `workers`: each worker holds a full set of instances.
+pub const MAX_WORKERS: usize = 16;
 /// Per-call time limit for a plugin.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay.
@@ -40,6 +42,8 @@ pub struct PumpConfig {
     pub timeout: Duration,
     /// Batches this pump may hold before the source stops claiming more.
     pub max_in_flight_batches: usize,
+    /// Instances of the pump's plugins writing its batches side by side.
+    pub workers: usize,
     /// `buffer`, with the disk-only settings.
     pub buffer: Buffer,
     /// Largest payload sent to the sink in one call.
@@ -120,6 +124,13 @@ struct RawPump {
     /// Batches this pump may hold before the source stops claiming more
     /// (Redis stays the buffer while a pump is slow).
     max_in_flight_batches: usize,
+    /// How many sets of this pump's plugin instances (filters and sink,
+    /// each with its own connection) work through its batches side by
+    /// side: one batch is encoded while another is written. Default 1,
+    /// at most 16; `buffer = "memory"` only (a spool has one reader).
+    /// Batches may then finish out of claim order, and the sink must
+    /// tolerate concurrent instances.
+    workers: usize,
     /// `memory` (default): batches stay claimed in Redis until this pump
     /// delivered them. `disk`: batches are written to this pump's spool
     /// (fsynced) and released at once; the pump drains its spool on its
@@ -160,6 +171,7 @@ impl Default for RawPump {
             filters_chain: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             max_in_flight_batches: DEFAULT_MAX_IN_FLIGHT,
+            workers: 1,
             buffer: BufferKind::Memory,
             max_spool_bytes: None,
             when_full: None,
@@ -203,6 +215,7 @@ impl TryFrom<RawPump> for PumpConfig {
             filters_chain: raw.filters_chain,
             timeout: raw.timeout,
             max_in_flight_batches: raw.max_in_flight_batches,
+            workers: raw.workers,
             buffer,
             max_batch_bytes: raw.max_batch_bytes,
             rate_limit: raw.rate_limit,
@@ -363,6 +376,18 @@ impl PumpConfig {
             return Err(FieldError::new(
                 "max_in_flight_batches",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(FieldError::new(
+                "workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
+        }
+        if self.workers > 1 && matches!(self.buffer, Buffer::Disk(_)) {
+            return Err(FieldError::new(
+                "workers",
+                "more than 1 needs buffer = \"memory\" (a spool has one reader)",
             ));
         }
         self.retry.validate()?;

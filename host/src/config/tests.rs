@@ -114,6 +114,12 @@ fn invalid_values_name_their_field() {
             format!("{MINIMAL}[[pumps]]\nname = \"out\"\nplugin = \"x.wasm\"\n"),
             "pumps[1].name",
         ),
+        (format!("{MINIMAL}workers = 0\n"), "pumps[0] (out).workers"),
+        (format!("{MINIMAL}workers = 17\n"), "pumps[0] (out).workers"),
+        (
+            format!("{MINIMAL}buffer = \"disk\"\nworkers = 2\n"),
+            "pumps[0] (out).workers",
+        ),
     ];
     for (text, field) in cases {
         let msg = parse(&text).unwrap_err().to_string();

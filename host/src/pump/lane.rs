@@ -24,8 +24,39 @@ use super::retry::{Next, RetryPolicy};
 use super::spec::PumpSpec;
 use super::{Phase, PumpError};
 
+/// The queue a pump's workers share.
+pub type SharedQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Batch>>>>;
+
+/// Where a memory lane takes its batches from.
+enum Inbox {
+    Own(mpsc::Receiver<Arc<Batch>>),
+    Shared(SharedQueue),
+}
+
+impl Inbox {
+    /// The next batch and how many wait behind it; `None` once closed.
+    async fn recv(&mut self) -> Option<(Arc<Batch>, usize)> {
+        match self {
+            Inbox::Own(rx) => rx.recv().await.map(|b| (b, rx.len())),
+            Inbox::Shared(rx) => {
+                let mut rx = rx.lock().await;
+                rx.recv().await.map(|b| (b, rx.len()))
+            }
+        }
+    }
+
+    /// How many batches wait, when that can be read without waiting.
+    fn len(&self) -> Option<usize> {
+        match self {
+            Inbox::Own(rx) => Some(rx.len()),
+            Inbox::Shared(rx) => rx.try_lock().ok().map(|rx| rx.len()),
+        }
+    }
+}
+
 pub struct Lane {
-    pub(super) spec: PumpSpec,
+    /// Shared by the pump's workers (one rate limit, one status).
+    pub(super) spec: Arc<PumpSpec>,
     pub(super) sink: Option<Instance>,
     pub(super) filters: Vec<Option<Instance>>,
     pub(super) retry: RetryPolicy,
@@ -48,7 +79,7 @@ impl Lane {
     /// instances again with the pump's backoff when batches come, as after
     /// a crash.
     pub async fn start(
-        spec: PumpSpec,
+        spec: Arc<PumpSpec>,
         dead_letters: DeadLetters,
         phase: Phase,
     ) -> Result<Lane, PumpError> {
@@ -129,15 +160,17 @@ impl Lane {
     ) {
         match self.spool.clone() {
             Some((spool, schema)) => self.run_disk(spool, schema, rx, done).await,
-            None => self.run_memory(rx, done).await,
+            None => self.run_memory(Inbox::Own(rx), done).await,
         }
     }
 
-    async fn run_memory(
-        mut self,
-        mut rx: mpsc::Receiver<Arc<Batch>>,
-        done: mpsc::UnboundedSender<Arc<Batch>>,
-    ) {
+    /// As [`Lane::run`] for one of a pump's `workers` (memory lanes only):
+    /// it takes its batches from the queue the workers share.
+    pub async fn run_shared(self, rx: SharedQueue, done: mpsc::UnboundedSender<Arc<Batch>>) {
+        self.run_memory(Inbox::Shared(rx), done).await
+    }
+
+    async fn run_memory(mut self, mut rx: Inbox, done: mpsc::UnboundedSender<Arc<Batch>>) {
         let depth =
             metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
         let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
@@ -152,12 +185,14 @@ impl Lane {
                     }
                 },
             };
-            let Some(batch) = next else { break };
-            depth.set(rx.len() as f64 + 1.0);
+            let Some((batch, queued)) = next else { break };
+            depth.set(queued as f64 + 1.0);
             let started = Instant::now();
             self.handle(&batch).await;
             latency.record(started.elapsed().as_secs_f64());
-            depth.set(rx.len() as f64);
+            if let Some(queued) = rx.len() {
+                depth.set(queued as f64);
+            }
             if batch.finish_lane() {
                 // The acker outlives the lanes; a send error means shutdown
                 // already gave up, and the claim will be re-delivered.

@@ -107,15 +107,17 @@ impl LaneSet {
         self.snapshot().iter().find(|h| &*h.name == name).cloned()
     }
 
-    /// Starts `lane` with a queue of `cap` batches. If a lane of the same
-    /// pump is running, the new one starts once that one has finished.
+    /// Starts a pump's `lanes` (its workers, at least one) on one queue
+    /// of `cap` batches. If lanes of the same pump are running, the new
+    /// ones start once those have finished.
     pub fn spawn(
         &self,
-        lane: Lane,
+        mut lanes: Vec<Lane>,
         cap: usize,
         spool: Option<SpoolSource>,
         status: Arc<PumpStatus>,
     ) -> LaneHandle {
+        let lane = lanes.remove(0);
         let name = lane.name();
         crate::telemetry::register_pump(&name);
         let form = spool.is_none().then(|| lane.first_form());
@@ -141,7 +143,20 @@ impl LaneSet {
                 }
             };
             if let Some(done) = done {
-                lane.run(rx, done).await;
+                if lanes.is_empty() {
+                    lane.run(rx, done).await;
+                } else {
+                    // Workers take turns at the one queue; each batch goes
+                    // to exactly one of them.
+                    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+                    let workers = std::iter::once(lane).chain(lanes).map(|l| {
+                        let (rx, done) = (rx.clone(), done.clone());
+                        tokio::spawn(l.run_shared(rx, done))
+                    });
+                    for w in workers.collect::<Vec<_>>() {
+                        let _ = w.await;
+                    }
+                }
             }
         });
         self.tasks
@@ -264,7 +279,8 @@ struct Running {
 
 /// A lane started for an added or changed pump, not yet swapped in.
 struct Fresh {
-    lane: Lane,
+    /// One lane per `workers`.
+    lanes: Vec<Lane>,
     status: Arc<PumpStatus>,
     plugins: Vec<String>,
 }
@@ -315,7 +331,11 @@ impl PumpSet {
                 }
             }
             let status = spec.status.clone();
-            let lane = Lane::start(spec, self.dead_letters.clone(), phase).await?;
+            let spec = Arc::new(spec);
+            let mut lanes = Vec::with_capacity(p.workers);
+            for _ in 0..p.workers {
+                lanes.push(Lane::start(spec.clone(), self.dead_letters.clone(), phase).await?);
+            }
             if let (Phase::Start, Buffer::Disk(disk)) = (phase, p.buffer) {
                 let spool = open_spool_now(config, &p.name, disk).await?;
                 opened.insert(p.name.clone(), Arc::new(spool));
@@ -323,7 +343,7 @@ impl PumpSet {
             fresh.insert(
                 p.name.clone(),
                 Fresh {
-                    lane,
+                    lanes,
                     status,
                     plugins,
                 },
@@ -353,7 +373,7 @@ impl PumpSet {
                         diff.added.push(name.clone());
                     }
                     handles.push(self.lanes.spawn(
-                        f.lane,
+                        f.lanes,
                         p.max_in_flight_batches,
                         spool,
                         f.status.clone(),

@@ -406,6 +406,14 @@ pub fn write_literal(
     }
 }
 
+/// `t` as MySQL's `DATETIME(3)` reads it: `YYYY-MM-DD hh:mm:ss.fff`, UTC
+/// and without a zone suffix, rounded to the column's milliseconds here
+/// since MariaDB would truncate and MySQL round.
+pub fn mysql_datetime(t: Timestamp) -> String {
+    let text = round_time(t, 1_000_000).to_rfc3339();
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
 /// `t` rounded to a multiple of `unit_nanos`: the column's precision,
 /// so the stored value does not depend on how the server rounds.
 pub fn round_time(t: Timestamp, unit_nanos: i128) -> Timestamp {

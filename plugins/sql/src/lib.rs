@@ -9,9 +9,11 @@
 //!   columns and turns records into rows; `aggregate` counts Tyk records
 //!   into tyk-pump's `tyk_aggregated` rows and spells its upsert;
 //!   `outcome` is what a database error means for the batch. All pure.
+//! - `tsv` spells rows for both bulk paths (COPY text, LOAD DATA). Pure.
 //! - `store` is what the batch logic below needs of a database; `pg`
 //!   implements it for PostgreSQL (COPY), `my` for MySQL and MariaDB
-//!   (multi-row INSERT) over the `mysql` protocol client.
+//!   (LOAD DATA LOCAL INFILE, multi-row INSERT where a batch needs
+//!   isolating) over the `mysql` protocol client.
 
 mod aggregate;
 mod layout;
@@ -20,6 +22,7 @@ pub mod mysql;
 mod outcome;
 mod pg;
 mod store;
+mod tsv;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

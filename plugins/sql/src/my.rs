@@ -1,10 +1,15 @@
 //! MySQL and MariaDB: the [`Store`] over the `mysql` protocol client.
 //!
-//! A batch goes in as multi-row `INSERT ... ON DUPLICATE KEY UPDATE`
-//! statements of up to [`MAX_STATEMENT`] bytes: the duplicate clause makes
-//! a redelivered row a no-op, and unlike `INSERT IGNORE` it still refuses
-//! a bad value (the session runs in strict mode), so that row can be
-//! dead-lettered instead of stored truncated.
+//! A batch goes in with one `LOAD DATA LOCAL INFILE`, the server's bulk
+//! path, its rows sent from memory. With LOCAL the server cannot stop the
+//! transfer, so a duplicate id or a value it cannot hold becomes a warning
+//! instead of an error (as with IGNORE). The load therefore commits only
+//! when it raised no warning; otherwise it is rolled back and the batch
+//! goes again as multi-row INSERTs of up to [`MAX_STATEMENT`] bytes, which
+//! strict mode makes refuse a bad value by its row (dead-lettered alone,
+//! never stored truncated), with `ON DUPLICATE KEY UPDATE` after a
+//! redelivery hit the unique id. A server that refuses LOCAL
+//! (`local_infile = OFF`, MySQL 8's default) gets the INSERTs only.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -14,10 +19,11 @@ use std::time::Duration;
 use pumphouse_sdk::net::{NetError, NetErrorKind, Stream};
 
 use crate::aggregate::{self, IDS_TABLE};
-use crate::layout::{quote, round_time, write_literal, Layout, SqlType, Value, ID_COLUMN};
+use crate::layout::{mysql_datetime, quote, write_literal, Layout, SqlType, Value, ID_COLUMN};
 use crate::mysql::{Client, MysqlError, Options, QueryResult, Transport};
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
+use crate::tsv;
 use pumphouse_wire::sql_url::{ConnUrl, Dialect, TlsMode};
 
 /// The largest INSERT sent, well under MariaDB's and MySQL's default
@@ -40,7 +46,16 @@ pub struct Mysql {
     timeout: Duration,
     client: Option<Client<Stream>>,
     sql: String,
+    /// The rows of a LOAD DATA, kept to reuse its allocation.
+    file: Vec<u8>,
+    /// False once the server refused `LOAD DATA LOCAL`: INSERTs only.
+    load_data: bool,
 }
+
+/// Server errors that mean LOCAL is off: the command not allowed (1148),
+/// MySQL 8's local_infile off on either side (3948, 2068), MariaDB's
+/// capability off (4166).
+const LOCAL_REFUSED: [u16; 4] = [1148, 3948, 2068, 4166];
 
 /// A TLS failure inside an I/O error from the SDK's stream.
 fn tls_failure(e: &MysqlError) -> bool {
@@ -60,7 +75,79 @@ impl Mysql {
             timeout,
             client: None,
             sql: String::new(),
+            file: Vec::new(),
+            load_data: true,
         }
+    }
+
+    /// The rows in one `LOAD DATA LOCAL INFILE`, in a transaction kept
+    /// only when the server raised no warning. `Ok(false)`: nothing was
+    /// kept (a warning, or LOCAL refused) and the INSERTs must run.
+    fn load_rows(
+        &mut self,
+        layout: Layout,
+        table: &str,
+        rows: &[&Row<'_>],
+    ) -> Result<bool, Failure> {
+        if !self.load_data {
+            return Ok(false);
+        }
+        if !self.client()?.local_infile() {
+            self.local_refused("the server does not offer it");
+            return Ok(false);
+        }
+        let q = |n: &str| quote(Dialect::Mysql, n);
+        let columns: Vec<String> = std::iter::once(ID_COLUMN)
+            .chain(layout.columns().iter().map(|(n, _)| *n))
+            .map(q)
+            .collect();
+        // The terminators and escape tsv writes, spelled out rather than
+        // left to the server's defaults.
+        let sql = format!(
+            "LOAD DATA LOCAL INFILE 'batch.tsv' INTO TABLE {} CHARACTER SET utf8mb4 \
+             FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' \
+             LINES TERMINATED BY '\\n' STARTING BY '' ({})",
+            q(table),
+            columns.join(", ")
+        );
+        let mut file = std::mem::take(&mut self.file);
+        file.clear();
+        for row in rows {
+            tsv::encode_row(&mut file, Dialect::Mysql, row.id, &row.values);
+        }
+        self.query("START TRANSACTION")?;
+        let loaded = self.client()?.load_local(&sql, &file);
+        self.file = file;
+        match loaded {
+            Ok(QueryResult::Ok {
+                warnings: 0,
+                affected_rows,
+                ..
+            }) if affected_rows == rows.len() as u64 => self.query("COMMIT").map(|_| true),
+            Ok(_) => {
+                self.rollback();
+                Ok(false)
+            }
+            Err(MysqlError::Server { code, message, .. }) if LOCAL_REFUSED.contains(&code) => {
+                self.rollback();
+                self.local_refused(&message);
+                Ok(false)
+            }
+            Err(e) => {
+                let failure = self.fail(e);
+                self.rollback();
+                Err(failure)
+            }
+        }
+    }
+
+    /// Turns the LOAD DATA path off for this instance, saying why once.
+    fn local_refused(&mut self, why: &str) {
+        self.load_data = false;
+        pumphouse_sdk::info!(
+            "{}: LOAD DATA LOCAL is off ({why}); batches go in as multi-row INSERTs. Set local_infile = ON on the server for its bulk path",
+            self.url.address()
+        );
     }
 
     /// Connects now, so a wrong password is reported when the pump starts.
@@ -311,13 +398,7 @@ impl Mysql {
 
 /// Appends `value` as a MySQL literal.
 fn literal(out: &mut String, value: &Value<'_>) {
-    write_literal(out, value, quoted, |out, t| {
-        // `YYYY-MM-DD hh:mm:ss.fff`, UTC, DATETIME taking no zone
-        // suffix; rounded to the column's milliseconds here, since
-        // MariaDB would truncate and MySQL round.
-        let text = round_time(t, 1_000_000).to_rfc3339();
-        quoted(out, &text.trim_end_matches('Z').replacen('T', " ", 1));
-    });
+    write_literal(out, value, quoted, |out, t| quoted(out, &mysql_datetime(t)));
 }
 
 /// A string literal, escaped as the server reads it without
@@ -420,10 +501,12 @@ impl Store for Mysql {
     }
 
     fn insert(&mut self, layout: Layout, table: &str, rows: &[&Row<'_>]) -> Result<(), Failure> {
-        // Plain INSERTs first, all in one transaction (one commit per
-        // batch): the common case, and MySQL's fastest multi-row form. A
-        // redelivered row fails it on the unique id; then the batch goes
-        // again with the duplicate clause.
+        if self.load_rows(layout, table, rows)? {
+            return Ok(());
+        }
+        // Plain INSERTs, all in one transaction (one commit per batch): a
+        // bad value fails by its row. A redelivered row fails them on the
+        // unique id; then the batch goes again with the duplicate clause.
         match self.insert_rows(layout, table, rows, false) {
             Err(f) if f.class == Class::Duplicate => self.insert_rows(layout, table, rows, true),
             other => other,

@@ -66,6 +66,9 @@ impl Default for Options {
 /// How many bytes one read asks the transport for.
 const READ_SIZE: usize = 64 * 1024;
 
+/// The size of the packets a local file is sent in.
+const LOCAL_CHUNK: usize = 1024 * 1024;
+
 /// A logged-in connection.
 pub struct Client<T: Transport> {
     io: T,
@@ -170,6 +173,37 @@ impl<T: Transport> Client<T> {
             if !finished.more_results {
                 return Ok(first.expect("set above"));
             }
+        }
+    }
+
+    /// Whether the server takes `LOAD DATA LOCAL INFILE` from this client
+    /// (it offered the capability; `local_infile` may still refuse it).
+    pub fn local_infile(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES)
+    }
+
+    /// Runs a `LOAD DATA LOCAL INFILE` statement and answers the server's
+    /// request for the file with `data`, whatever name it asks for: the
+    /// client reads no files, so a server cannot ask it for one. A server
+    /// that refuses the statement answers ERR without asking.
+    pub fn load_local(&mut self, sql: &str, data: &[u8]) -> Result<QueryResult, MysqlError> {
+        self.command(&com_query(sql))?;
+        let mut payload = self.read_packet()?;
+        if payload.first() == Some(&0xFB) {
+            let mut seq = self.expect_seq;
+            for chunk in data.chunks(LOCAL_CHUNK) {
+                seq = self.send(seq, chunk)?;
+            }
+            // An empty packet ends the file.
+            self.expect_seq = self.send(seq, &[])?;
+            payload = self.read_packet()?;
+        }
+        match ResultReader::new(self.caps).push(&payload) {
+            Ok(Some(finished)) if !finished.more_results => Ok(finished.result),
+            Ok(_) => Err(self.after_error(MysqlError::protocol(
+                "LOAD DATA answered with more than an OK",
+            ))),
+            Err(e) => Err(self.after_error(e)),
         }
     }
 
@@ -451,6 +485,59 @@ mod tests {
         assert!(matches!(client.ping(), Err(MysqlError::Protocol(_))));
         let e = client.ping().unwrap_err();
         assert!(matches!(&e, MysqlError::Io(io) if io.kind() == io::ErrorKind::NotConnected));
+    }
+
+    #[test]
+    fn a_local_file_is_answered_from_memory_in_packets_then_an_empty_one() {
+        let data = vec![b'x'; LOCAL_CHUNK + 10];
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("mysql_native_password")),
+            framed(2, OK),
+            // The server asks for any file name: it gets `data` anyway.
+            framed(1, b"\xFB/etc/passwd"),
+            Vec::new(),
+            Vec::new(),
+            framed(5, &[0, 7, 0, 2, 0, 1, 0]),
+        ]);
+        let mut client = Client::connect(io, &options(false)).unwrap();
+        assert!(client.local_infile());
+        let got = client.load_local("LOAD DATA LOCAL INFILE 'b' INTO TABLE t", &data);
+        assert!(
+            matches!(
+                got,
+                Ok(QueryResult::Ok {
+                    affected_rows: 7,
+                    warnings: 1,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        let m = &client.io.messages;
+        assert_eq!(m[2], framed(2, &data[..LOCAL_CHUNK]));
+        assert_eq!(m[3], framed(3, &data[LOCAL_CHUNK..]));
+        assert_eq!(m[4], framed(4, b""), "the end of the file");
+    }
+
+    #[test]
+    fn a_refused_local_file_is_the_servers_error() {
+        let mut refusal = vec![0xFF];
+        refusal.extend(1148u16.to_le_bytes());
+        refusal.extend(b"#42000The used command is not allowed with this MariaDB version");
+        let io = Scripted::new(vec![
+            framed(0, &hello_with_plugin("mysql_native_password")),
+            framed(2, OK),
+            framed(1, &refusal),
+        ]);
+        let mut client = Client::connect(io, &options(false)).unwrap();
+        let e = client.load_local("LOAD DATA LOCAL INFILE 'b' INTO TABLE t", b"1\n");
+        assert!(
+            matches!(&e, Err(MysqlError::Server { code: 1148, .. })),
+            "{e:?}"
+        );
+        assert_eq!(client.io.messages.len(), 2, "no file sent");
+        client.io.turns.push_back(framed(1, OK));
+        assert!(client.ping().is_ok(), "the connection stays usable");
     }
 
     #[test]

@@ -103,7 +103,10 @@ pub fn client_capabilities(
         | CapabilityFlags::CLIENT_TRANSACTIONS
         | CapabilityFlags::CLIENT_MULTI_RESULTS
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF;
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+        // For `LOAD DATA LOCAL INFILE`, answered only from memory
+        // ([`super::Client::load_local`]); the client reads no files.
+        | CapabilityFlags::CLIENT_LOCAL_FILES;
     if with_db {
         wanted |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
     }
@@ -334,6 +337,7 @@ pub(crate) mod tests {
             | CapabilityFlags::CLIENT_SSL
             | CapabilityFlags::CLIENT_MULTI_RESULTS
             | CapabilityFlags::CLIENT_DEPRECATE_EOF
+            | CapabilityFlags::CLIENT_LOCAL_FILES
             | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
         let bits = caps.bits();
         p.extend((bits as u16).to_le_bytes());
@@ -386,6 +390,7 @@ pub(crate) mod tests {
                 | CapabilityFlags::CLIENT_CONNECT_WITH_DB
                 | CapabilityFlags::CLIENT_DEPRECATE_EOF
                 | CapabilityFlags::CLIENT_MULTI_RESULTS
+                | CapabilityFlags::CLIENT_LOCAL_FILES
         ));
         assert!(!caps.contains(CapabilityFlags::CLIENT_SSL));
         let tls = client_capabilities(server, true, false).unwrap();

@@ -1,5 +1,5 @@
-//! PostgreSQL: the connection (`conn`), its errors (`error`), the COPY
-//! text format (`copy`), and the [`Store`] over them.
+//! PostgreSQL: the connection (`conn`), its errors (`error`), and the
+//! [`Store`] over them; COPY's rows come from [`crate::tsv`].
 //!
 //! A batch goes in with one `COPY ... FROM STDIN`, PostgreSQL's bulk path.
 //! COPY cannot skip rows that are there already, so when a redelivered
@@ -8,7 +8,6 @@
 //! what `psql \copy` costs, and a redelivery costs one more statement.
 
 pub mod conn;
-pub mod copy;
 pub mod error;
 
 use std::collections::{BTreeSet, HashSet};
@@ -23,6 +22,7 @@ use crate::layout::{
 };
 use crate::outcome::Class;
 use crate::store::{Failure, Row, Store};
+use crate::tsv;
 use pumphouse_wire::sql_url::{ConnUrl, Dialect};
 
 pub struct Postgres {
@@ -83,7 +83,7 @@ impl Postgres {
         let mut next = 0;
         let fill = |out: &mut Vec<u8>| {
             while next < rows.len() && out.len() < conn::COPY_CHUNK {
-                copy::encode_row(out, rows[next].id, &rows[next].values);
+                tsv::encode_row(out, Dialect::Postgres, rows[next].id, &rows[next].values);
                 next += 1;
             }
             next < rows.len()
