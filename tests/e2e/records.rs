@@ -324,7 +324,7 @@ impl Drop for MemoryCgroup {
 /// wasmtime reserves gigabytes of address space it never touches).
 /// Measured with `VmHWM`: 520 MiB while the dead-letter entry was sent as
 /// one command (the command, packed, and the write buffer, 133 MiB each);
-/// about 250 MiB since it goes in 1 MiB parts, most of it the claim (the
+/// 225 MiB since it goes in 1 MiB parts, most of it the claim (the
 /// Redis client's read buffer and the record).
 #[test]
 fn a_hundred_mib_record_of_nils_is_dead_lettered_and_its_neighbours_delivered() {

@@ -360,7 +360,8 @@ fn values_influxdb_cannot_hold_are_dead_lettered_not_stored_wrong() {
         "{reasons:?}"
     );
     assert!(
-        reasons[1].starts_with("timestamp 2300-01-01T00:00:00Z is outside the times InfluxDB holds"),
+        reasons[1]
+            .starts_with("timestamp 2300-01-01T00:00:00Z is outside the times InfluxDB holds"),
         "{reasons:?}"
     );
     assert!(dead.iter().all(|d| d.pump.as_deref() == Some("influxdb")));

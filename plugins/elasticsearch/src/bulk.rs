@@ -338,9 +338,12 @@ mod tests {
             r#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"2123-01-01T00:00:00Z"}"#
         )
         .is_none());
-        let e = refused(r#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#)
-            .unwrap();
-        assert!(e.starts_with("ExpireAt is 253402300800 unix seconds"), "{e}");
+        let e =
+            refused(r#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#).unwrap();
+        assert!(
+            e.starts_with("ExpireAt is 253402300800 unix seconds"),
+            "{e}"
+        );
         assert!(refused(r#"{"TimeStamp":"-62167219201"}"#)
             .unwrap()
             .starts_with("TimeStamp is -62167219201"));

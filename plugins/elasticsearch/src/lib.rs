@@ -247,15 +247,23 @@ mod tests {
     fn a_time_past_9999_is_refused_alone() {
         let seen = mock(|_| bulk_response(&[201, 201]));
         let mut b = batch(2);
-        b.push(7, 0, br#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#)
-            .unwrap();
+        b.push(
+            7,
+            0,
+            br#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#,
+        )
+        .unwrap();
         let err = sink().write(&b).unwrap_err();
         let WriteError::Partial(failed) = err else {
             panic!("{err:?}")
         };
         assert_eq!(failed.len(), 1);
         assert_eq!((failed[0].index, failed[0].retryable), (2, false));
-        assert!(failed[0].reason.contains("epoch milliseconds"), "{}", failed[0].reason);
+        assert!(
+            failed[0].reason.contains("epoch milliseconds"),
+            "{}",
+            failed[0].reason
+        );
         assert_eq!(lines(&seen.borrow()[0]).len(), 4, "the good two were sent");
     }
 
