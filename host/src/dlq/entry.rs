@@ -91,7 +91,7 @@ impl Entry {
         r: &'a DeadRecord,
         record_bytes: usize,
     ) -> JsonParts<'a> {
-        assert!(record_bytes > 0 && record_bytes % 3 == 0);
+        assert!(record_bytes > 0 && record_bytes.is_multiple_of(3));
         let mut head = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
         // The payload is the last field, written as `"payload":""}`;
         // base64 text needs no JSON escaping.
