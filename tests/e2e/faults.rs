@@ -378,3 +378,116 @@ fn a_full_spool_disk_degrades_the_pump_and_it_recovers_when_space_returns() {
     assert!(log.contains("the spool works again"));
     drop(host);
 }
+
+/// Distinct iam seqs in a JSON-lines file (every line whole).
+fn seq_set(path: &std::path::Path) -> HashSet<u64> {
+    read_jsonl(path).iter().map(iam_seq).collect()
+}
+
+/// `when_full = "drop_oldest"` with the spool's disk full (a 5 MiB tmpfs
+/// and no `max_spool_bytes`, so the disk is the limit): the oldest spooled
+/// batches make way and are counted, so nothing waits on the slow disk
+/// pump: the memory pump gets every record and Redis drains. Each record
+/// is either delivered by the disk pump or counted as dropped, never both
+/// and never neither; the newest records are among the delivered. Once
+/// space returns, new records are spooled and delivered without a drop.
+///
+/// Ignored: it fails today. Once the 5 MiB disk is full, removing a
+/// delivered batch fails with ENOSPC too (redb's copy-on-write commit
+/// needs free pages even to delete), so the lane retries that removal
+/// every 10 s forever, 9 500 records stay spooled, and the claims it has
+/// not released stay in Redis; discards that reported success were also
+/// seen to come back after the reopen that follows the next I/O error.
+/// Run it with `--ignored` to reproduce.
+#[test]
+#[ignore = "drop_oldest sticks on a full disk: removals fail with ENOSPC (see the doc)"]
+fn drop_oldest_on_a_full_spool_disk_drops_and_counts_the_oldest_and_recovers() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    const N: u64 = 60_000;
+    const LATER: u64 = 5_000;
+    push_iam(&mut conn, N, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let tmpfs = Tmpfs::mount(&spool_dir, "5m");
+    let config = HostConfig::new(&redis)
+        .source("batch_size", 500)
+        .set("spool_dir", spool_dir.display().to_string())
+        .pump(Pump::file("memory", "memory.jsonl"))
+        .pump(
+            Pump::sink("disk", fixture("trap"), "disk.jsonl")
+                .config("every", 0)
+                .config("delay_ms", 50)
+                .disk()
+                .set("when_full", "drop_oldest"),
+        );
+    let host = Host::start_at(dir.path(), &config);
+    let disk_out = host.out().join("disk.jsonl");
+    let memory_out = host.out().join("memory.jsonl");
+    wait_for(
+        Duration::from_secs(120),
+        "every record in the memory pump",
+        || (whole_seqs(&memory_out)? == N).then_some(()),
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "Redis drained and the spool empty",
+        || {
+            (left_in_redis(&mut conn, IAM_KEY) == (0, 0)
+                && host.metric("pumphouse_spool_records{pump=\"disk\"}") == 0.0)
+                .then_some(())
+        },
+    );
+    let dropped = host.metric("pumphouse_spool_dropped_records_total{pump=\"disk\"}") as u64;
+    wait_for(
+        Duration::from_secs(10),
+        "the disk pump's file whole",
+        || whole_seqs(&disk_out),
+    );
+    let delivered = seq_set(&disk_out);
+    eprintln!(
+        "drop_oldest on a 5 MiB disk: {} delivered, {dropped} dropped of {N}",
+        delivered.len()
+    );
+    assert!(dropped > 0, "the 5 MiB disk cannot hold the backlog");
+    assert!(!delivered.is_empty());
+    assert_eq!(
+        delivered.len() as u64 + dropped,
+        N,
+        "each record delivered or counted as dropped"
+    );
+    assert!(
+        delivered.contains(&(N - 1)),
+        "the newest record is kept, the oldest make way"
+    );
+    let log = host.log_text();
+    assert!(
+        log.contains("discarded the oldest records"),
+        "the drops are logged"
+    );
+    assert!(dead_letters(&mut conn, IAM_KEY).is_empty());
+
+    // Space returns: new records are spooled and delivered, none dropped.
+    tmpfs.resize("400m");
+    let mut sampler = pumphouse::produce::Sampler::new(8);
+    let later: Vec<_> = (N..N + LATER).map(|i| sampler.iam(i, T0)).collect();
+    push_iam_records(&mut conn, IAM_KEY, &later);
+    wait_for(
+        Duration::from_secs(60),
+        "the later records delivered",
+        || {
+            whole_seqs(&disk_out)?;
+            let seqs = seq_set(&disk_out);
+            (N..N + LATER).all(|s| seqs.contains(&s)).then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(30), "the disk pump ok", || {
+        (readyz_pump(&host, "disk")?["state"] == "ok").then_some(())
+    });
+    assert_eq!(
+        host.metric("pumphouse_spool_dropped_records_total{pump=\"disk\"}") as u64,
+        dropped,
+        "nothing dropped once there is space"
+    );
+    drop(host);
+}

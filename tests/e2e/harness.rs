@@ -153,11 +153,31 @@ impl Host {
         Self::start_with(dir, config, env, &[])
     }
 
+    /// Like [`Host::start`], the host process joining the cgroup (v2)
+    /// directory `cgroup` before it runs: everything it ever allocates is
+    /// charged to, and limited by, that cgroup.
+    pub fn start_in_cgroup(cgroup: &Path, config: impl std::fmt::Display) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut host = Self::launch(dir.path(), config, &[], &[], Some(cgroup));
+        host._tmp = Some(dir);
+        host
+    }
+
     fn start_with(
         dir: &Path,
         config: impl std::fmt::Display,
         env: &[(&str, &str)],
         args: &[&str],
+    ) -> Host {
+        Self::launch(dir, config, env, args, None)
+    }
+
+    fn launch(
+        dir: &Path,
+        config: impl std::fmt::Display,
+        env: &[(&str, &str)],
+        args: &[&str],
+        cgroup: Option<&Path>,
     ) -> Host {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
@@ -165,7 +185,21 @@ impl Host {
         let cfg = dir.join("pumphouse.toml");
         std::fs::write(&cfg, text).unwrap();
         let log = dir.join(format!("host-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pumphouse"))
+        let bin = env!("CARGO_BIN_EXE_pumphouse");
+        let mut command = match cgroup {
+            // The shell moves itself into the cgroup, then becomes the host
+            // (same pid), so not one page of the host is charged elsewhere.
+            Some(cgroup) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                    .arg(cgroup)
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(args)
             .args(["run", "--config"])
             .arg(&cfg)

@@ -305,3 +305,72 @@ impl Restartable for Influx {
         self.count(measurement) as u64
     }
 }
+
+/// Tyk record `r` with top-level `field` set to `value`.
+fn tyk_with(r: &pumphouse::produce::TykRecord, field: &str, value: rmpv::Value) -> Vec<u8> {
+    let bytes = pumphouse::produce::encode_tyk(r);
+    let mut record = rmpv::decode::read_value(&mut bytes.as_slice()).unwrap();
+    let rmpv::Value::Map(entries) = &mut record else {
+        panic!("a Tyk record is a map")
+    };
+    let slot = entries
+        .iter_mut()
+        .find(|(k, _)| k.as_str() == Some(field))
+        .unwrap_or_else(|| panic!("no {field}"));
+    slot.1 = value;
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &record).unwrap();
+    out
+}
+
+/// Values InfluxDB cannot hold are dead-lettered for the pump, each with
+/// its reason, and never reach influxd: a `ContentLength` of 2^64 - 1
+/// (beyond int64: as a float it would lose digits) and a `TimeStamp` in
+/// 2300 (past InfluxDB's last time, 2262-04-11). Their neighbours are
+/// stored, and nothing else is.
+#[test]
+fn values_influxdb_cannot_hold_are_dead_lettered_not_stored_wrong() {
+    let Some(influx) = Influx::start() else {
+        return;
+    };
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis_conn(&redis);
+    let records = tyk_records(43, 0..100);
+    let mut bytes: Vec<_> = records.iter().map(pumphouse::produce::encode_tyk).collect();
+    let poison = tyk_records(44, 998..1000);
+    let year_2300 = rmpv::Value::Array(vec![10_413_792_000i64.into(), 0.into()]);
+    bytes.insert(30, tyk_with(&poison[0], "ContentLength", u64::MAX.into()));
+    bytes.insert(70, tyk_with(&poison[1], "TimeStamp", year_2300));
+    push(&mut conn, TYK_KEY, &bytes);
+    let _host = start_host(&redis, "tyk", &influx.http);
+    let dead = wait_for(WAIT, "both records dead-lettered", || {
+        let d = dead_letters(&mut conn, TYK_KEY);
+        (d.len() >= 2).then_some(d)
+    });
+    wait_for(WAIT, "acks", || {
+        (left_in_redis(&mut conn, TYK_KEY) == (0, 0)).then_some(())
+    });
+    let mut reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with(
+            "field content_length: 18446744073709551615 is beyond InfluxDB's integers"
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1]
+            .starts_with("timestamp 2300-01-01T00:00:00Z is outside the times InfluxDB holds"),
+        "{reasons:?}"
+    );
+    assert!(dead.iter().all(|d| d.pump.as_deref() == Some("influxdb")));
+    let points = influx.points("tyk");
+    assert_eq!(points.len(), 100);
+    let mut seqs: Vec<u64> = points
+        .iter()
+        .map(|p| tyk_seq(p["path"].as_str().unwrap()))
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+}

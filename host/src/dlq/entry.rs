@@ -75,25 +75,69 @@ impl Entry {
         r: &DeadRecord,
         out: &mut impl std::io::Write,
     ) -> std::io::Result<()> {
-        let head = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
+        for part in Entry::json_parts(source, pump, r, 3 * 16 * 1024) {
+            out.write_all(&part)?;
+        }
+        Ok(())
+    }
+
+    /// The JSON of `r`'s entry in consecutive parts, each holding the
+    /// base64 of at most `record_bytes` of the record (a multiple of 3, so
+    /// the parts join into one base64 text), made one at a time as the
+    /// iterator is read.
+    pub fn json_parts<'a>(
+        source: &str,
+        pump: Option<&str>,
+        r: &'a DeadRecord,
+        record_bytes: usize,
+    ) -> JsonParts<'a> {
+        assert!(record_bytes > 0 && record_bytes.is_multiple_of(3));
+        let mut head = serde_json::to_vec(&Entry::head(source, pump, r)).expect("entry serializes");
         // The payload is the last field, written as `"payload":""}`;
         // base64 text needs no JSON escaping.
         debug_assert!(head.ends_with(b"\"payload\":\"\"}"));
-        out.write_all(&head[..head.len() - 2])?;
-        const CHUNK: usize = 3 * 16 * 1024;
-        let mut text = [0u8; CHUNK / 3 * 4];
-        for piece in r.bytes.chunks(CHUNK) {
-            let n = base64::engine::general_purpose::STANDARD
-                .encode_slice(piece, &mut text)
-                .expect("the buffer is sized for a chunk's base64");
-            out.write_all(&text[..n])?;
+        head.truncate(head.len() - 2);
+        JsonParts {
+            head: Some(head),
+            pieces: r.bytes.chunks(record_bytes),
+            done: false,
         }
-        out.write_all(b"\"}")
     }
 
     /// The size of [`Entry::json`]'s output, near enough to reserve.
     fn json_len_hint(r: &DeadRecord) -> usize {
         base64::encoded_len(r.bytes.len(), true).unwrap_or(0) + r.reason.len() + 256
+    }
+}
+
+/// The parts of an entry's JSON; see [`Entry::json_parts`].
+pub struct JsonParts<'a> {
+    head: Option<Vec<u8>>,
+    pieces: std::slice::Chunks<'a, u8>,
+    done: bool,
+}
+
+impl Iterator for JsonParts<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = self.head.take().unwrap_or_default();
+        if let Some(piece) = self.pieces.next() {
+            let at = out.len();
+            out.resize(at + base64::encoded_len(piece.len(), true).unwrap_or(0), 0);
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(piece, &mut out[at..])
+                .expect("sized for the piece's base64");
+            out.truncate(at + n);
+        }
+        if self.pieces.len() == 0 {
+            out.extend_from_slice(b"\"}");
+            self.done = true;
+        }
+        Some(out)
     }
 }
 
@@ -153,39 +197,70 @@ impl DeadLetters {
             records[0].reason
         );
         // Entries of large records in flight at once are what bounds the
-        // host's memory here: a record being stored is held about three
-        // times (its entry, the command, the command as sent). Writers
-        // therefore take a share of one process-wide budget (all of it for
-        // a record as large as the budget), so three pumps dead-lettering
-        // one 64 MiB record store it one after another, not all at once.
+        // host's memory here: a record being stored is held once, beside a
+        // part of its entry at a time (in parts) or its whole entry about
+        // three times (the command, packed, in the write buffer) for small
+        // ones. Writers take a share of one process-wide budget (all of it
+        // for a record as large as the budget), so three pumps
+        // dead-lettering one 64 MiB record store it one after another.
         let _budget = in_flight()
             .acquire_many(budget_units(bytes))
             .await
             .expect("the budget is never closed");
         let count = records.len();
-        // Each record's entry is written into the command, and the record
-        // released: a large one is not held in several forms.
-        let cmd = self
-            .source
-            .dead_letter_cmd(records.into_iter().map(|record| EntryArg {
-                source: key,
-                pump,
-                record,
-            }));
-        crate::backoff::forever(
-            Duration::from_millis(100),
-            Duration::from_secs(5),
-            || self.source.dead_letter(&cmd),
-            |e, delay| {
-                tracing::warn!("cannot store {count} dead letters yet ({e}); retrying in {delay:?}")
-            },
-        )
-        .await;
-        drop(cmd);
+        let (large, small): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| r.bytes.len() > PART_RECORD_BYTES);
+        if !small.is_empty() {
+            let n = small.len();
+            // Each record's entry is written into the command, and the
+            // record released: a small one is not held in several forms.
+            let cmd = self
+                .source
+                .dead_letter_cmd(small.into_iter().map(|record| EntryArg {
+                    source: key,
+                    pump,
+                    record,
+                }));
+            crate::backoff::forever(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                || self.source.dead_letter(&cmd),
+                |e, delay| {
+                    tracing::warn!("cannot store {n} dead letters yet ({e}); retrying in {delay:?}")
+                },
+            )
+            .await;
+        }
+        for record in large {
+            crate::backoff::forever(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                || {
+                    self.source.dead_letter_in_parts(Entry::json_parts(
+                        key,
+                        pump,
+                        &record,
+                        PART_RECORD_BYTES,
+                    ))
+                },
+                |e, delay| {
+                    tracing::warn!(
+                        bytes = record.bytes.len(),
+                        "cannot store a large dead letter yet ({e}); retrying in {delay:?}"
+                    )
+                },
+            )
+            .await;
+        }
         metrics::counter!(telemetry::RECORDS_DEAD_LETTERED, "pump" => pump.unwrap_or("source").to_string())
             .increment(count as u64);
     }
 }
+
+/// Records larger than this are stored in parts of this many record bytes
+/// (1 MiB of base64 each); see [`RedisSource::dead_letter_in_parts`].
+const PART_RECORD_BYTES: usize = 768 * 1024;
 
 /// Record bytes that may be in dead-letter entries at once, across the
 /// host, in units of [`BUDGET_UNIT`].
@@ -233,6 +308,32 @@ mod tests {
                     ..want
                 }
             );
+        }
+    }
+
+    /// The parts of an entry join into the entry, whatever the part size
+    /// and record size (empty, one part, a part boundary, a remainder).
+    #[test]
+    fn entry_parts_join_into_the_entry() {
+        for len in [0, 1, 3, 5, 6, 7, 1000] {
+            let r = DeadRecord {
+                bytes: (0..=255u8).cycle().take(len).collect::<Vec<_>>().into(),
+                encoding: Encoding::Msgpack,
+                reason: "too big".into(),
+            };
+            for part in [3, 6, 999] {
+                let parts: Vec<Vec<u8>> = Entry::json_parts("src", None, &r, part).collect();
+                assert_eq!(parts.len(), len.div_ceil(part).max(1), "{len} / {part}");
+                let back: Entry = serde_json::from_slice(&parts.concat()).unwrap();
+                let want = Entry::new("src", None, &r);
+                assert_eq!(
+                    back,
+                    Entry {
+                        time: back.time.clone(),
+                        ..want
+                    }
+                );
+            }
         }
     }
 }

@@ -73,9 +73,12 @@ impl Lane {
     /// shown it delivers others (in this batch or before, on this
     /// version of the pump): it is dead-lettered ("record needs more
     /// memory than the pump's max_memory"). Until then it waits for the
-    /// rest of the batch; if nothing of the batch went through and the
-    /// pump never delivered, the plugin itself is out of memory, and the
-    /// records are retried with backoff, whole, as any failure is.
+    /// rest of the batch. If nothing of the batch went through and the
+    /// pump never delivered, one such record is still dead-lettered when a
+    /// fresh instance handles an empty batch; otherwise (several such
+    /// records, or a plugin that fails even then) the plugin itself is out
+    /// of memory, and the records are retried with backoff, whole, as any
+    /// failure is.
     pub(super) async fn deliver(
         &mut self,
         batch: &Batch,
@@ -107,10 +110,49 @@ impl Lane {
                 self.recovered();
                 break;
             }
+            // A pump that never delivered (a new one, its first batch): one
+            // record that fails alone is still the record's fault if a
+            // fresh instance of the plugin handles an empty batch (the
+            // tick's call) within the same memory. Several such records
+            // point at the plugin instead, and are retried.
+            if suspects.len() == 1 && self.fresh_sink_handles_an_empty_batch(batch).await {
+                let reason = format!(
+                    "{}; it fails alone, while a fresh instance handles an empty batch",
+                    self.needs_more_memory(&error)
+                );
+                dead.extend(suspects.into_iter().map(|i| i.dead(batch, reason.clone())));
+                self.recovered();
+                break;
+            }
             // Nothing went through: no record is to blame alone.
             isolate = false;
             self.retry_or_give_up("memory", &error, suspects, &mut stack, batch, dead)
                 .await;
+        }
+    }
+
+    /// The canary of [`Lane::deliver`]: whether a fresh instance of the
+    /// sink starts and takes an empty batch without an error. It is kept
+    /// for the next call when it does.
+    async fn fresh_sink_handles_an_empty_batch(&mut self, batch: &Batch) -> bool {
+        self.sink = None;
+        if self.start_sink().await.is_err() {
+            return false;
+        }
+        let empty = wit::Batch {
+            schema: batch.schema.into(),
+            encoding: self.spec.sink.info.accepts,
+            payloads: Vec::new(),
+            events: Vec::new(),
+        };
+        let inst = self.sink.as_mut().expect("started above");
+        match inst.write(Arc::new(empty)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.sink = None;
+                false
+            }
         }
     }
 

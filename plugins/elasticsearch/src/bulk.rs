@@ -156,6 +156,43 @@ pub fn one_line_document(payload: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, S
         .into())
 }
 
+/// The time fields of iam and Tyk documents.
+pub const TIME_FIELDS: [&str; 2] = ["TimeStamp", "ExpireAt"];
+
+/// Why `doc` (the host's compact JSON) must not be indexed: one of
+/// `fields` holds a time outside years 0000-9999, which the host writes as
+/// a string of unix seconds (`"253402300800"`). A `date` field, as dynamic
+/// mapping makes of RFC 3339 text, reads a string of digits as epoch
+/// *milliseconds*, so that record would be stored 1000 times too early.
+/// A key with unescaped quotes around it can only be a key, so a byte scan
+/// finds every one without parsing the document.
+pub fn time_out_of_range(doc: &[u8], fields: &[&str]) -> Option<String> {
+    for field in fields {
+        let key = format!("\"{field}\":\"");
+        let mut from = 0;
+        while let Some(at) = find(&doc[from..], key.as_bytes()) {
+            let start = from + at + key.len();
+            let len = doc[start..].iter().position(|&b| b == b'"')?;
+            let text = &doc[start..start + len];
+            let digits = text.strip_prefix(b"-").unwrap_or(text);
+            if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                return Some(format!(
+                    "{field} is {} unix seconds, a time outside years 0000-9999; \
+                     an Elasticsearch date field would read it as epoch milliseconds, \
+                     so the record is refused rather than indexed wrong",
+                    String::from_utf8_lossy(text)
+                ));
+            }
+            from = start + len;
+        }
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 #[derive(Debug, Deserialize)]
 struct BulkResponse {
     errors: bool,
@@ -289,6 +326,29 @@ mod tests {
             "{\"index\":{\"_index\":\"a-2025.11.21\",\"_id\":\"00000000000000ab\"}}\n{\"x\":1}\n\
              {\"index\":{\"_index\":\"a-2025.11.22\",\"_id\":\"ffffffffffffffff\"}}\n{\"y\":2}\n"
         );
+    }
+
+    /// Times past year 9999 (the host's seconds text) are found in any
+    /// time field; RFC 3339 times, other fields and escaped look-alikes
+    /// inside strings are not.
+    #[test]
+    fn seconds_text_in_time_fields_is_refused() {
+        let refused = |doc: &str| time_out_of_range(doc.as_bytes(), &TIME_FIELDS);
+        assert!(refused(
+            r#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"2123-01-01T00:00:00Z"}"#
+        )
+        .is_none());
+        let e =
+            refused(r#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#).unwrap();
+        assert!(
+            e.starts_with("ExpireAt is 253402300800 unix seconds"),
+            "{e}"
+        );
+        assert!(refused(r#"{"TimeStamp":"-62167219201"}"#)
+            .unwrap()
+            .starts_with("TimeStamp is -62167219201"));
+        assert!(refused(r#"{"APIKey":"253402300800","ExpireAt":""}"#).is_none());
+        assert!(refused(r#"{"Request":"{\"ExpireAt\":\"1\"}"}"#).is_none());
     }
 
     #[test]

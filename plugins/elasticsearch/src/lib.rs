@@ -6,7 +6,9 @@ mod bulk;
 mod config;
 
 use pumphouse_sdk::http::Request;
-use pumphouse_sdk::{Batch, Config, Encoding, Error, FailedEvent, PluginInfo, Sink, WriteError};
+use pumphouse_sdk::{
+    Batch, Config, Encoding, Error, FailedEvent, PluginInfo, Schema, Sink, WriteError,
+};
 
 use crate::config::EsConfig;
 
@@ -54,7 +56,19 @@ impl Sink for ElasticsearchSink {
         // Batch indices of the records behind each action, in order.
         let mut sent = Vec::with_capacity(batch.len());
         let mut failed = Vec::new();
+        let time_fields: &[&str] = match batch.schema {
+            Schema::Generic => &[],
+            _ => &bulk::TIME_FIELDS,
+        };
         for rec in batch.records() {
+            if let Some(reason) = bulk::time_out_of_range(rec.payload(), time_fields) {
+                failed.push(FailedEvent {
+                    index: rec.index(),
+                    reason,
+                    retryable: false,
+                });
+                continue;
+            }
             match bulk::one_line_document(rec.payload()) {
                 Ok(doc) => {
                     let index = self.config.index.render(rec.timestamp());
@@ -112,7 +126,7 @@ mod tests {
 
     use pumphouse_sdk::http::{HttpError, HttpErrorKind, Response};
     use pumphouse_sdk::serde_json::{self, json, Value};
-    use pumphouse_sdk::{testing, Schema};
+    use pumphouse_sdk::testing;
 
     use super::*;
 
@@ -224,6 +238,32 @@ mod tests {
         };
         assert_eq!(failed.len(), 1);
         assert_eq!((failed[0].index, failed[0].retryable), (2, false));
+        assert_eq!(lines(&seen.borrow()[0]).len(), 4, "the good two were sent");
+    }
+
+    /// An iam record whose `ExpireAt` is past 9999 (the host's seconds
+    /// text) fails alone, not retryable, and is not sent.
+    #[test]
+    fn a_time_past_9999_is_refused_alone() {
+        let seen = mock(|_| bulk_response(&[201, 201]));
+        let mut b = batch(2);
+        b.push(
+            7,
+            0,
+            br#"{"TimeStamp":"2026-01-01T00:00:00Z","ExpireAt":"253402300800"}"#,
+        )
+        .unwrap();
+        let err = sink().write(&b).unwrap_err();
+        let WriteError::Partial(failed) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(failed.len(), 1);
+        assert_eq!((failed[0].index, failed[0].retryable), (2, false));
+        assert!(
+            failed[0].reason.contains("epoch milliseconds"),
+            "{}",
+            failed[0].reason
+        );
         assert_eq!(lines(&seen.borrow()[0]).len(), 4, "the good two were sent");
     }
 

@@ -25,6 +25,12 @@ pub enum Precision {
     S,
 }
 
+/// The earliest and latest times InfluxDB 1.x stores, in unix ns
+/// (`models.MinNanoTime`, `models.MaxNanoTime`): a point outside is
+/// refused by influxd.
+const MIN_NANOS: i128 = i64::MIN as i128 + 2;
+const MAX_NANOS: i128 = i64::MAX as i128 - 1;
+
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -202,7 +208,10 @@ impl LineFormat {
         }
         let mut fields = Vec::with_capacity(self.fields.len());
         for (key, escaped, source) in &self.fields {
-            let Some((text, kind)) = self.field_text(&resolve(source, &map, record)) else {
+            let Some((text, kind)) = self
+                .field_text(&resolve(source, &map, record))
+                .map_err(|e| format!("field {key}: {e}"))?
+            else {
                 continue;
             };
             line.push(if fields.is_empty() { ' ' } else { ',' });
@@ -221,29 +230,45 @@ impl LineFormat {
             Value::Number(n) if n.is_i64() => Timestamp::from_unix_seconds(n.as_i64().unwrap_or(0)),
             other => return Err(format!("timestamp: {other} is not a time")),
         };
+        if !(MIN_NANOS..=MAX_NANOS).contains(&time.unix_nanos()) {
+            return Err(format!(
+                "timestamp {} is outside the times InfluxDB holds \
+                 (1677-09-21T00:12:43.145224194Z to 2262-04-11T23:47:16.854775806Z); \
+                 refused rather than stored wrong",
+                time.to_rfc3339()
+            ));
+        }
         line.push(' ');
         line.push_str(&self.precision.units(time).to_string());
         Ok(Point { line, fields })
     }
 
-    /// A field value in line protocol, or `None` to leave it out.
-    fn field_text(&self, value: &Value) -> Option<(String, FieldType)> {
-        Some(match value {
-            Value::Null => return None,
+    /// A field value in line protocol, `None` to leave it out, or why the
+    /// value cannot be stored as it is.
+    fn field_text(&self, value: &Value) -> Result<Option<(String, FieldType)>, String> {
+        Ok(Some(match value {
+            Value::Null => return Ok(None),
             Value::Bool(b) => (b.to_string(), FieldType::Boolean),
             Value::Number(n) => match n.as_i64() {
                 Some(i) if self.integers => (format!("{i}i"), FieldType::Integer),
+                // Past int64 (a u64 above 2^63 - 1): as a float it would lose
+                // its low digits, so it is refused, not rounded.
+                None if self.integers && n.is_u64() => {
+                    return Err(format!(
+                        "{n} is beyond InfluxDB's integers (-2^63 to 2^63 - 1); \
+                         refused rather than stored rounded"
+                    ))
+                }
                 _ => {
-                    let f = n.as_f64()?;
-                    if !f.is_finite() {
-                        return None;
-                    }
+                    let Some(f) = n.as_f64().filter(|f| f.is_finite()) else {
+                        return Ok(None);
+                    };
                     (format!("{f:?}"), FieldType::Float)
                 }
             },
             Value::String(s) => (quote(s), FieldType::String),
             other => (quote(&other.to_string()), FieldType::String),
-        })
+        }))
     }
 }
 
@@ -400,7 +425,7 @@ mod tests {
             &f,
             json!({
                 "Code": 200, "Flag": true, "Empty": "",
-                "I": 7, "Neg": -3, "Big": u64::MAX, "F": 1.5, "Whole": 2.0, "B": false,
+                "I": 7, "Neg": -3, "Big": 1e19, "F": 1.5, "Whole": 2.0, "B": false,
                 "S": "x", "Arr": ["a", 1], "Obj": {"Inner": {"k": "v"}}, "Null": null,
                 "TimeStamp": "2026-11-21T05:47:41.123456789Z",
             }),
@@ -408,7 +433,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.line,
-            "m,code=200,flag=true i=7i,neg=-3i,big=1.8446744073709552e19,f=1.5,whole=2.0,b=false,\
+            "m,code=200,flag=true i=7i,neg=-3i,big=1e19,f=1.5,whole=2.0,b=false,\
              s=\"x\",arr=\"[\\\"a\\\",1]\",obj=\"{\\\"k\\\":\\\"v\\\"}\" 1795240061123456789"
         );
         let kinds: Vec<_> = p
@@ -436,6 +461,38 @@ mod tests {
             point(&f, json!({"I": 7, "T": 5})).unwrap().line,
             "m i=7.0 5"
         );
+    }
+
+    /// Values InfluxDB cannot hold fail the record, naming the field or
+    /// the time, instead of being rounded or wrapped.
+    #[test]
+    fn values_out_of_influxdbs_range_fail_the_record() {
+        let f = format(&[], &[("big", "Big")]);
+        let err = point(&f, json!({"Big": u64::MAX, "TimeStamp": 1})).unwrap_err();
+        assert!(
+            err.starts_with("field big: 18446744073709551615 is beyond InfluxDB's integers"),
+            "{err}"
+        );
+        // The same value as a float field when integers are off.
+        let floats = LineFormat::new("m", [], [("big", "Big")], "T", Precision::S, false).unwrap();
+        assert!(point(&floats, json!({"Big": u64::MAX, "T": 1})).is_ok());
+        // The edges of InfluxDB's time range, in and just out.
+        for (time, ok) in [
+            ("2262-04-11T23:47:16.854775806Z", true),
+            ("2262-04-11T23:47:16.854775807Z", false),
+            ("1677-09-21T00:12:43.145224194Z", true),
+            ("1677-09-21T00:12:43.145224193Z", false),
+            ("2123-01-01T00:00:00Z", true),
+            ("9999-12-31T23:59:59Z", false),
+        ] {
+            let got = point(&f, json!({"Big": 1, "TimeStamp": time}));
+            assert_eq!(got.is_ok(), ok, "{time}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.contains("outside the times InfluxDB holds"), "{e}");
+            }
+        }
+        // Integer seconds past the range, too.
+        assert!(point(&f, json!({"Big": 1, "TimeStamp": 9_300_000_000i64})).is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use list::ListSource;
 pub use stream::StreamSource;
 
 use crate::config::{SourceConfig, SourceKind};
-use shared::Core;
+use shared::{redis_err, Core};
 
 /// A Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,8 @@ pub enum SourceError {
         key: String,
         source: redis::RedisError,
     },
+    #[error("the parts of a dead-letter entry for {key} were gone before it could be stored")]
+    PartsLost { key: String },
 }
 
 /// What acknowledges a claimed batch.
@@ -267,6 +269,63 @@ impl RedisSource {
         match self {
             RedisSource::List(s) => s.dead_letter(cmd).await,
             RedisSource::Stream(s) => s.dead_letter(cmd).await,
+        }
+    }
+
+    /// Stores one dead-letter entry sent in `parts`, each a separate
+    /// command, so a large entry is never held whole by the host: not as a
+    /// command, nor packed, nor in the connection's write buffer. The parts
+    /// gather in a string next to the dead-letter key (same hash tag, an
+    /// hour's expiry in case the host dies half-way), and one script moves
+    /// the whole into the list or stream once every byte is there.
+    pub async fn dead_letter_in_parts(
+        &self,
+        parts: impl Iterator<Item = Vec<u8>>,
+    ) -> Result<(), SourceError> {
+        let core = self.core();
+        let key = &*core.dead_letter_key;
+        let parts_key = format!(
+            "{{{}}}:pumphouse:dead-letter-parts:{}:{}",
+            hash_tag(key),
+            core.instance,
+            core.next_claim()
+        );
+        let mut conn = core.conn();
+        let mut len = 0usize;
+        for (i, part) in parts.enumerate() {
+            len += part.len();
+            let cmd = if i == 0 {
+                let mut c = redis::cmd("SET");
+                c.arg(&parts_key).arg(part).arg("EX").arg(3600);
+                c
+            } else {
+                let mut c = redis::cmd("APPEND");
+                c.arg(&parts_key).arg(part);
+                c
+            };
+            let _: redis::Value = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err("APPEND", &parts_key))?;
+        }
+        let field = match self {
+            RedisSource::List(_) => "",
+            RedisSource::Stream(_) => DEAD_LETTER_FIELD,
+        };
+        let stored: i64 = scripts::STORE_PARTS
+            .key(key)
+            .key(&parts_key)
+            .arg(len)
+            .arg(field)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err("store dead letter", key))?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(SourceError::PartsLost {
+                key: key.to_string(),
+            })
         }
     }
 }

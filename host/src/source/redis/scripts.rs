@@ -91,3 +91,25 @@ return redis.call('ZREM', KEYS[1], KEYS[2])
 "#,
     )
 });
+
+/// Stores a dead-letter entry that was sent in parts into string KEYS[2]:
+/// appends it to the dead-letter list KEYS[1] (or, when ARGV[2] names a
+/// field, adds it to the dead-letter stream KEYS[1] under that field) and
+/// drops the parts. Returns 0 and stores nothing unless the parts are all
+/// there (ARGV[1] bytes), so a lost or repeated part is never stored.
+/// KEYS: dead-letter key, parts key (same hash tag).
+pub static STORE_PARTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('GET', KEYS[2])
+if (not v) or string.len(v) ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '' then
+  redis.call('RPUSH', KEYS[1], v)
+else
+  redis.call('XADD', KEYS[1], '*', ARGV[2], v)
+end
+redis.call('UNLINK', KEYS[2])
+return 1
+"#,
+    )
+});
