@@ -30,3 +30,4 @@ mod sinks_redis;
 mod sinks_sql;
 mod sql_servers;
 mod status_page;
+mod wat_fixtures;

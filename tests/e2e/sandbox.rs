@@ -147,6 +147,102 @@ fn report_figures(scenario: &str, host: &Host, conn: &mut redis::Connection) {
 }
 
 #[test]
+fn memories_and_tables_share_max_memory_and_their_numbers_are_capped() {
+    use crate::wat_fixtures::{hog_component, Hog};
+    let (_redis, mut conn, base) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let hog = |name: &str, what: Hog| {
+        let path = hog_component(dir.path(), name, &what);
+        Pump::new(name, path.display().to_string())
+            .retry("20ms", "100ms")
+            .sandbox("max_memory", "64MiB")
+    };
+    // Three memories besides the ABI's, each grown by 32 MiB in `write`:
+    // each alone fits 64 MiB, the second already takes the sum over it.
+    // A table grown by 128 Mi elements (1 GiB of pointers).
+    let config = base
+        .pump(hog(
+            "memories",
+            Hog::Memories {
+                extra: 3,
+                pages: 512,
+            },
+        ))
+        .pump(hog(
+            "table",
+            Hog::TableGrow {
+                elements: 128 << 20,
+            },
+        ));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    for pump in ["memories", "table"] {
+        wait_errors(&host, pump, "memory", 2.0);
+        assert_eq!(
+            host.metric(&format!(
+                "pumphouse_pump_errors_total{{pump=\"{pump}\",kind=\"trap\"}}"
+            )),
+            0.0,
+            "{pump}: a refused growth must not look like a plain trap"
+        );
+    }
+    assert_reported(
+        &host,
+        "memories",
+        "retrying",
+        "growing a memory by 33554432 bytes",
+    );
+    assert_reported(&host, "memories", "retrying", "over sandbox.max_memory");
+    assert_reported(&host, "table", "retrying", "growing a table");
+    assert!(host.is_running());
+    report_figures("memories and tables", &host, &mut conn);
+    assert_held_not_dropped(&mut conn);
+}
+
+#[test]
+fn a_plugin_with_more_memories_than_allowed_is_refused_at_load_naming_why() {
+    use crate::wat_fixtures::{hog_component, Hog};
+    let dir = tempfile::tempdir().unwrap();
+    // Sixteen memories: refused by their number before any is allocated.
+    let path = hog_component(
+        dir.path(),
+        "sixteen",
+        &Hog::Memories {
+            extra: 15,
+            pages: 1024,
+        },
+    );
+    let config = HostConfig::at_url("redis://127.0.0.1:1/0")
+        .pump(Pump::new("sixteen", path.display().to_string()));
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    let (code, out, err) = pumphouse(&["check", "--config", file.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(text.contains("sixteen.wasm"), "{text}");
+    assert!(text.contains("memory count too high at 16"), "{text}");
+    assert!(text.contains("at most 4 memories"), "{text}");
+}
+
+#[test]
+fn a_trap_in_a_host_call_names_its_cause() {
+    let (_redis, mut conn, base) = setup();
+    let config = base.pump(hostile("overrun", "stream-overrun"));
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_errors(&host, "overrun", "trap", 2.0);
+    // Not just "trapped" followed by a backtrace: what the host refused.
+    assert_reported(
+        &host,
+        "overrun",
+        "retrying",
+        "Buffer too large for blocking-write-and-flush",
+    );
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
+}
+
+#[test]
 fn a_plugin_that_traps_on_every_call_is_retried_on_fresh_instances() {
     let (_redis, mut conn, base) = setup();
     let config = base.pump(hostile("hostile", "trap"));
@@ -1011,6 +1107,28 @@ fn a_pump_whose_init_fails_at_start_does_not_keep_the_others_from_starting() {
     assert_held_not_dropped(&mut conn);
 }
 
+#[test]
+fn a_pump_whose_start_failed_is_retried_on_its_own_timer_without_traffic() {
+    // No records: nothing but the lane's own timer can start it again.
+    let redis = RedisServer::start().unwrap();
+    let config = HostConfig::new(&redis).pump(
+        hostile("late", "env")
+            .config("init_needs", "/out/ready")
+            .dir("out", "/out", true),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let host = Host::start_in(dir, &config);
+    wait_errors(&host, "late", "init", 2.0);
+    assert_reported(&host, "late", "retrying", "init needs /out/ready");
+    std::fs::write(host.out().join("ready"), b"").unwrap();
+    wait_for(WAIT, "/readyz 200 once the pump starts", || {
+        let (code, _) = http_get(&host.http, "/readyz").ok()?;
+        (code == 200).then_some(())
+    });
+    assert!(host.log_text().contains("pump started after failing to"));
+}
+
 /// How many descriptors process `pid` holds.
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -1085,6 +1203,35 @@ fn plugins_hoarding_files_and_connections_are_capped_and_the_host_keeps_working(
     );
     report_figures("fd hoard", &host, &mut conn);
     assert!(host.is_running());
+}
+
+#[test]
+fn tcp_sockets_count_in_max_connections() {
+    let (_redis, mut conn, base) = setup();
+    let (addr, accepted) = silent_server();
+    let peer = addr.to_string();
+    let config = base.pump(
+        hostile("sockets", "socket-hoard")
+            .config("url", peer.as_str())
+            .config("lines", 200)
+            .sandbox("sockets", strings([&peer]))
+            .sandbox("max_connections", 20),
+    );
+    let mut host = Host::start(&config);
+    assert_healthy_delivered(&host);
+    wait_metric(
+        &host,
+        "pumphouse_sandbox_denials_total{pump=\"sockets\",capability=\"connections\"}",
+        2.0,
+    );
+    assert_reported(&host, "sockets", "retrying", "holding 20 sockets");
+    let connections = accepted.lock().unwrap().len();
+    assert!(
+        connections <= 20,
+        "{connections} connections reached the server"
+    );
+    assert!(host.is_running());
+    assert_held_not_dropped(&mut conn);
 }
 
 #[test]

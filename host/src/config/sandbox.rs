@@ -84,8 +84,9 @@ pub struct SandboxConfig {
     /// Files and directories one plugin instance may hold open; opening
     /// more fails with an error the plugin sees.
     pub max_open_files: u32,
-    /// Outbound HTTP connections one plugin instance may hold at once;
-    /// a request past it is denied.
+    /// Connections one plugin instance may hold at once: outbound HTTP
+    /// requests (until the response is read or dropped) and `wasi:sockets`
+    /// TCP sockets (until dropped); a request or socket past it is denied.
     pub max_connections: u32,
     /// PEM files of CA certificates the pump's plugins trust besides the
     /// webpki roots, for HTTPS and for TLS over `sandbox.sockets`

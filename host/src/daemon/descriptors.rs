@@ -1,9 +1,10 @@
 //! The host's file descriptors. The soft `RLIMIT_NOFILE` is raised to the
 //! hard limit at start (the usual soft limit of 1024 is a default for
 //! interactive shells, not a choice), and the pumps' per-instance caps
-//! (`sandbox.max_open_files`, `max_connections`) must leave
-//! [`HOST_RESERVE`] of it to the host, so that `/healthz`, Redis, the
-//! spool and a reload still get descriptors while every plugin hoards.
+//! (`sandbox.max_open_files`, `max_connections`) should leave
+//! [`HOST_RESERVE`] of it to the host (a warning says when they do not),
+//! so that `/healthz`, Redis, the spool and a reload still get
+//! descriptors while every plugin hoards.
 
 use crate::config::Config;
 
@@ -60,6 +61,10 @@ pub fn plugin_share(config: &Config) -> u64 {
 }
 
 /// Warns when `config`'s plugins could take descriptors the host needs.
+/// A warning, not a refusal: the share is the worst case of every
+/// instance hoarding to its caps at once, and under a hard limit of 1024
+/// (common in containers) refusing would reject even a one-pump config
+/// with the default caps.
 pub fn check(config: &Config, limit: Option<u64>) {
     let Some(limit) = limit else { return };
     let share = plugin_share(config);

@@ -22,7 +22,7 @@ use crate::spool::{Spool, SpoolError};
 use crate::status::PumpStatus;
 use crate::telemetry;
 
-use super::lane::{idle, Lane};
+use super::lane::{idle, start_due, Lane};
 
 /// Batches the spool writer takes from its queue into one commit (one
 /// fsync): bounds the commit size while the pump is busy.
@@ -209,6 +209,7 @@ impl Lane {
                         _ = wake.notified() => {}
                         _ = closed.cancelled() => {}
                         _ = idle(self.spec.tick) => self.tick().await,
+                        _ = start_due(self.start_due_at()) => self.retry_start().await,
                     }
                 }
             }

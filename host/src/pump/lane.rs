@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::batch::{Batch, Form};
+use crate::config::RetryConfig;
 use crate::dlq::{DeadLetters, DeadRecord};
 use crate::record::Schema;
 use crate::runtime::bindings as wit;
@@ -68,6 +69,11 @@ pub struct Lane {
     /// Which plugin of the current batch answered near its timeout, and
     /// that timeout: the pump is then degraded, not ok.
     slow_call: Option<(Arc<str>, Duration)>,
+    /// After a failed start at the daemon's start: when to try again, and
+    /// the backoff between tries. Retried on this timer while the lane is
+    /// idle, so `/readyz` recovers without waiting for a batch; cleared
+    /// once the pump delivers or its instances start.
+    start_retry: Option<(tokio::time::Instant, RetryPolicy)>,
 }
 
 impl Lane {
@@ -76,13 +82,14 @@ impl Lane {
     /// start there is no old lane, and one failing pump must not keep the
     /// others from starting: the lane starts without instances, `/readyz`
     /// shows the pump `retrying` with the error, and the lane starts the
-    /// instances again with the pump's backoff when batches come, as after
-    /// a crash.
+    /// instances again with the pump's backoff, on its own timer while
+    /// idle ([`Lane::retry_start`]) and when batches come, as after a crash.
     pub async fn start(
         spec: Arc<PumpSpec>,
         dead_letters: DeadLetters,
         phase: Phase,
     ) -> Result<Lane, PumpError> {
+        let mut start_retry = None;
         let (sink, filters) = match spec.start_instances().await {
             Ok((sink, filters)) => (Some(sink), filters.into_iter().map(Some).collect()),
             Err(PumpError::Instance {
@@ -109,6 +116,14 @@ impl Lane {
                     kind: kind.to_string(),
                     error: e.to_string(),
                 });
+                // Start attempts are not attempts at records: they go on
+                // until one works, whatever retry.max_attempts says.
+                let mut policy = RetryPolicy::new(&RetryConfig {
+                    max_attempts: None,
+                    ..spec.retry.clone()
+                });
+                let delay = policy.after_failure().unwrap_or(spec.retry.max);
+                start_retry = Some((tokio::time::Instant::now() + delay, policy));
                 (None, spec.filters.iter().map(|_| None).collect())
             }
             Err(e) => return Err(e),
@@ -123,6 +138,7 @@ impl Lane {
             spool: None,
             schema: Schema::Generic,
             slow_call: None,
+            start_retry,
         })
     }
 
@@ -175,15 +191,16 @@ impl Lane {
             metrics::gauge!(telemetry::PUMP_LANE_DEPTH, "pump" => self.spec.name.to_string());
         let latency = metrics::histogram!(telemetry::PUMP_BATCH_SECONDS, "pump" => self.spec.name.to_string());
         loop {
-            let next = match self.spec.tick {
-                None => rx.recv().await,
-                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        self.tick().await;
-                        continue;
-                    }
-                },
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                _ = idle(self.spec.tick) => {
+                    self.tick().await;
+                    continue;
+                }
+                _ = start_due(self.start_due_at()) => {
+                    self.retry_start().await;
+                    continue;
+                }
             };
             let Some((batch, queued)) = next else { break };
             depth.set(queued as f64 + 1.0);
@@ -210,6 +227,59 @@ impl Lane {
                     .start(&spec.name, &spec.sandbox, &spec.sink_config)
                     .await?,
             );
+        }
+        Ok(())
+    }
+
+    /// When the next start attempt of a lane whose start failed is due.
+    pub(super) fn start_due_at(&self) -> Option<tokio::time::Instant> {
+        self.start_retry.as_ref().map(|(at, _)| *at)
+    }
+
+    /// Tries again to start the instances that failed at the daemon's
+    /// start: on success the pump is ok on `/readyz` before any batch
+    /// comes; on failure it is counted and reported as at start, and the
+    /// next try waits longer.
+    pub(super) async fn retry_start(&mut self) {
+        match self.start_missing().await {
+            Ok(()) => {
+                tracing::info!(pump = &*self.spec.name, "pump started after failing to");
+                self.recovered();
+            }
+            Err((kind, error)) => {
+                self.count_error(kind);
+                self.spec.status.set(PumpState::Retrying {
+                    kind: kind.to_string(),
+                    error: error.clone(),
+                });
+                if let Some((at, policy)) = &mut self.start_retry {
+                    let delay = policy.after_failure().unwrap_or(self.spec.retry.max);
+                    *at = tokio::time::Instant::now() + delay;
+                    tracing::warn!(pump = &*self.spec.name, kind, attempt = policy.failures, retry_in = ?delay, "{error}");
+                }
+            }
+        }
+    }
+
+    /// Starts the sink and the filters that have no instance.
+    async fn start_missing(&mut self) -> Result<(), (&'static str, String)> {
+        let spec = &self.spec;
+        if self.sink.is_none() {
+            let inst = spec
+                .sink
+                .start(&spec.name, &spec.sandbox, &spec.sink_config)
+                .await
+                .map_err(|e| (e.kind(), format!("sink {}: {e}", spec.sink.path.display())))?;
+            self.sink = Some(inst);
+        }
+        for (slot, (plugin, config)) in self.filters.iter_mut().zip(&spec.filters) {
+            if slot.is_none() {
+                let inst = plugin
+                    .start(&spec.name, &spec.sandbox, config)
+                    .await
+                    .map_err(|e| (e.kind(), format!("filter {}: {e}", plugin.path.display())))?;
+                *slot = Some(inst);
+            }
         }
         Ok(())
     }
@@ -362,6 +432,7 @@ impl Lane {
             );
         }
         self.retry.reset();
+        self.start_retry = None;
         let state = match &self.slow_call {
             None => PumpState::Ok,
             Some((plugin, timeout)) => PumpState::Degraded {
@@ -403,6 +474,14 @@ pub(super) fn cap_dead_letters(dead: &mut Vec<DeadRecord>, records: usize, pump:
         left_out = over,
         "a batch of {records} records made more dead letters than it holds records; {over} filter-made records were counted, not stored (first: {reason})"
     );
+}
+
+/// Resolves at `at` when set; never otherwise.
+pub(super) async fn start_due(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves after `tick` when set; never otherwise.

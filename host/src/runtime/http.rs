@@ -17,7 +17,9 @@
 //! 5. an instance holds at most `sandbox.max_connections` connections:
 //!    each takes a permit, released when its connection task ends (the
 //!    response read to its end or dropped, or the request failed), so
-//!    requests started and never read cannot take the host's descriptors.
+//!    requests started and never read cannot take the host's descriptors
+//!    (`wasi:sockets` TCP sockets take the same permits, see
+//!    [`super::sockets`]).
 //!
 //! A refusal is `ErrorCode::HttpRequestDenied` for the guest (an error it
 //! can handle, never a trap), a warning naming the pump and the URL
@@ -34,7 +36,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
@@ -119,6 +121,27 @@ impl HttpHooks {
         }
     }
 
+    /// One of the instance's `max_connections` permits, held by an HTTP
+    /// request until its response is read or dropped, or by a
+    /// `wasi:sockets` TCP socket until it is dropped.
+    pub(crate) fn connection_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts and logs `what` refused for want of a connection permit.
+    pub(crate) fn deny_connection(&self, what: &str) {
+        let max = self.policy.max_connections;
+        metrics::counter!(telemetry::SANDBOX_DENIALS, "pump" => self.pump.to_string(), "capability" => "connections")
+            .increment(1);
+        if self.logs.admit() {
+            tracing::warn!(
+                pump = &*self.pump,
+                capability = "connections",
+                "{what} denied: the instance holds {max} connections (HTTP requests and TCP sockets, sandbox.max_connections); read or drop responses, drop sockets"
+            );
+        }
+    }
+
     /// Counts and logs a refusal; the guest gets `http-request-denied`.
     fn deny(&self, authority: &str, why: &str) -> Error {
         metrics::counter!(telemetry::SANDBOX_DENIALS, "pump" => self.pump.to_string(), "capability" => "http")
@@ -154,18 +177,8 @@ impl HttpHooks {
                 "not in sandbox.allowed_outbound_hosts of this pump",
             ));
         };
-        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-            let max = self.policy.max_connections;
-            metrics::counter!(telemetry::SANDBOX_DENIALS, "pump" => self.pump.to_string(), "capability" => "connections")
-                .increment(1);
-            if self.logs.admit() {
-                tracing::warn!(
-                    pump = &*self.pump,
-                    capability = "connections",
-                    authority,
-                    "outbound request denied: the instance holds {max} connections (sandbox.max_connections); read or drop responses"
-                );
-            }
+        let Some(permit) = self.connection_permit() else {
+            self.deny_connection(&format!("a request to {authority}"));
             return Err(Error::ConnectionLimitReached);
         };
         let t = self.policy.timeouts(options);

@@ -173,18 +173,50 @@ fn classify(e: wasmtime::Error, timeout: Duration) -> CallError {
     if let Some(over) = e.downcast_ref::<super::limits::OverLimit>() {
         return CallError::Memory(over.to_string());
     }
-    let text = format!("{e:#}");
-    if text.contains("growth failed") || text.contains("over sandbox.max_memory") {
-        return CallError::Memory(summary(&text));
+    let text = summary(&e);
+    // wasmtime refuses a store's surplus memories, tables and instances
+    // with a plain message ("resource limit exceeded: memory count too
+    // high at 16"), so only the text tells.
+    if text.contains("resource limit exceeded") {
+        return CallError::Memory(format!(
+            "{text} (an instance may have at most {} memories, {} tables and {} core instances)",
+            super::limits::MAX_MEMORIES,
+            super::limits::MAX_TABLES,
+            super::limits::MAX_INSTANCES
+        ));
     }
-    CallError::Trap(summary(&text))
+    if text.contains("growth failed") || text.contains("over sandbox.max_memory") {
+        return CallError::Memory(text);
+    }
+    CallError::Trap(text)
 }
 
-/// The first lines of an error: wasmtime appends a multi-line backtrace,
-/// and the first lines say what happened. Cut like any plugin text: a
-/// trap message can quote the guest.
-fn summary(s: &str) -> String {
-    PluginText::new(&s.lines().take(3).collect::<Vec<_>>().join(" | ")).into_string()
+/// What went wrong, then where. wasmtime wraps the cause (a trap code, or
+/// the error of the host call that refused the guest, such as a stream
+/// write over its 4096-byte copy limit) in the guest's backtrace, whose
+/// text comes first: shown as is, the first lines said only where. Cut
+/// like any plugin text: a trap message can quote the guest.
+fn summary(e: &wasmtime::Error) -> String {
+    // The backtrace is a context, not an error type: it is told apart in
+    // the chain by its text.
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string());
+    let cause = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| Some(c) != backtrace.as_ref())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let frame = backtrace
+        .as_deref()
+        .and_then(|bt| bt.lines().nth(1))
+        .map(|l| l.trim().to_string());
+    let text = match frame {
+        Some(frame) => format!("{cause} (in {frame})"),
+        None => cause,
+    };
+    PluginText::new(&text).into_string()
 }
 
 /// Makes every string of a sink's answer a [`PluginText`], once, before
@@ -227,7 +259,7 @@ impl Live {
         }
     }
 
-    async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
+    pub(super) async fn init(&mut self, config_json: &str) -> Result<(), CallError> {
         self.arm();
         let (t, ticker) = (self.timeout, &self.ticker);
         let r = match &self.exports {
@@ -301,6 +333,20 @@ impl Live {
                 break;
             }
         }
+    }
+}
+
+/// A plugin instance called on the caller's own thread, without the hand-off
+/// to a thread of its own that [`Instance`] makes: the reference of the
+/// `handoff` benchmark, which measures what that hand-off costs. The host
+/// never uses it: a call here would block the async runtime's thread.
+#[doc(hidden)]
+pub struct Inline(pub(super) Live);
+
+impl Inline {
+    /// Sends a batch to a sink, as [`Instance::write`] does.
+    pub async fn write(&mut self, batch: &Batch) -> Result<Result<(), WriteError>, CallError> {
+        self.0.write(batch).await
     }
 }
 

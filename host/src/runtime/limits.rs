@@ -136,6 +136,74 @@ mod tests {
         assert!(!l.memory_growing(0, 128 << 10, Some(64 << 10)).unwrap());
     }
 
+    /// A store limited as a plugin's is, and a module compiled from `wat`.
+    fn store_and_module(limit: usize, wat: &str) -> (wasmtime::Store<Limits>, wasmtime::Module) {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+        let mut store = wasmtime::Store::new(&engine, Limits::new(limit));
+        store.limiter(|l| l);
+        (store, module)
+    }
+
+    fn instantiate(
+        store: &mut wasmtime::Store<Limits>,
+        module: &wasmtime::Module,
+    ) -> wasmtime::Result<wasmtime::Instance> {
+        wasmtime::Instance::new(store, module, &[])
+    }
+
+    /// `n` memories of `pages` 64 KiB pages each.
+    fn memories(n: usize, pages: u32) -> String {
+        format!("(module {})", format!("(memory {pages})").repeat(n))
+    }
+
+    #[test]
+    fn wasmtime_sums_the_memories_of_a_store_through_the_limiter() {
+        // Four memories of 1 MiB fit 4 MiB; a fifth is one too many.
+        let (mut store, module) = store_and_module(4 << 20, &memories(4, 16));
+        instantiate(&mut store, &module).unwrap();
+        let (mut store, module) = store_and_module(usize::MAX, &memories(MAX_MEMORIES + 1, 0));
+        let e = instantiate(&mut store, &module).unwrap_err();
+        assert!(format!("{e:#}").contains("memory count too high"), "{e:#}");
+        // Three memories of 1 MiB under 2 MiB: the third is refused by
+        // the sum, though each alone is under the limit.
+        let (mut store, module) = store_and_module(2 << 20, &memories(3, 16));
+        let e = instantiate(&mut store, &module).unwrap_err();
+        assert!(e.downcast_ref::<OverLimit>().is_some(), "{e:#}");
+    }
+
+    #[test]
+    fn wasmtime_counts_table_growth_and_tables_through_the_limiter() {
+        let grow = r#"(module
+            (table $t 1 funcref)
+            (func (export "grow") (param i32) (result i32)
+                (table.grow $t (ref.null func) (local.get 0))))"#;
+        let (mut store, module) = store_and_module(1 << 20, grow);
+        let inst = instantiate(&mut store, &module).unwrap();
+        let f = inst.get_typed_func::<i32, i32>(&mut store, "grow").unwrap();
+        // 1 Ki elements fit; 128 Mi elements (1 GiB of pointers) trap.
+        assert_eq!(f.call(&mut store, 1024).unwrap(), 1);
+        let e = f.call(&mut store, 128 << 20).unwrap_err();
+        assert!(e.downcast_ref::<OverLimit>().is_some(), "{e:#}");
+        let tables = format!("(module {})", "(table 0 funcref)".repeat(MAX_TABLES + 1));
+        let (mut store, module) = store_and_module(usize::MAX, &tables);
+        let e = instantiate(&mut store, &module).unwrap_err();
+        assert!(format!("{e:#}").contains("table count too high"), "{e:#}");
+    }
+
+    #[test]
+    fn wasmtime_caps_the_instances_of_a_store() {
+        let (mut store, module) = store_and_module(usize::MAX, "(module)");
+        for _ in 0..MAX_INSTANCES {
+            instantiate(&mut store, &module).unwrap();
+        }
+        let e = instantiate(&mut store, &module).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("instance count too high"),
+            "{e:#}"
+        );
+    }
+
     #[test]
     fn a_failed_growth_gives_its_grant_back() {
         let mut l = Limits::new(1 << 20);

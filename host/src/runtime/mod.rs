@@ -48,9 +48,9 @@ use crate::config::{DirConfig, SandboxConfig, EPOCH_TICK};
 use crate::sandbox::SocketRule;
 use bindings::{filter, sink, PluginInfo};
 pub use error::{CallError, Kind, LoadError, SetupError};
-pub use instance::Instance;
 use instance::{guard, Exports, Live, Ticker};
 pub use instance::{AsBatch, SharedBatch, NEAR_TIMEOUT};
+pub use instance::{Inline, Instance};
 
 /// Export names that identify a plugin's world.
 const SINK_EXPORT: &str = "pumphouse:plugin/sink@0.1.0";
@@ -168,6 +168,8 @@ pub struct PluginState {
     kv: Kv,
     series: Arc<SeriesBudget>,
     files: OpenFiles,
+    /// `wasi:sockets` TCP sockets and their connection permits.
+    sockets_held: sockets::HeldSockets,
 }
 
 impl WasiView for PluginState {
@@ -246,6 +248,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("{e:#}")))?;
         files::add_to_linker(&mut linker).map_err(|e| SetupError(format!("{e:#}")))?;
+        sockets::add_to_linker(&mut linker).map_err(|e| SetupError(format!("{e:#}")))?;
         // Linked for every plugin; what a request may reach is decided per
         // pump in `http::HttpHooks`.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -474,6 +477,27 @@ impl Plugin {
         Ok(inst)
     }
 
+    /// Creates a fresh instance that runs on the caller's thread (see
+    /// [`Inline`]; benchmarks only), then calls `init(config_json)`.
+    #[doc(hidden)]
+    pub async fn start_inline(
+        &self,
+        pump: &str,
+        sandbox: &Sandbox,
+        config_json: &str,
+    ) -> Result<Inline, CallError> {
+        let mut live = build(
+            self.pre.clone(),
+            self.engine.clone(),
+            self.ticker.clone(),
+            Arc::from(pump),
+            sandbox.clone(),
+        )
+        .await?;
+        live.init(config_json).await?;
+        Ok(Inline(live))
+    }
+
     /// Starts an instance on a thread of its own (see [`Instance`]).
     async fn instantiate(&self, pump: &str, sandbox: &Sandbox) -> Result<Instance, CallError> {
         let build = build(
@@ -546,6 +570,7 @@ async fn build(
         kv: sandbox.kv.clone(),
         series: sandbox.series.clone(),
         files: OpenFiles::new(sandbox.files),
+        sockets_held: sockets::HeldSockets::default(),
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.limits);

@@ -3,20 +3,79 @@
 //! peers only, name lookups are allowed (a plugin needs them to find its
 //! peers by name), and binds only as the implicit bind before a connect or
 //! send. Listening and accepting stay refused: a plugin is a client.
+//!
+//! A TCP socket takes one of the instance's `sandbox.max_connections`
+//! permits, the same ones outbound HTTP requests take, for as long as the
+//! plugin holds the socket: `create-tcp-socket` is redefined in the linker
+//! around wasmtime-wasi's to refuse a socket past the cap with
+//! `new-socket-limit` (counted as `capability="connections"`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime_wasi::sockets::SocketAddrUse;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
+use wasmtime_wasi::p2::TcpSocket;
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::loglimit::LogLimiter;
+use super::PluginState;
 use crate::sandbox::SocketRule;
 use crate::telemetry;
 
 /// How long resolving a `sandbox.sockets` name may take at instance start.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The interface wasmtime-wasi links (guests asking for an older 0.2
+/// release resolve to it too).
+const TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+
+/// The TCP sockets an instance holds, each with its connection permit,
+/// by resource handle.
+#[derive(Default)]
+pub(super) struct HeldSockets(HashMap<u32, OwnedSemaphorePermit>);
+
+impl HeldSockets {
+    /// Gives back the permits of sockets the plugin dropped: a handle
+    /// that no longer names a TCP socket in `table` was dropped (a reused
+    /// handle of a newer socket is replaced when that socket is recorded).
+    fn release_dropped(&mut self, table: &wasmtime::component::ResourceTable) {
+        self.0
+            .retain(|rep, _| table.get(&Resource::<TcpSocket>::new_own(*rep)).is_ok());
+    }
+}
+
+/// Redefines `create-tcp-socket` on top of wasmtime-wasi's to count the
+/// socket in the instance's connections.
+pub(super) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut create = linker.instance(TCP_CREATE)?;
+    create.func_wrap(
+        "create-tcp-socket",
+        |mut store, (family,): (IpAddressFamily,)| {
+            let state = store.data_mut();
+            state.sockets_held.release_dropped(&state.table);
+            let Some(permit) = state.http_hooks.connection_permit() else {
+                state.http_hooks.deny_connection("a TCP socket");
+                return Ok((Err(ErrorCode::NewSocketLimit),));
+            };
+            match state.sockets().create_tcp_socket(family) {
+                Ok(socket) => {
+                    state.sockets_held.0.insert(socket.rep(), permit);
+                    Ok((Ok(socket),))
+                }
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// Grants the socket capabilities `rules` describe to the instance being
 /// built. Names are resolved now, once per instance; one that does not

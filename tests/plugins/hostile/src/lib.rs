@@ -22,9 +22,12 @@
 //! | `symlink`     | creates `/out/planted -> ../../../../etc/passwd`; success is `fatal` ("planted"), a refusal `retry` with the error |
 //! | `stderr-flood`| writes `lines` lines (default 1000) of `size` bytes (default 10 000) to stderr, made of quotes, braces and control characters, then delivers |
 //! | `histogram-flood` | makes `lines` (default 10) `histogram-observe` calls of `size` values (default 1 000 000), then delivers |
+//! | `socket-hoard` | connects `lines` (default 1000) TCP sockets to `url` (`host:port`) and keeps them; when a connect fails, answers `retry` naming how many it holds and the error |
+//! | `stream-overrun` | hands stderr 64 KiB in one `blocking-write-and-flush`, past the 4096 bytes a call may copy (a trap) |
 //!
 //! With `init_lines`, `init` first logs that many lines and writes as many
-//! to stderr (in any mode).
+//! to stderr (in any mode). With `init_needs`, `init` fails until that
+//! path exists.
 //!
 //! Every mode accepts JSON batches.
 
@@ -52,6 +55,8 @@ struct HostileConfig {
     ttl_s: Option<u64>,
     #[serde(default)]
     init_lines: u32,
+    #[serde(default)]
+    init_needs: Option<String>,
 }
 
 pub struct Hostile {
@@ -60,6 +65,8 @@ pub struct Hostile {
     files: Vec<std::fs::File>,
     /// `http-hoard`: the requests it never reads.
     requests: raw::Requests,
+    /// `socket-hoard`: the connections it keeps.
+    sockets: Vec<pumphouse_sdk::net::Stream>,
 }
 
 impl Sink for Hostile {
@@ -93,27 +100,37 @@ impl Sink for Hostile {
             "http-hoard",
             "symlink",
             "stderr-flood",
+            "stream-overrun",
+            "socket-hoard",
         ];
         if !known.contains(&config.mode.as_str()) {
             return Err(Error::fatal(format!("unknown mode {:?}", config.mode)));
+        }
+        if let Some(path) = &config.init_needs {
+            std::fs::metadata(path).map_err(|e| Error::fatal(format!("init needs {path}: {e}")))?;
         }
         for i in 0..config.init_lines {
             pumphouse_sdk::info!("init {i} {}", json_breaker(100));
             eprintln!("init {i} {}", json_breaker(100));
         }
-        if (config.mode == "http" || config.mode == "http-hoard") && config.url.is_none() {
-            return Err(Error::fatal("modes http and http-hoard need url"));
+        let needs_url = ["http", "http-hoard", "socket-hoard"];
+        if needs_url.contains(&config.mode.as_str()) && config.url.is_none() {
+            return Err(Error::fatal(
+                "modes http, http-hoard and socket-hoard need url",
+            ));
         }
         Ok(Hostile {
             config,
             files: Vec::new(),
             requests: raw::Requests::default(),
+            sockets: Vec::new(),
         })
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), WriteError> {
         match self.config.mode.as_str() {
             "fd-hoard" => return self.hoard_files(),
+            "socket-hoard" => return self.hoard_sockets(),
             "http-hoard" => {
                 let url = self.config.url.clone().unwrap_or_default();
                 return self.requests.hoard(&url, self.config.lines.unwrap_or(1000));
@@ -273,6 +290,7 @@ impl Sink for Hostile {
                 Ok(())
             }
             "symlink" => raw::plant_symlink(),
+            "stream-overrun" => raw::overrun_stderr(),
             "stderr-flood" => {
                 let line = json_breaker(c.size.unwrap_or(10_000));
                 for i in 0..c.lines.unwrap_or(1000) {
@@ -293,6 +311,22 @@ impl Sink for Hostile {
 }
 
 impl Hostile {
+    fn hoard_sockets(&mut self) -> Result<(), WriteError> {
+        let url = self.config.url.clone().unwrap_or_default();
+        for _ in 0..self.config.lines.unwrap_or(1000) {
+            match pumphouse_sdk::net::Stream::connect(&url, std::time::Duration::from_secs(5)) {
+                Ok(s) => self.sockets.push(s),
+                Err(e) => {
+                    return Err(WriteError::Retry(format!(
+                        "holding {} sockets; connecting to {url}: {e}",
+                        self.sockets.len()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn hoard_files(&mut self) -> Result<(), WriteError> {
         for _ in 0..self.config.lines.unwrap_or(10_000) {
             let path = format!("/out/hoard-{}", self.files.len());
@@ -355,6 +389,16 @@ mod raw {
         }
     }
 
+    /// 64 KiB in one `blocking-write-and-flush`, which wasi:io caps at
+    /// 4096 bytes per call; std's stderr never asks for more.
+    pub fn overrun_stderr() -> Result<(), WriteError> {
+        let stderr = wasip2::cli::stderr::get_stderr();
+        match stderr.blocking_write_and_flush(&[b'x'; 64 << 10]) {
+            Ok(()) => Err(WriteError::Fatal("wrote 64 KiB in one call".into())),
+            Err(e) => Err(WriteError::Retry(format!("overrun refused: {e:?}"))),
+        }
+    }
+
     /// `/out/planted -> ../../../../etc/passwd`.
     pub fn plant_symlink() -> Result<(), WriteError> {
         let out = wasip2::filesystem::preopens::get_directories()
@@ -386,6 +430,10 @@ mod raw {
     }
 
     pub fn plant_symlink() -> Result<(), WriteError> {
+        Err(WriteError::Fatal("wasm32 only".into()))
+    }
+
+    pub fn overrun_stderr() -> Result<(), WriteError> {
         Err(WriteError::Fatal("wasm32 only".into()))
     }
 }
