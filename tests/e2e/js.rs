@@ -363,6 +363,10 @@ fn a_js_log_flood_is_cut_and_rate_limited() {
     let mut host = Host::start(
         base.pump(
             hostile_js("flood", "log-flood")
+                // Each call writes 60 MB of lines; on a loaded machine it
+                // can take longer than the default 10 s, and this test is
+                // about the log budget, not time.
+                .set("timeout", "60s")
                 .config("lines", LINES as i64)
                 .config("size", 100_000)
                 .sandbox("log_lines_per_second", 10)
