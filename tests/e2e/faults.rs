@@ -370,11 +370,10 @@ fn a_full_spool_disk_degrades_the_pump_and_it_recovers_when_space_returns() {
     wait_for(Duration::from_secs(30), "the disk pump ok again", || {
         (readyz_pump(&host, "disk")?["state"] == "ok").then_some(())
     });
+    // The disk was found full before redb hit it (its sparse file would
+    // have wedged removals), and the spool recovered by itself.
     let log = host.log_text();
-    assert!(
-        log.contains("reopened the spool after an I/O error"),
-        "{log}"
-    );
+    assert!(log.contains("bytes free; an append of"), "{log}");
     assert!(log.contains("the spool works again"));
     drop(host);
 }
@@ -392,15 +391,16 @@ fn seq_set(path: &std::path::Path) -> HashSet<u64> {
 /// and never neither; the newest records are among the delivered. Once
 /// space returns, new records are spooled and delivered without a drop.
 ///
-/// Ignored: it fails today. Once the 5 MiB disk is full, removing a
-/// delivered batch fails with ENOSPC too (redb's copy-on-write commit
-/// needs free pages even to delete), so the lane retries that removal
-/// every 10 s forever, 9 500 records stay spooled, and the claims it has
-/// not released stay in Redis; discards that reported success were also
-/// seen to come back after the reopen that follows the next I/O error.
-/// Run it with `--ignored` to reproduce.
+/// redb grows its file sparsely, so a disk allowed to fill up would fail
+/// removals too: the spool refuses appends short of that (statvfs).
+///
+/// Ignored: with that, Redis drains and the spool empties, but the counts
+/// do not add up yet: 60 500 of 60 000, one batch both delivered and
+/// counted as dropped. A discard picks its victims, skipping the batch in
+/// delivery, and the lane can move on to one of them before the discard
+/// commits. Run it with `--ignored` to reproduce.
 #[test]
-#[ignore = "drop_oldest sticks on a full disk: removals fail with ENOSPC (see the doc)"]
+#[ignore = "a drop_oldest discard can race the lane's next read (see the doc)"]
 fn drop_oldest_on_a_full_spool_disk_drops_and_counts_the_oldest_and_recovers() {
     let redis = RedisServer::start().unwrap();
     let mut conn = redis_conn(&redis);

@@ -15,6 +15,14 @@
 //! the file and reopens it on its next operation: once space returns, the
 //! file is back at its last commit and the caller's retry goes through.
 //!
+//! The spool does not wait for that error, though. redb grows its file
+//! with a sparse `set_len`, so once the disk is full any later commit,
+//! even one that only removes, may need a page the disk cannot back, and
+//! nothing could make room any more. An append therefore first asks the
+//! filesystem for its free space and refuses, as a full disk, to take it
+//! below twice the batch plus [`DISK_MARGIN`]: removals always find room,
+//! and `drop_oldest` frees pages inside the file for the next write.
+//!
 //! Blocking: call it from `spawn_blocking`, as [`crate::pump`]'s disk lanes do.
 
 pub mod frame;
@@ -32,6 +40,9 @@ const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 /// Page cache per spool: the spool is written once and read once, so a
 /// small cache is enough and keeps memory bounded.
 const CACHE_BYTES: usize = 8 << 20;
+/// Free disk space an append leaves beyond twice its own size: room for
+/// the pages a commit rewrites (tree, allocator state) and for removals.
+pub const DISK_MARGIN: u64 = 1 << 20;
 
 /// A spool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +56,13 @@ pub enum SpoolError {
     InUse { path: PathBuf },
     #[error("spool {path}: {source}")]
     Store { path: PathBuf, source: redb::Error },
+    #[error("spool {path}: No space left on device ({free} bytes free; an append of {bytes} bytes keeps {keep} free)")]
+    DiskFull {
+        path: PathBuf,
+        free: u64,
+        bytes: u64,
+        keep: u64,
+    },
 }
 
 impl SpoolError {
@@ -59,6 +77,7 @@ impl SpoolError {
                 io.kind(),
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             ),
+            SpoolError::DiskFull { .. } => true,
             _ => false,
         }
     }
@@ -74,6 +93,9 @@ impl SpoolError {
             SpoolError::Store { source, .. } => source.to_string(),
             SpoolError::Dir { source, .. } => source.to_string(),
             SpoolError::InUse { .. } => "in use by another process".to_string(),
+            SpoolError::DiskFull { free, .. } => {
+                format!("No space left on device ({free} bytes free)")
+            }
         }
     }
 }
@@ -293,6 +315,8 @@ impl Spool {
             .iter()
             .map(|(key, at, records)| (frame::encode(key, *at, records), records.len() as u64))
             .collect();
+        let bytes: u64 = frames.iter().map(|(f, _)| f.len() as u64).sum();
+        self.check_disk(bytes)?;
         let first = self.state.lock().expect("spool lock").next_seq;
         self.with_db(|db| {
             let txn = begin_write(db)?;
@@ -347,6 +371,26 @@ impl Spool {
                 }
             }
         }
+    }
+
+    /// Refuses an append of `bytes` that would leave the disk with less
+    /// than twice that plus [`DISK_MARGIN`] free (see the module doc). A
+    /// filesystem that cannot say is taken at its word at commit time.
+    fn check_disk(&self, bytes: u64) -> Result<(), SpoolError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let Some(free) = free_bytes(dir) else {
+            return Ok(());
+        };
+        let keep = bytes.saturating_mul(2).saturating_add(DISK_MARGIN);
+        if free >= keep {
+            return Ok(());
+        }
+        Err(SpoolError::DiskFull {
+            path: self.path.clone(),
+            free,
+            bytes,
+            keep,
+        })
     }
 
     /// Removes a delivered (or dropped) batch. Idempotent.
@@ -444,6 +488,18 @@ impl Spool {
         }
         Ok(dropped)
     }
+}
+
+/// The bytes an unprivileged writer may still use on `dir`'s filesystem.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let fs = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
