@@ -139,21 +139,7 @@ impl Lane {
         if self.start_sink().await.is_err() {
             return false;
         }
-        let empty = wit::Batch {
-            schema: batch.schema.into(),
-            encoding: self.spec.sink.info.accepts,
-            payloads: Vec::new(),
-            events: Vec::new(),
-        };
-        let inst = self.sink.as_mut().expect("started above");
-        match inst.write(Arc::new(empty)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                self.sink = None;
-                false
-            }
-        }
+        self.write_empty(batch.schema).await.is_ok()
     }
 
     fn needs_more_memory(&self, error: &str) -> String {

@@ -263,15 +263,11 @@ impl Lane {
 
     /// Starts the sink and the filters that have no instance.
     async fn start_missing(&mut self) -> Result<(), (&'static str, String)> {
+        self.start_sink().await.map_err(|e| {
+            let path = self.spec.sink.path.display();
+            (e.kind(), format!("sink {path}: {e}"))
+        })?;
         let spec = &self.spec;
-        if self.sink.is_none() {
-            let inst = spec
-                .sink
-                .start(&spec.name, &spec.sandbox, &spec.sink_config)
-                .await
-                .map_err(|e| (e.kind(), format!("sink {}: {e}", spec.sink.path.display())))?;
-            self.sink = Some(inst);
-        }
         for (slot, (plugin, config)) in self.filters.iter_mut().zip(&spec.filters) {
             if slot.is_none() {
                 let inst = plugin
@@ -293,23 +289,32 @@ impl Lane {
             tracing::warn!(pump = &*self.spec.name, "tick skipped: {e}");
             return;
         }
+        let error = match self.write_empty(self.schema).await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        self.count_error("tick");
+        tracing::warn!(pump = &*self.spec.name, "tick failed: {error}");
+    }
+
+    /// Writes an empty batch of `schema` to the started sink (a tick's
+    /// call); an instance that traps is discarded.
+    pub(super) async fn write_empty(&mut self, schema: Schema) -> Result<(), String> {
         let empty = wit::Batch {
-            schema: self.schema.into(),
+            schema: schema.into(),
             encoding: self.spec.sink.info.accepts,
             payloads: Vec::new(),
             events: Vec::new(),
         };
-        let inst = self.sink.as_mut().expect("started above");
-        let error = match inst.write(Arc::new(empty)).await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => format!("{e:?}"),
+        let inst = self.sink.as_mut().expect("the sink is started");
+        match inst.write(Arc::new(empty)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:?}")),
             Err(e) => {
                 self.sink = None;
-                e.to_string()
+                Err(e.to_string())
             }
-        };
-        self.count_error("tick");
-        tracing::warn!(pump = &*self.spec.name, "tick failed: {error}");
+        }
     }
 
     /// One batch through the whole lane: host filters and size cap, the
